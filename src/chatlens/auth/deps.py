@@ -1,0 +1,33 @@
+"""Dependency aliases for who is calling: CurrentUser and AdminUser."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from chatlens.auth.service import Principal, authenticate
+from chatlens.db.session import SessionDep
+from chatlens.errors import Forbidden
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer cl_...`")
+
+
+async def current_user(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    return await authenticate(session, credentials.credentials if credentials else None)
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+async def admin_user(user: CurrentUser) -> Principal:
+    if not user.is_admin:
+        raise Forbidden("this route is for administrators")
+    return user
+
+
+AdminUser = Annotated[Principal, Depends(admin_user)]

@@ -1,0 +1,100 @@
+"""SQL for conversations, messages and the per-turn metrics rows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatlens.models import Conversation, ConversationMetrics, ConversationStatus, Message
+from chatlens.pagination import Cursor
+
+
+async def get_conversation(
+    session: AsyncSession, *, user_id: uuid.UUID, conversation_id: uuid.UUID
+) -> Conversation | None:
+    # Filtering by owner here makes another user's conversation indistinguishable from none.
+    query = select(Conversation).where(
+        Conversation.id == conversation_id, Conversation.user_id == user_id
+    )
+    return await session.scalar(query)
+
+
+async def list_conversations(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    limit: int,
+    after: Cursor | None,
+    status: ConversationStatus | None,
+    project_id: str | None,
+) -> Sequence[Conversation]:
+    """Newest first; one row more than `limit` tells the caller there is a next page."""
+    query = select(Conversation).where(Conversation.user_id == user_id)
+    if status is not None:
+        query = query.where(Conversation.status == status)
+    if project_id is not None:
+        query = query.where(Conversation.project_id == project_id)
+    if after is not None:
+        query = query.where(
+            or_(
+                Conversation.created_at < after.created_at,
+                and_(Conversation.created_at == after.created_at, Conversation.id < after.id),
+            )
+        )
+    query = query.order_by(Conversation.created_at.desc(), Conversation.id.desc()).limit(limit + 1)
+    return (await session.scalars(query)).all()
+
+
+async def delete_conversation(session: AsyncSession, conversation: Conversation) -> None:
+    # Messages go with it (ON DELETE CASCADE); conversation_metrics rows stay as facts.
+    await session.execute(delete(Conversation).where(Conversation.id == conversation.id))
+
+
+async def list_messages(
+    session: AsyncSession, *, conversation_id: uuid.UUID, limit: int, after: Cursor | None
+) -> Sequence[Message]:
+    """Oldest first; one row more than `limit` tells the caller there is a next page."""
+    query = select(Message).where(Message.conversation_id == conversation_id)
+    if after is not None:
+        query = query.where(
+            or_(
+                Message.created_at > after.created_at,
+                and_(Message.created_at == after.created_at, Message.id > after.id),
+            )
+        )
+    query = query.order_by(Message.created_at, Message.id).limit(limit + 1)
+    return (await session.scalars(query)).all()
+
+
+async def recent_messages(
+    session: AsyncSession, *, conversation_id: uuid.UUID, limit: int
+) -> list[Message]:
+    """The last `limit` messages in chronological order."""
+    query = (
+        select(Message)
+        .where(Message.conversation_id == conversation_id)
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(limit)
+    )
+    rows = list((await session.scalars(query)).all())
+    rows.reverse()
+    return rows
+
+
+async def add(session: AsyncSession, *rows: Conversation | Message | ConversationMetrics) -> None:
+    session.add_all(rows)
+    await session.flush()
+
+
+async def get_conversation_by_id(
+    session: AsyncSession, conversation_id: uuid.UUID
+) -> Conversation | None:
+    """For the pipeline's own transaction, after ownership was checked on the request."""
+    return await session.get(Conversation, conversation_id)
+
+
+async def delete_message(session: AsyncSession, message_id: uuid.UUID) -> None:
+    await session.execute(delete(Message).where(Message.id == message_id))

@@ -1,0 +1,276 @@
+"""Chat and conversation routes: parse, authorize, call the service, shape the response."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import orjson
+import structlog
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from chatlens.auth.deps import CurrentUser
+from chatlens.chat import service
+from chatlens.chat.schemas import (
+    ChatRequest,
+    ChatResponse,
+    ConversationCreate,
+    ConversationRead,
+    ConversationUpdate,
+    MessageCreate,
+    MessageRead,
+    Page,
+    RegenerateRequest,
+)
+from chatlens.chat.service import Answer, ChatPipeline, Turn
+from chatlens.db.session import SessionDep
+from chatlens.errors import ChatlensError
+from chatlens.models import ConversationStatus
+from chatlens.pagination import decode_cursor
+from chatlens.responses import errors
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(tags=["chat"])
+
+_SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The answer: JSON, or server-sent events `delta` {content}, then "
+        "`done` with the ChatResponse, or `error` {type, message}",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+def get_pipeline(request: Request) -> ChatPipeline:
+    pipeline: ChatPipeline = request.app.state.pipeline
+    return pipeline
+
+
+PipelineDep = Annotated[ChatPipeline, Depends(get_pipeline)]
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
+CursorParam = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
+
+
+def wants_stream(flag: bool | None, request: Request, *, default: bool) -> bool:
+    """An explicit `stream` flag wins; else `Accept: text/event-stream` asks for SSE."""
+    if flag is not None:
+        return flag
+    if "text/event-stream" in request.headers.get("accept", ""):
+        return True
+    return default
+
+
+def _json(data: Any) -> str:
+    return orjson.dumps(data).decode()
+
+
+async def _events(answer: Answer) -> AsyncIterator[ServerSentEvent]:
+    try:
+        async for delta in answer.deltas():
+            yield ServerSentEvent(_json({"content": delta}), event="delta")
+        done = await answer.save()
+        yield ServerSentEvent(done.model_dump_json(), event="done")
+    except ChatlensError as exc:
+        yield ServerSentEvent(
+            _json({"type": exc.error_type, "message": exc.message}), event="error"
+        )
+    except Exception as exc:
+        log.error("stream_failed", exc_info=exc)
+        yield ServerSentEvent(
+            _json({"type": "internal_error", "message": "internal server error"}), event="error"
+        )
+    finally:
+        # Runs on every ending, a client that went away included: the answer is stored.
+        try:
+            await answer.save()
+        except Exception as exc:
+            log.error("answer_not_stored", exc_info=exc)
+
+
+async def _respond(
+    pipeline: ChatPipeline, turn: Turn, *, stream: bool
+) -> ChatResponse | EventSourceResponse:
+    if stream:
+        return EventSourceResponse(_events(pipeline.answer(turn)), ping=15)
+    return await pipeline.complete(turn)
+
+
+@router.post(
+    "/chat",
+    response_model=ChatResponse,
+    responses={**_SSE_DOC, **errors(401, 404, 413, 422, 502)},
+)
+async def chat(
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
+    pipeline: PipelineDep,
+    body: ChatRequest,
+) -> ChatResponse | EventSourceResponse:
+    """Ask the support bot; starts a conversation unless `conversation_id` is given."""
+    turn = await pipeline.start_turn(
+        session,
+        user=user,
+        text=body.message,
+        conversation_id=body.conversation_id,
+        project_id=body.project_id,
+        platform=body.platform,
+        external_user_id=body.user,
+    )
+    return await _respond(pipeline, turn, stream=wants_stream(body.stream, request, default=False))
+
+
+@router.get("/api/conversations", response_model=Page[ConversationRead], responses=errors(401, 422))
+async def list_conversations(
+    session: SessionDep,
+    user: CurrentUser,
+    limit: Limit = 20,
+    cursor: CursorParam = None,
+    status: ConversationStatus | None = None,
+    project_id: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
+) -> Page[ConversationRead]:
+    """Your conversations, newest first."""
+    page = await service.list_conversations(
+        session,
+        user=user,
+        limit=limit,
+        cursor=decode_cursor(cursor),
+        status=status,
+        project_id=project_id,
+    )
+    return Page[ConversationRead](
+        items=[ConversationRead.model_validate(c) for c in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.post(
+    "/api/conversations",
+    response_model=ConversationRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(401, 422),
+)
+async def create_conversation(
+    session: SessionDep, user: CurrentUser, body: ConversationCreate | None = None
+) -> ConversationRead:
+    """Start an empty conversation."""
+    body = body or ConversationCreate()
+    conversation = await service.create_conversation(
+        session,
+        user=user,
+        project_id=body.project_id,
+        platform=body.platform,
+        external_user_id=body.user,
+        title=body.title,
+    )
+    return ConversationRead.model_validate(conversation)
+
+
+@router.get(
+    "/api/conversations/{conversation_id}",
+    response_model=ConversationRead,
+    responses=errors(401, 404, 422),
+)
+async def get_conversation(
+    session: SessionDep, user: CurrentUser, conversation_id: uuid.UUID
+) -> ConversationRead:
+    """One of your conversations."""
+    conversation = await service.get_conversation_or_raise(
+        session, user=user, conversation_id=conversation_id
+    )
+    return ConversationRead.model_validate(conversation)
+
+
+@router.patch(
+    "/api/conversations/{conversation_id}",
+    response_model=ConversationRead,
+    responses=errors(401, 404, 422),
+)
+async def update_conversation(
+    session: SessionDep, user: CurrentUser, conversation_id: uuid.UUID, body: ConversationUpdate
+) -> ConversationRead:
+    """Rename a conversation."""
+    conversation = await service.update_conversation(
+        session, user=user, conversation_id=conversation_id, title=body.title
+    )
+    return ConversationRead.model_validate(conversation)
+
+
+@router.delete(
+    "/api/conversations/{conversation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=errors(401, 404, 422),
+)
+async def delete_conversation(
+    session: SessionDep, user: CurrentUser, conversation_id: uuid.UUID
+) -> None:
+    """Delete a conversation and its messages."""
+    await service.delete_conversation(session, user=user, conversation_id=conversation_id)
+
+
+@router.get(
+    "/api/conversations/{conversation_id}/messages",
+    response_model=Page[MessageRead],
+    responses=errors(401, 404, 422),
+)
+async def list_messages(
+    session: SessionDep,
+    user: CurrentUser,
+    conversation_id: uuid.UUID,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
+) -> Page[MessageRead]:
+    """A conversation's messages, oldest first."""
+    page = await service.list_messages(
+        session,
+        user=user,
+        conversation_id=conversation_id,
+        limit=limit,
+        cursor=decode_cursor(cursor),
+    )
+    return Page[MessageRead](
+        items=[MessageRead.model_validate(m) for m in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.post(
+    "/api/conversations/{conversation_id}/messages",
+    response_model=ChatResponse,
+    responses={**_SSE_DOC, **errors(401, 404, 413, 422, 502)},
+)
+async def send_message(
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
+    pipeline: PipelineDep,
+    conversation_id: uuid.UUID,
+    body: MessageCreate,
+) -> ChatResponse | EventSourceResponse:
+    """Send a message in a conversation; the answer streams as server-sent events."""
+    turn = await pipeline.start_turn(
+        session, user=user, text=body.message, conversation_id=conversation_id
+    )
+    return await _respond(pipeline, turn, stream=wants_stream(body.stream, request, default=True))
+
+
+@router.post(
+    "/api/conversations/{conversation_id}/regenerate",
+    response_model=ChatResponse,
+    responses={**_SSE_DOC, **errors(401, 404, 409, 422, 502)},
+)
+async def regenerate(
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
+    pipeline: PipelineDep,
+    conversation_id: uuid.UUID,
+    body: RegenerateRequest | None = None,
+) -> ChatResponse | EventSourceResponse:
+    """Answer the last question again, replacing the last answer; streams by default."""
+    turn = await pipeline.start_regenerate(session, user=user, conversation_id=conversation_id)
+    flag = body.stream if body is not None else None
+    return await _respond(pipeline, turn, stream=wants_stream(flag, request, default=True))

@@ -1,0 +1,447 @@
+"""The chat pipeline: store the question, ask the model, store the answer — and conversations."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import anyio
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chatlens.auth.service import Principal
+from chatlens.chat import repository as repo
+from chatlens.chat.schemas import ChatResponse, UsageRead
+from chatlens.db.base import utcnow
+from chatlens.errors import ChatlensError, Conflict, NotFound
+from chatlens.inference.base import ChatMessage, Chunk, InferenceBackend
+from chatlens.inference.tokens import count_prompt_tokens, count_tokens
+from chatlens.models import (
+    Conversation,
+    ConversationMetrics,
+    ConversationStatus,
+    Message,
+    MessageRole,
+    MessageStatus,
+)
+from chatlens.pagination import Cursor, Slice
+
+log = structlog.get_logger(__name__)
+
+
+TITLE_LENGTH = 60
+# Storing an answer after the client left must not hang a worker if the database does.
+_SAVE_TIMEOUT_S = 10.0
+
+
+class InferenceFailed(ChatlensError):
+    status_code = 502
+    error_type = "inference_error"
+
+
+def make_title(text: str) -> str:
+    """The first ~60 characters of a message, cut at a word."""
+    words = " ".join(text.split())
+    if len(words) <= TITLE_LENGTH:
+        return words
+    cut = words[: TITLE_LENGTH + 1].rsplit(" ", 1)[0] if " " in words[:TITLE_LENGTH] else ""
+    return (cut or words[:TITLE_LENGTH]).rstrip(" ,.;:-") + "…"
+
+
+# -- conversations -------------------------------------------------------------------------
+
+
+async def get_conversation_or_raise(
+    session: AsyncSession, *, user: Principal, conversation_id: uuid.UUID
+) -> Conversation:
+    conversation = await repo.get_conversation(
+        session, user_id=user.user_id, conversation_id=conversation_id
+    )
+    if conversation is None:
+        raise NotFound("conversation not found")
+    return conversation
+
+
+async def create_conversation(
+    session: AsyncSession,
+    *,
+    user: Principal,
+    project_id: str,
+    platform: str,
+    external_user_id: str | None,
+    title: str | None = None,
+) -> Conversation:
+    conversation = Conversation(
+        user_id=user.user_id,
+        project_id=project_id,
+        platform=platform,
+        external_user_id=external_user_id,
+        title=title,
+    )
+    await repo.add(session, conversation)
+    log.info(
+        "conversation_created",
+        conversation_id=str(conversation.id),
+        project_id=project_id,
+        platform=platform,
+    )
+    return conversation
+
+
+async def list_conversations(
+    session: AsyncSession,
+    *,
+    user: Principal,
+    limit: int,
+    cursor: Cursor | None,
+    status: ConversationStatus | None,
+    project_id: str | None,
+) -> Slice[Conversation]:
+    rows = await repo.list_conversations(
+        session,
+        user_id=user.user_id,
+        limit=limit,
+        after=cursor,
+        status=status,
+        project_id=project_id,
+    )
+    return Slice.of(rows, limit)
+
+
+async def update_conversation(
+    session: AsyncSession, *, user: Principal, conversation_id: uuid.UUID, title: str
+) -> Conversation:
+    conversation = await get_conversation_or_raise(
+        session, user=user, conversation_id=conversation_id
+    )
+    conversation.title = title.strip()
+    conversation.updated_at = utcnow()
+    await session.flush()
+    return conversation
+
+
+async def delete_conversation(
+    session: AsyncSession, *, user: Principal, conversation_id: uuid.UUID
+) -> None:
+    conversation = await get_conversation_or_raise(
+        session, user=user, conversation_id=conversation_id
+    )
+    await repo.delete_conversation(session, conversation)
+    log.info("conversation_deleted", conversation_id=str(conversation_id))
+
+
+async def list_messages(
+    session: AsyncSession,
+    *,
+    user: Principal,
+    conversation_id: uuid.UUID,
+    limit: int,
+    cursor: Cursor | None,
+) -> Slice[Message]:
+    await get_conversation_or_raise(session, user=user, conversation_id=conversation_id)
+    rows = await repo.list_messages(
+        session, conversation_id=conversation_id, limit=limit, after=cursor
+    )
+    return Slice.of(rows, limit)
+
+
+# -- the pipeline --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Turn:
+    """One question to the model: where it belongs and what the model is shown."""
+
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID
+    project_id: str
+    platform: str
+    external_user_id: str | None
+    context: list[ChatMessage]
+    started: float = field(default_factory=time.perf_counter)
+    # Regenerate: the assistant message this turn's answer replaces.
+    replaces: uuid.UUID | None = None
+
+
+def _as_context(messages: Sequence[Message]) -> list[ChatMessage]:
+    return [
+        ChatMessage(role=m.role.value, content=m.content)
+        for m in messages
+        if m.status is not MessageStatus.error and m.content
+    ]
+
+
+class ChatPipeline:
+    """Runs turns against the configured backend and stores what they produce."""
+
+    def __init__(
+        self,
+        *,
+        backend: InferenceBackend,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        history_messages: int,
+    ) -> None:
+        self.backend = backend
+        self.sessionmaker = sessionmaker
+        self.history_messages = history_messages
+
+    async def start_turn(
+        self,
+        session: AsyncSession,
+        *,
+        user: Principal,
+        text: str,
+        conversation_id: uuid.UUID | None,
+        project_id: str = "default",
+        platform: str = "web",
+        external_user_id: str | None = None,
+    ) -> Turn:
+        """Store the user's message (committed before the model is called) and build the turn."""
+        started = time.perf_counter()
+        if conversation_id is None:
+            conversation = await create_conversation(
+                session,
+                user=user,
+                project_id=project_id,
+                platform=platform,
+                external_user_id=external_user_id,
+            )
+        else:
+            conversation = await get_conversation_or_raise(
+                session, user=user, conversation_id=conversation_id
+            )
+        if conversation.title is None:
+            conversation.title = make_title(text)
+        now = utcnow()
+        conversation.updated_at = now
+        question = Message(
+            conversation_id=conversation.id,
+            role=MessageRole.user,
+            content=text,
+            created_at=now,
+            project_id=conversation.project_id,
+            prompt_tokens=count_tokens(text),
+            status=MessageStatus.complete,
+        )
+        await repo.add(session, question)
+        history = await repo.recent_messages(
+            session, conversation_id=conversation.id, limit=self.history_messages
+        )
+        # Nothing the user sent may be lost: it is durable before the model sees it.
+        await session.commit()
+        return Turn(
+            conversation_id=conversation.id,
+            user_id=user.user_id,
+            project_id=conversation.project_id,
+            platform=conversation.platform,
+            external_user_id=conversation.external_user_id,
+            context=_as_context(history),
+            started=started,
+        )
+
+    async def start_regenerate(
+        self, session: AsyncSession, *, user: Principal, conversation_id: uuid.UUID
+    ) -> Turn:
+        """A turn answering the last question again; its answer replaces the last answer."""
+        started = time.perf_counter()
+        conversation = await get_conversation_or_raise(
+            session, user=user, conversation_id=conversation_id
+        )
+        history = await repo.recent_messages(
+            session, conversation_id=conversation.id, limit=self.history_messages + 1
+        )
+        replaces = None
+        if history and history[-1].role is MessageRole.assistant:
+            replaces = history.pop().id
+        if not history or history[-1].role is not MessageRole.user:
+            raise Conflict("there is no question in this conversation to answer again")
+        return Turn(
+            conversation_id=conversation.id,
+            user_id=user.user_id,
+            project_id=conversation.project_id,
+            platform=conversation.platform,
+            external_user_id=conversation.external_user_id,
+            context=_as_context(history[-self.history_messages :]),
+            started=started,
+            replaces=replaces,
+        )
+
+    def answer(self, turn: Turn) -> Answer:
+        return Answer(self, turn)
+
+    async def complete(self, turn: Turn) -> ChatResponse:
+        """Run a turn to the end and return the stored answer (the non-streamed path)."""
+        answer = self.answer(turn)
+        try:
+            async for _ in answer.deltas():
+                pass
+        finally:
+            response = await answer.save()
+        return response
+
+
+class Answer:
+    """One model answer as it streams; `save()` stores it exactly once, however the stream ends."""
+
+    def __init__(self, pipeline: ChatPipeline, turn: Turn) -> None:
+        self.pipeline = pipeline
+        self.turn = turn
+        self.model = pipeline.backend.default_model
+        self.parts: list[str] = []
+        self.final: Chunk | None = None
+        self.error: ChatlensError | None = None
+        self.model_started: float | None = None
+        self.first_token_at: float | None = None
+        self.finished_at: float | None = None
+        self._saved: ChatResponse | None = None
+
+    async def deltas(self) -> AsyncIterator[str]:
+        """The answer's text pieces; a backend failure ends it with InferenceFailed."""
+        self.model_started = time.perf_counter()
+        try:
+            async for chunk in self.pipeline.backend.stream(self.turn.context, model=self.model):
+                if chunk.delta:
+                    if self.first_token_at is None:
+                        self.first_token_at = time.perf_counter()
+                    self.parts.append(chunk.delta)
+                    yield chunk.delta
+                if chunk.usage is not None or chunk.finish_reason is not None:
+                    self.final = chunk
+        except ChatlensError as exc:
+            self.error = exc
+            raise
+        except Exception as exc:
+            log.error("inference_failed", exc_info=exc, backend=self.pipeline.backend.name)
+            self.error = InferenceFailed("the model failed to answer; try again")
+            raise self.error from exc
+        finally:
+            self.finished_at = time.perf_counter()
+
+    @property
+    def status(self) -> MessageStatus:
+        if self.error is not None:
+            return MessageStatus.error
+        return MessageStatus.complete if self.final is not None else MessageStatus.incomplete
+
+    async def save(self) -> ChatResponse:
+        """Store the answer and its metrics row in one transaction; safe to call again."""
+        if self._saved is not None:
+            return self._saved
+        # Shielded: after a client disconnect this runs inside a cancelled scope.
+        with anyio.move_on_after(_SAVE_TIMEOUT_S, shield=True) as scope:
+            self._saved = await self._store()
+        if scope.cancelled_caught or self._saved is None:
+            log.error("answer_not_stored", conversation_id=str(self.turn.conversation_id))
+            raise InferenceFailed("the answer could not be stored")
+        return self._saved
+
+    async def _store(self) -> ChatResponse:
+        turn = self.turn
+        now = time.perf_counter()
+        text = "".join(self.parts)
+        final = self.final
+        usage = final.usage if final is not None else None
+        prompt_tokens = usage.prompt_tokens if usage else count_prompt_tokens(turn.context)
+        completion_tokens = usage.completion_tokens if usage else count_tokens(text)
+        model_started = self.model_started or now
+        inference_ms = ((self.finished_at or now) - model_started) * 1000
+        ttft_ms = (
+            (self.first_token_at - model_started) * 1000
+            if self.first_token_at is not None
+            else None
+        )
+        escalation = final.escalation_reason if final is not None else None
+        intent = final.intent if final is not None else None
+        confidence = final.confidence if final is not None else None
+        cost = Decimal(0)
+        status = self.status
+        async with self.pipeline.sessionmaker() as session, session.begin():
+            conversation = await repo.get_conversation_by_id(session, turn.conversation_id)
+            if conversation is None:
+                # Deleted while the model was answering: nothing left to attach the answer to.
+                raise NotFound("conversation not found")
+            if turn.replaces is not None:
+                await repo.delete_message(session, turn.replaces)
+            stored_at = utcnow()
+            reply = Message(
+                conversation_id=turn.conversation_id,
+                role=MessageRole.assistant,
+                content=text,
+                created_at=stored_at,
+                project_id=turn.project_id,
+                model=self.model,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                inference_time_ms=round(inference_ms, 3),
+                ttft_ms=None if ttft_ms is None else round(ttft_ms, 3),
+                intent=intent,
+                confidence=confidence,
+                cost_usd=cost,
+                status=status,
+            )
+            conversation.updated_at = stored_at
+            if conversation.first_response_at is None and status is MessageStatus.complete:
+                conversation.first_response_at = stored_at
+            if escalation is not None and conversation.status is not ConversationStatus.escalated:
+                conversation.status = ConversationStatus.escalated
+                conversation.escalated_at = stored_at
+                conversation.escalation_reason = escalation
+            await repo.add(session, reply)
+            await repo.add(
+                session,
+                ConversationMetrics(
+                    timestamp=stored_at,
+                    conversation_id=turn.conversation_id,
+                    message_id=reply.id,
+                    user_id=turn.user_id,
+                    project_id=turn.project_id,
+                    platform=turn.platform,
+                    external_user_id=turn.external_user_id,
+                    model=self.model,
+                    intent=intent,
+                    confidence=confidence,
+                    response_time_ms=round(inference_ms, 3),
+                    ttft_ms=reply.ttft_ms,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    tokens_used=prompt_tokens + completion_tokens,
+                    cost_usd=cost,
+                    resolved=False,
+                    escalated=escalation is not None,
+                    status=status.value,
+                ),
+            )
+        latency_ms = (time.perf_counter() - turn.started) * 1000
+        log.info(
+            "message_processed",
+            conversation_id=str(turn.conversation_id),
+            message_id=str(reply.id),
+            project_id=turn.project_id,
+            platform=turn.platform,
+            intent=intent,
+            confidence=confidence,
+            response_time_ms=round(inference_ms, 3),
+            ttft_ms=reply.ttft_ms,
+            ai_tokens_used=prompt_tokens + completion_tokens,
+            ai_model=self.model,
+            escalated=escalation is not None,
+            status=status.value,
+        )
+        return ChatResponse(
+            conversation_id=turn.conversation_id,
+            message_id=reply.id,
+            reply=text,
+            intent=intent,
+            confidence=confidence,
+            escalated=escalation is not None,
+            model=self.model,
+            usage=UsageRead(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
+            ),
+            latency_ms=round(latency_ms, 3),
+        )

@@ -1,0 +1,277 @@
+"""The `chatlens` command: serve, migrate, and manage users and API keys."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatlens import __version__
+from chatlens.auth import service as auth
+from chatlens.db import migrate
+from chatlens.db.engine import create_engine, create_sessionmaker
+from chatlens.errors import ChatlensError
+from chatlens.inference.factory import create_backend
+from chatlens.inference.knowledge_base import KnowledgeBaseError
+from chatlens.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(help="chatlens: AI customer-support chat service.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+users_app = typer.Typer(help="Users.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
+
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"chatlens: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        fail(str(exc))
+
+
+def run_in_session(settings: Settings, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run one transaction against the configured database; a ChatlensError exits cleanly."""
+
+    async def main() -> T:
+        engine = create_engine(settings)
+        try:
+            if await migrate.current_revision(engine) is None:
+                fail("the database has no schema yet: run `chatlens db upgrade` first")
+            async with create_sessionmaker(engine)() as session, session.begin():
+                return await action(session)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except ChatlensError as exc:
+        fail(exc.message, 1)
+    except OSError as exc:
+        fail(f"cannot reach the database: {exc}", 1)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind [CHATLENS_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [CHATLENS_PORT]")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Processes [CHATLENS_WORKERS]")] = None,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development)")] = False,
+) -> None:
+    """Serve the API: migrate an embedded SQLite, create the first admin, start uvicorn."""
+    import uvicorn
+
+    settings = settings_or_exit()
+    host = host or settings.host
+    port = port or settings.port
+    workers = workers or settings.workers
+    if reload and workers > 1:
+        fail("--reload works with one worker only")
+    try:
+        create_backend(settings)  # a bad knowledge base stops here with one line
+    except KnowledgeBaseError as exc:
+        fail(str(exc))
+
+    admin_key = asyncio.run(_prepare_database(settings))
+    _print_banner(settings, host, port, admin_key)
+    uvicorn.run(
+        "chatlens.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        reload=reload,
+        log_level=settings.log_level.lower(),
+    )
+
+
+async def _prepare_database(settings: Settings) -> str | None:
+    engine = create_engine(settings)
+    try:
+        if settings.should_auto_migrate:
+            await migrate.upgrade(settings)
+        elif await migrate.current_revision(engine) is None:
+            fail(
+                "the database has no schema: run `chatlens db upgrade` "
+                "(or set CHATLENS_AUTO_MIGRATE=true)"
+            )
+        if not settings.bootstrap_admin:
+            return None
+        async with create_sessionmaker(engine)() as session, session.begin():
+            return await auth.bootstrap_admin(session)
+    except OSError as exc:
+        fail(f"cannot reach the database: {exc}", 1)
+    finally:
+        await engine.dispose()
+
+
+def _print_banner(settings: Settings, host: str, port: int, admin_key: str | None) -> None:
+    shown_host = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
+    base = f"http://{shown_host}:{port}"
+    database = str(settings.database_path) if settings.database_path else "PostgreSQL"
+    key = admin_key or "$CHATLENS_KEY"
+    lines = [
+        f"chatlens {__version__} · backend {settings.inference_backend} · database {database}",
+        "",
+    ]
+    if admin_key:
+        lines += [
+            "First start: an admin user was created. Its API key is shown only now",
+            "(it is stored as a SHA-256 hash) — copy it:",
+            "",
+            f"    {admin_key}",
+            "",
+        ]
+    else:
+        lines += [
+            "Use your API key (new one: chatlens keys create --user admin):",
+            "    export CHATLENS_KEY=cl_...",
+            "",
+        ]
+    lines += [
+        "Ask the bot:",
+        f"    curl -H \"Authorization: Bearer {key}\" -H 'content-type: application/json' \\",
+        f'      -d \'{{"message":"Where is my order?"}}\' {base}/chat',
+        "",
+        f"API docs  {base}/docs",
+        f"Health    {base}/health/ready",
+        "",
+    ]
+    typer.echo("\n".join(lines))
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Upgrade the schema (default: to the newest migration)."""
+    settings = settings_or_exit()
+    try:
+        asyncio.run(migrate.upgrade(settings, revision))
+    except OSError as exc:
+        fail(f"cannot reach the database: {exc}", 1)
+    typer.echo(f"database at revision {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
+    """Downgrade the schema to a revision (`base` removes every table)."""
+    settings = settings_or_exit()
+    asyncio.run(migrate.downgrade(settings, revision))
+    typer.echo(f"database at revision {revision}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's revision and the newest one."""
+    settings = settings_or_exit()
+
+    async def read() -> str | None:
+        engine = create_engine(settings)
+        try:
+            return await migrate.current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"current: {asyncio.run(read()) or 'none'}  head: {migrate.head_revision()}")
+
+
+@users_app.command("create")
+def users_create(
+    name: Annotated[str, typer.Argument(help="A unique name, e.g. the team or the widget")],
+    admin: Annotated[bool, typer.Option("--admin", help="May use the admin routes")] = False,
+    key: Annotated[bool, typer.Option(help="Also create an API key and print it")] = True,
+) -> None:
+    """Create a user (and, by default, its first API key)."""
+    settings = settings_or_exit()
+
+    async def action(session: AsyncSession) -> tuple[str, str | None]:
+        user = await auth.create_user(session, name=name, is_admin=admin)
+        secret = (await auth.create_key(session, user=user))[1] if key else None
+        return str(user.id), secret
+
+    user_id, secret = run_in_session(settings, action)
+    typer.echo(f"user {name} created: id {user_id}{' (admin)' if admin else ''}")
+    if secret:
+        typer.echo(f"API key (shown once): {secret}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users."""
+    settings = settings_or_exit()
+
+    async def action(session: AsyncSession) -> list[str]:
+        return [
+            f"{u.id}  {u.name}{'  admin' if u.is_admin else ''}"
+            for u in await auth.list_users(session)
+        ]
+
+    for line in run_in_session(settings, action):
+        typer.echo(line)
+
+
+@keys_app.command("create")
+def keys_create(
+    user: Annotated[str, typer.Option("--user", help="User id or name")],
+    name: Annotated[str | None, typer.Option(help="A label for the key")] = None,
+) -> None:
+    """Create an API key for a user and print it (once)."""
+    settings = settings_or_exit()
+
+    async def action(session: AsyncSession) -> tuple[str, str]:
+        owner = await auth.resolve_user(session, user)
+        row, secret = await auth.create_key(session, user=owner, name=name)
+        return str(row.id), secret
+
+    key_id, secret = run_in_session(settings, action)
+    typer.echo(f"key {key_id} created for {user}")
+    typer.echo(f"API key (shown once): {secret}")
+
+
+@keys_app.command("list")
+def keys_list(user: Annotated[str, typer.Option("--user", help="User id or name")]) -> None:
+    """List a user's keys (never the keys themselves)."""
+    settings = settings_or_exit()
+
+    async def action(session: AsyncSession) -> list[str]:
+        owner = await auth.resolve_user(session, user)
+        return [
+            f"{k.id}  {k.prefix}…  {'revoked' if k.revoked_at else 'active'}  {k.name or ''}"
+            for k in await auth.list_keys(session, user=owner)
+        ]
+
+    for line in run_in_session(settings, action):
+        typer.echo(line)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="Key id, or its prefix (cl_xxxxxxx)")],
+) -> None:
+    """Revoke an API key; requests with it fail from now on."""
+    settings = settings_or_exit()
+
+    async def action(session: AsyncSession) -> str:
+        return str((await auth.revoke_key(session, key_id_or_prefix=key)).id)
+
+    typer.echo(f"key {run_in_session(settings, action)} revoked")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,64 @@
+"""The one protocol every inference backend speaks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of an answer; the last chunk of a stream carries usage and finish reason."""
+
+    delta: str = ""
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    intent: str | None = None
+    confidence: float | None = None
+    # Set when the backend handed the conversation to a person, e.g. "low_confidence".
+    escalation_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendHealth:
+    ok: bool
+    latency_ms: float
+    error: str | None = None
+
+
+class InferenceBackend(Protocol):
+    """What the chat pipeline needs from a model."""
+
+    name: str
+    default_model: str
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, model: str | None = None
+    ) -> AsyncIterator[Chunk]:
+        """Stream an answer to the conversation; the last chunk carries usage."""
+        ...
+
+    async def models(self) -> list[str]: ...
+
+    async def health(self) -> BackendHealth: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,18 @@
+"""Every table, imported here so the metadata knows them all."""
+
+from chatlens.models.api_key import ApiKey
+from chatlens.models.conversation import Conversation, ConversationStatus
+from chatlens.models.conversation_metrics import ConversationMetrics
+from chatlens.models.message import Message, MessageRole, MessageStatus
+from chatlens.models.user import User
+
+__all__ = [
+    "ApiKey",
+    "Conversation",
+    "ConversationMetrics",
+    "ConversationStatus",
+    "Message",
+    "MessageRole",
+    "MessageStatus",
+    "User",
+]

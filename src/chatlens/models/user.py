@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from chatlens.db.base import IdMixin, Model, utcnow
+
+
+class User(IdMixin, Model):
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

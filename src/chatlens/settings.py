@@ -1,0 +1,171 @@
+"""Every setting of chatlens, read from the environment in one place."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from chatlens import __version__
+
+_SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    staging = "staging"
+    production = "production"
+
+
+class SettingsError(ValueError):
+    """Invalid configuration; str() is one line naming the setting."""
+
+
+def _env(name: str, *, prefixed: bool = True) -> Any:
+    # Standard variables (DATABASE_URL, LOG_LEVEL, ...) are read unprefixed; ours carry CHATLENS_.
+    return AliasChoices(f"CHATLENS_{name}" if prefixed else name)
+
+
+class Settings(BaseSettings):
+    """chatlens configuration; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    environment: Environment = Field(Environment.development, validation_alias=_env("ENVIRONMENT"))
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./chatlens.db", validation_alias=_env("DATABASE_URL", prefixed=False)
+    )
+    database_pool_size: Annotated[int, Field(ge=1)] = Field(
+        10, validation_alias=_env("DATABASE_POOL_SIZE")
+    )
+    database_echo: bool = Field(False, validation_alias=_env("DATABASE_ECHO"))
+    auto_migrate: bool | None = Field(
+        None,
+        validation_alias=_env("AUTO_MIGRATE"),
+        description="Upgrade the schema on start; default: on for SQLite, off for PostgreSQL.",
+    )
+    bootstrap_admin: bool = Field(True, validation_alias=_env("BOOTSTRAP_ADMIN"))
+
+    host: str = Field("127.0.0.1", validation_alias=_env("HOST"))
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(8000, validation_alias=_env("PORT"))
+    workers: Annotated[int, Field(ge=1)] = Field(1, validation_alias=_env("WORKERS"))
+
+    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL", prefixed=False))
+
+    inference_backend: str = Field("builtin", validation_alias=_env("INFERENCE_BACKEND"))
+    knowledge_base: Path | None = Field(None, validation_alias=_env("KNOWLEDGE_BASE"))
+    escalation_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.35, validation_alias=_env("ESCALATION_THRESHOLD")
+    )
+    builtin_stream_delay_ms: Annotated[float, Field(ge=0.0)] = Field(
+        0.0, validation_alias=_env("BUILTIN_STREAM_DELAY_MS")
+    )
+    history_messages: Annotated[int, Field(ge=1, le=1000)] = Field(
+        20, validation_alias=_env("HISTORY_MESSAGES")
+    )
+    max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
+        64 * 1024, validation_alias=_env("MAX_BODY_BYTES")
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL: {exc}") from None
+        if url.drivername not in _SUPPORTED_DRIVERS:
+            raise ValueError(
+                f"driver {url.drivername!r} is not supported; use one of "
+                + ", ".join(f"{d}://" for d in _SUPPORTED_DRIVERS)
+            )
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @field_validator("inference_backend")
+    @classmethod
+    def _check_backend(cls, value: str) -> str:
+        if value not in ("builtin",):
+            raise ValueError("must be 'builtin'")
+        return value
+
+    @field_validator("knowledge_base")
+    @classmethod
+    def _check_knowledge_base(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> Settings:
+        if self.is_sqlite and self.workers > 1 and self.database_path is None:
+            raise ValueError("an in-memory SQLite database cannot be shared by several workers")
+        return self
+
+    @cached_property
+    def database(self) -> URL:
+        return make_url(self.database_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database.get_backend_name() == "sqlite"
+
+    @property
+    def database_path(self) -> Path | None:
+        """The SQLite file, or None for PostgreSQL and in-memory SQLite."""
+        if not self.is_sqlite or self.database.database in (None, "", ":memory:"):
+            return None
+        return Path(str(self.database.database))
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    @property
+    def version(self) -> str:
+        return __version__
+
+
+_ENV_NAMES = {
+    name: (
+        field.validation_alias.choices[0]
+        if isinstance(field.validation_alias, AliasChoices)
+        else name.upper()
+    )
+    for name, field in Settings.model_fields.items()
+}
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a field."""
+    return str(_ENV_NAMES[field])
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings; an invalid one raises SettingsError with one line naming it."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = str(first["loc"][0]) if first["loc"] else ""
+        name = env_name(loc) if loc in _ENV_NAMES else (loc or "settings")
+        message = str(first["msg"]).removeprefix("Value error, ")
+        given = first.get("input")
+        shown = "" if loc == "database_url" or isinstance(given, dict) else f" (got {given!r})"
+        raise SettingsError(f"invalid setting {name}: {message}{shown}") from None
