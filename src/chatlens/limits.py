@@ -9,14 +9,19 @@ from chatlens.errors import error_body
 
 
 class BodySizeLimitMiddleware:
-    """Answers 413 for bodies over the limit: by Content-Length, or while a chunked body streams."""
+    """Answers 413 for bodies over the limit, by Content-Length or by counting a chunked body.
+
+    A body without Content-Length is read here (at most the limit, plus one chunk) and
+    replayed, because an error raised from inside receive() would be reported by the
+    framework's body parser as a 400 instead.
+    """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
@@ -24,32 +29,27 @@ class BodySizeLimitMiddleware:
                 if not value.isdigit() or int(value) > self.max_bytes:
                     await self._reject(send)
                     return
+                await self.app(scope, receive, send)
+                return
+
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._reject(send)
+                return
+            if not message.get("more_body", False):
                 break
 
-        received = 0
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._reject(send)
+        await self.app(scope, replay, send)
 
     async def _reject(self, send: Send) -> None:
         body = orjson.dumps(
@@ -67,7 +67,3 @@ class BodySizeLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _BodyTooLarge(Exception):
-    """Raised inside receive() to stop the app reading an oversized body."""
