@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatlens.app import create_app
 from chatlens.auth import service as auth
@@ -179,9 +179,9 @@ def repo_root() -> Path:
 
 
 @pytest.fixture
-def env_without_chatlens() -> Iterator[dict[str, str]]:
+def env_without_chatlens() -> dict[str, str]:
     """The process environment minus chatlens/database variables, for CLI subprocesses."""
-    yield {
+    return {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("CHATLENS_") and k not in ("DATABASE_URL", "LOG_LEVEL")
