@@ -152,6 +152,9 @@ _ENV_NAMES = {
 }
 
 
+_FIELDS_BY_ENV = {env: field for field, env in _ENV_NAMES.items()}
+
+
 def env_name(field: str) -> str:
     """The environment variable that sets a field."""
     return str(_ENV_NAMES[field])
@@ -164,8 +167,10 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = str(first["loc"][0]) if first["loc"] else ""
-        name = env_name(loc) if loc in _ENV_NAMES else (loc or "settings")
+        field = loc if loc in _ENV_NAMES else _FIELDS_BY_ENV.get(loc, loc)
+        name = env_name(field) if field in _ENV_NAMES else (loc or "settings")
         message = str(first["msg"]).removeprefix("Value error, ")
         given = first.get("input")
-        shown = "" if loc == "database_url" or isinstance(given, dict) else f" (got {given!r})"
+        secret = any(word in field for word in ("url", "key", "dsn", "secret", "password"))
+        shown = "" if secret or isinstance(given, dict) else f" (got {given!r})"
         raise SettingsError(f"invalid setting {name}: {message}{shown}") from None
