@@ -20,7 +20,7 @@ from chatlens.auth import service as auth
 from chatlens.db import migrate
 from chatlens.db.base import Model
 from chatlens.settings import Settings
-from tests.helpers import make_settings, require
+from tests.helpers import STRICT, make_settings, require
 
 PG_URL_ENV = "CHATLENS_TEST_DATABASE_URL"
 
@@ -62,7 +62,16 @@ async def drop_pg_database(base_url: str, name: str) -> None:
         await admin.close()
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+# PostgreSQL joins the run when configured; under CHATLENS_STRICT_TESTS=1 it is required.
+DATABASES = ["sqlite"] + (["postgresql"] if os.environ.get(PG_URL_ENV) or STRICT else [])
+
+
+def pytest_report_header() -> str:
+    missing = "" if "postgresql" in DATABASES else f" (set {PG_URL_ENV} to add PostgreSQL)"
+    return f"databases: {', '.join(DATABASES)}{missing}"
+
+
+@pytest.fixture(scope="session", params=DATABASES)
 def backend_name(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     if name == "postgresql":
@@ -119,10 +128,13 @@ def sessionmaker(app: Any) -> async_sessionmaker[AsyncSession]:
 @pytest.fixture(autouse=True)
 async def _clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Every test that uses the database starts with empty tables."""
+    uses_database = "sessionmaker" in request.fixturenames or "app" in request.fixturenames
+    maker: async_sessionmaker[AsyncSession] | None = (
+        request.getfixturevalue("sessionmaker") if uses_database else None
+    )
     yield
-    if "sessionmaker" not in request.fixturenames and "app" not in request.fixturenames:
+    if maker is None:
         return
-    maker: async_sessionmaker[AsyncSession] = request.getfixturevalue("sessionmaker")
     async with maker() as session, session.begin():
         for table in reversed(Model.metadata.sorted_tables):
             await session.execute(delete(table))
