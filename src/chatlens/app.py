@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from chatlens import __version__
 from chatlens.auth.router import admin as admin_router
@@ -37,6 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         backend = create_backend(settings)
         engine = create_engine(settings)
+        # Optional: state shared between replicas; its health is reported by /health.
+        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        app.state.redis = redis
         try:
             revision = await migrate.current_revision(engine)
             if revision is None and settings.should_auto_migrate:
@@ -66,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             yield
         finally:
+            if redis is not None:
+                await redis.aclose()
             await backend.aclose()
             await engine.dispose()
             log.info("service_stopped")

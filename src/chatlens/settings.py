@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +60,26 @@ class Settings(BaseSettings):
     workers: Annotated[int, Field(ge=1)] = Field(1, validation_alias=_env("WORKERS"))
 
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL", prefixed=False))
+    log_format: Literal["json", "console"] = Field(
+        "json", validation_alias=_env("LOG_FORMAT", prefixed=False)
+    )
+    log_message_content: bool = Field(False, validation_alias=_env("LOG_MESSAGE_CONTENT"))
+    access_log: bool = Field(True, validation_alias=_env("ACCESS_LOG"))
+    metrics_enabled: bool = Field(True, validation_alias=_env("METRICS_ENABLED"))
+    tracing_enabled: bool = Field(True, validation_alias=_env("TRACING_ENABLED"))
+    sentry_dsn: str | None = Field(None, validation_alias=_env("SENTRY_DSN", prefixed=False))
+    sentry_traces_sample_rate: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.0, validation_alias=_env("SENTRY_TRACES_SAMPLE_RATE")
+    )
+    redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("CHATLENS_REDIS_URL", "REDIS_URL")
+    )
+    active_sessions_window_s: Annotated[int, Field(ge=60)] = Field(
+        900, validation_alias=_env("ACTIVE_SESSIONS_WINDOW_SECONDS")
+    )
+    active_sessions_refresh_s: Annotated[float, Field(gt=0)] = Field(
+        30.0, validation_alias=_env("ACTIVE_SESSIONS_REFRESH_SECONDS")
+    )
 
     inference_backend: str = Field("builtin", validation_alias=_env("INFERENCE_BACKEND"))
     knowledge_base: Path | None = Field(None, validation_alias=_env("KNOWLEDGE_BASE"))
@@ -97,6 +117,11 @@ class Settings(BaseSettings):
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @field_validator("sentry_dsn", "redis_url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
 
     @field_validator("inference_backend")
     @classmethod
