@@ -2,37 +2,86 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from prometheus_client import multiprocess
 from redis.asyncio import Redis
 
 from chatlens import __version__
 from chatlens.auth.router import admin as admin_router
 from chatlens.auth.router import router as auth_router
+from chatlens.chat import service as chat_service
 from chatlens.chat.router import router as chat_router
 from chatlens.chat.service import ChatPipeline
 from chatlens.db import migrate
 from chatlens.db.engine import create_engine, create_sessionmaker
 from chatlens.errors import install_error_handlers
 from chatlens.health.router import router as health_router
+from chatlens.inference.base import InferenceBackend
 from chatlens.inference.factory import create_backend
 from chatlens.limits import BodySizeLimitMiddleware
-from chatlens.observability.middleware import RequestContextMiddleware
+from chatlens.observability.logging import configure_logging
+from chatlens.observability.metrics import Metrics, multiprocess_dir
+from chatlens.observability.middleware import ObservabilityMiddleware
+from chatlens.observability.router import router as metrics_router
+from chatlens.observability.tracing import configure_tracing, shutdown_tracing
 from chatlens.settings import Settings, load_settings
 
 log = structlog.get_logger(__name__)
+
+SERVICE_NAME = "chatlens"
 
 
 class SchemaMissingError(RuntimeError):
     """The database was never migrated."""
 
 
+def configure_observability(settings: Settings) -> Metrics | None:
+    """Logging and tracing for this process, and the metrics catalogue for one app."""
+    configure_logging(
+        level=settings.log_level,
+        fmt=settings.log_format,
+        service=SERVICE_NAME,
+        version=__version__,
+        environment=settings.environment.value,
+    )
+    if settings.tracing_enabled:
+        configure_tracing(
+            service=SERVICE_NAME,
+            version=__version__,
+            environment=settings.environment.value,
+            otlp_endpoint=settings.otel_exporter_otlp_endpoint,
+        )
+    return Metrics() if settings.metrics_enabled else None
+
+
+async def _refresh_gauges(
+    app: FastAPI, metrics: Metrics, backend: InferenceBackend, settings: Settings
+) -> None:
+    """Every replica reports the same active_sessions: it is read from the database."""
+    while True:
+        try:
+            count = await chat_service.count_active_sessions(
+                app.state.sessionmaker, window_s=settings.active_sessions_window_s
+            )
+            metrics.active_sessions.set(count)
+            health = await backend.health()
+            metrics.inference_up.labels(backend.name).set(1 if health.ok else 0)
+        except Exception as exc:  # a refresh must never stop the loop
+            log.warning("gauge_refresh_failed", error_type=type(exc).__name__)
+        await asyncio.sleep(settings.active_sessions_refresh_s)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; `uvicorn --factory chatlens.app:create_app` reads the environment."""
     settings = settings or load_settings()
+    metrics = configure_observability(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Optional: state shared between replicas; its health is reported by /health.
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         app.state.redis = redis
+        refresher: asyncio.Task[None] | None = None
         try:
             revision = await migrate.current_revision(engine)
             if revision is None and settings.should_auto_migrate:
@@ -62,19 +112,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 backend=backend,
                 sessionmaker=sessionmaker,
                 history_messages=settings.history_messages,
+                metrics=metrics,
             )
+            if metrics is not None:
+                metrics.app_info.labels(__version__, settings.environment.value).set(1)
+                refresher = asyncio.create_task(_refresh_gauges(app, metrics, backend, settings))
             log.info(
                 "service_started",
                 backend=backend.name,
                 database=settings.database.get_backend_name(),
+                pid=os.getpid(),
             )
             yield
         finally:
+            if refresher is not None:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
             if redis is not None:
                 await redis.aclose()
             await backend.aclose()
             await engine.dispose()
             log.info("service_stopped")
+            shutdown_tracing()
+            if multiprocess_dir() is not None:
+                # Live gauges of this worker stop counting once it is gone.
+                multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     app = FastAPI(
         title="chatlens",
@@ -83,12 +146,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(auth_router)
     app.include_router(admin_router)
     app.include_router(health_router)
+    app.include_router(metrics_router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    # Added last, so outermost: every response, a 413 or a 500 included, carries the id.
-    app.add_middleware(RequestContextMiddleware)
+    # Added last, so outermost: every response, a 413 or a 500 included, is counted and
+    # carries the request and trace ids.
+    app.add_middleware(
+        ObservabilityMiddleware,
+        routes=app.router.routes,
+        metrics=metrics,
+        tracing=settings.tracing_enabled,
+        access_log=settings.access_log,
+    )
     return app

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
@@ -79,6 +83,7 @@ def serve(
     import uvicorn
 
     settings = settings_or_exit()
+    configure_observability_logging(settings)
     host = host or settings.host
     port = port or settings.port
     workers = workers or settings.workers
@@ -90,6 +95,8 @@ def serve(
         fail(str(exc))
 
     admin_key = asyncio.run(_prepare_database(settings))
+    if workers > 1:
+        _prepare_multiprocess_metrics()
     _print_banner(settings, host, port, admin_key)
     uvicorn.run(
         "chatlens.app:create_app",
@@ -99,7 +106,37 @@ def serve(
         workers=workers,
         reload=reload,
         log_level=settings.log_level.lower(),
+        # Each worker's create_app routes uvicorn's records through our JSON logging, and
+        # writes its own access line; uvicorn's plain-text config and access log stay off.
+        log_config=None,
+        access_log=False,
     )
+
+
+def configure_observability_logging(settings: Settings) -> None:
+    from chatlens import __version__ as version
+    from chatlens.observability.logging import configure_logging
+
+    configure_logging(
+        level=settings.log_level,
+        fmt=settings.log_format,
+        service="chatlens",
+        version=version,
+        environment=settings.environment.value,
+    )
+
+
+def _prepare_multiprocess_metrics() -> None:
+    """Workers share metrics through files in one fresh directory, wiped at every start."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+        prefix="chatlens-metrics-"
+    )
+    path = Path(directory)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    # Read by prometheus_client in every worker process, which inherit this environment.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
 async def _prepare_database(settings: Settings) -> str | None:
@@ -151,10 +188,12 @@ def _print_banner(settings: Settings, host: str, port: int, admin_key: str | Non
         f'      -d \'{{"message":"Where is my order?"}}\' {base}/chat',
         "",
         f"API docs  {base}/docs",
-        f"Health    {base}/health/ready",
+        f"Metrics   {base}/metrics",
+        f"Health    {base}/health",
         "",
     ]
-    typer.echo("\n".join(lines))
+    # stderr: stdout carries only JSON log lines, for log shippers.
+    typer.echo("\n".join(lines), err=True)
 
 
 @db_app.command("upgrade")

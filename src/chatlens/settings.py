@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     access_log: bool = Field(True, validation_alias=_env("ACCESS_LOG"))
     metrics_enabled: bool = Field(True, validation_alias=_env("METRICS_ENABLED"))
     tracing_enabled: bool = Field(True, validation_alias=_env("TRACING_ENABLED"))
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        ),
+    )
     sentry_dsn: str | None = Field(None, validation_alias=_env("SENTRY_DSN", prefixed=False))
     sentry_traces_sample_rate: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         0.0, validation_alias=_env("SENTRY_TRACES_SAMPLE_RATE")
@@ -118,7 +124,7 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
-    @field_validator("sentry_dsn", "redis_url")
+    @field_validator("sentry_dsn", "redis_url", "otel_exporter_otlp_endpoint")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None

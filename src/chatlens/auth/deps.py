@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from chatlens.auth.service import Principal, authenticate
 from chatlens.db.session import SessionDep
 from chatlens.errors import Forbidden
+from chatlens.observability.logging import bind
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer cl_...`")
 
@@ -18,7 +19,9 @@ async def current_user(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    return await authenticate(session, credentials.credentials if credentials else None)
+    principal = await authenticate(session, credentials.credentials if credentials else None)
+    bind(user_id=str(principal.user_id))
+    return principal
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]

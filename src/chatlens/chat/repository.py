@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens.models import Conversation, ConversationMetrics, ConversationStatus, Message
@@ -98,3 +99,8 @@ async def get_conversation_by_id(
 
 async def delete_message(session: AsyncSession, message_id: uuid.UUID) -> None:
     await session.execute(delete(Message).where(Message.id == message_id))
+
+
+async def count_updated_since(session: AsyncSession, *, since: datetime) -> int:
+    query = select(func.count()).select_from(Conversation).where(Conversation.updated_at >= since)
+    return await session.scalar(query) or 0

@@ -63,11 +63,20 @@ def wants_stream(flag: bool | None, request: Request, *, default: bool) -> bool:
     return default
 
 
+def _endpoint(request: Request) -> str:
+    """The route template, a bounded metric label."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", request.url.path))
+
+
 def _json(data: Any) -> str:
     return orjson.dumps(data).decode()
 
 
 async def _events(answer: Answer) -> AsyncIterator[ServerSentEvent]:
+    metrics = answer.pipeline.metrics
+    if metrics is not None:
+        metrics.sse_streams_active.inc()
     try:
         async for delta in answer.deltas():
             yield ServerSentEvent(_json({"content": delta}), event="delta")
@@ -88,6 +97,8 @@ async def _events(answer: Answer) -> AsyncIterator[ServerSentEvent]:
             await answer.save()
         except Exception as exc:
             log.error("answer_not_stored", exc_info=exc)
+        if metrics is not None:
+            metrics.sse_streams_active.dec()
 
 
 async def _respond(
@@ -119,6 +130,7 @@ async def chat(
         project_id=body.project_id,
         platform=body.platform,
         external_user_id=body.user,
+        endpoint=_endpoint(request),
     )
     return await _respond(pipeline, turn, stream=wants_stream(body.stream, request, default=False))
 
@@ -252,7 +264,11 @@ async def send_message(
 ) -> ChatResponse | EventSourceResponse:
     """Send a message in a conversation; the answer streams as server-sent events."""
     turn = await pipeline.start_turn(
-        session, user=user, text=body.message, conversation_id=conversation_id
+        session,
+        user=user,
+        text=body.message,
+        conversation_id=conversation_id,
+        endpoint=_endpoint(request),
     )
     return await _respond(pipeline, turn, stream=wants_stream(body.stream, request, default=True))
 
@@ -271,6 +287,8 @@ async def regenerate(
     body: RegenerateRequest | None = None,
 ) -> ChatResponse | EventSourceResponse:
     """Answer the last question again, replacing the last answer; streams by default."""
-    turn = await pipeline.start_regenerate(session, user=user, conversation_id=conversation_id)
+    turn = await pipeline.start_regenerate(
+        session, user=user, conversation_id=conversation_id, endpoint=_endpoint(request)
+    )
     flag = body.stream if body is not None else None
     return await _respond(pipeline, turn, stream=wants_stream(flag, request, default=True))

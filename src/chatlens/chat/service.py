@@ -6,10 +6,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 import anyio
 import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatlens.auth.service import Principal
@@ -27,9 +31,13 @@ from chatlens.models import (
     MessageRole,
     MessageStatus,
 )
+from chatlens.observability.logging import bind
+from chatlens.observability.metrics import Metrics
+from chatlens.observability.tracing import current_ids
 from chatlens.pagination import Cursor, Slice
 
 log = structlog.get_logger(__name__)
+tracer = trace.get_tracer("chatlens.chat")
 
 
 TITLE_LENGTH = 60
@@ -148,6 +156,14 @@ async def list_messages(
     return Slice.of(rows, limit)
 
 
+async def count_active_sessions(
+    sessionmaker: async_sessionmaker[AsyncSession], *, window_s: int
+) -> int:
+    """Conversations with a message in the last `window_s` seconds."""
+    async with sessionmaker() as session:
+        return await repo.count_updated_since(session, since=utcnow() - timedelta(seconds=window_s))
+
+
 # -- the pipeline --------------------------------------------------------------------------
 
 
@@ -164,6 +180,11 @@ class Turn:
     started: float = field(default_factory=time.perf_counter)
     # Regenerate: the assistant message this turn's answer replaces.
     replaces: uuid.UUID | None = None
+    endpoint: str = "/chat"
+    # The request's trace, stored on both messages so a row leads to its trace.
+    trace_id: str | None = None
+    span_id: str | None = None
+    span: Span | None = None
 
 
 def _as_context(messages: Sequence[Message]) -> list[ChatMessage]:
@@ -183,10 +204,12 @@ class ChatPipeline:
         backend: InferenceBackend,
         sessionmaker: async_sessionmaker[AsyncSession],
         history_messages: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self.backend = backend
         self.sessionmaker = sessionmaker
         self.history_messages = history_messages
+        self.metrics = metrics
 
     async def start_turn(
         self,
@@ -198,9 +221,56 @@ class ChatPipeline:
         project_id: str = "default",
         platform: str = "web",
         external_user_id: str | None = None,
+        endpoint: str = "/chat",
     ) -> Turn:
         """Store the user's message (committed before the model is called) and build the turn."""
         started = time.perf_counter()
+        trace_id, span_id = current_ids()
+        span = tracer.start_span("chat.pipeline", attributes={"chatlens.endpoint": endpoint})
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            return await self._start_turn(
+                session,
+                user=user,
+                text=text,
+                conversation_id=conversation_id,
+                project_id=project_id,
+                platform=platform,
+                external_user_id=external_user_id,
+                turn=Turn(
+                    conversation_id=uuid.UUID(int=0),
+                    user_id=user.user_id,
+                    project_id=project_id,
+                    platform=platform,
+                    external_user_id=external_user_id,
+                    context=[],
+                    started=started,
+                    endpoint=endpoint,
+                    trace_id=trace_id,
+                    span_id=span_id,
+                    span=span,
+                ),
+            )
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR))
+            span.end()
+            raise
+        finally:
+            otel_context.detach(token)
+
+    async def _start_turn(
+        self,
+        session: AsyncSession,
+        *,
+        user: Principal,
+        text: str,
+        conversation_id: uuid.UUID | None,
+        project_id: str,
+        platform: str,
+        external_user_id: str | None,
+        turn: Turn,
+    ) -> Turn:
         if conversation_id is None:
             conversation = await create_conversation(
                 session,
@@ -225,6 +295,8 @@ class ChatPipeline:
             project_id=conversation.project_id,
             prompt_tokens=count_tokens(text),
             status=MessageStatus.complete,
+            trace_id=turn.trace_id,
+            span_id=turn.span_id,
         )
         await repo.add(session, question)
         history = await repo.recent_messages(
@@ -232,21 +304,37 @@ class ChatPipeline:
         )
         # Nothing the user sent may be lost: it is durable before the model sees it.
         await session.commit()
-        return Turn(
-            conversation_id=conversation.id,
-            user_id=user.user_id,
-            project_id=conversation.project_id,
-            platform=conversation.platform,
-            external_user_id=conversation.external_user_id,
-            context=_as_context(history),
-            started=started,
+        turn.conversation_id = conversation.id
+        turn.project_id = conversation.project_id
+        turn.platform = conversation.platform
+        turn.external_user_id = conversation.external_user_id
+        turn.context = _as_context(history)
+        self._announce(turn)
+        return turn
+
+    def _announce(self, turn: Turn) -> None:
+        """Log context and counters for a turn that is about to reach the model."""
+        bind(
+            conversation_id=str(turn.conversation_id),
+            project_id=turn.project_id,
+            platform=turn.platform,
         )
+        if turn.span is not None:
+            turn.span.set_attribute("gen_ai.conversation.id", str(turn.conversation_id))
+        if self.metrics is not None:
+            self.metrics.chat_requests.labels(turn.project_id, turn.platform).inc()
 
     async def start_regenerate(
-        self, session: AsyncSession, *, user: Principal, conversation_id: uuid.UUID
+        self,
+        session: AsyncSession,
+        *,
+        user: Principal,
+        conversation_id: uuid.UUID,
+        endpoint: str = "/api/conversations/{conversation_id}/regenerate",
     ) -> Turn:
         """A turn answering the last question again; its answer replaces the last answer."""
         started = time.perf_counter()
+        trace_id, span_id = current_ids()
         conversation = await get_conversation_or_raise(
             session, user=user, conversation_id=conversation_id
         )
@@ -258,7 +346,7 @@ class ChatPipeline:
             replaces = history.pop().id
         if not history or history[-1].role is not MessageRole.user:
             raise Conflict("there is no question in this conversation to answer again")
-        return Turn(
+        turn = Turn(
             conversation_id=conversation.id,
             user_id=user.user_id,
             project_id=conversation.project_id,
@@ -267,7 +355,13 @@ class ChatPipeline:
             context=_as_context(history[-self.history_messages :]),
             started=started,
             replaces=replaces,
+            endpoint=endpoint,
+            trace_id=trace_id,
+            span_id=span_id,
+            span=tracer.start_span("chat.pipeline", attributes={"chatlens.endpoint": endpoint}),
         )
+        self._announce(turn)
+        return turn
 
     def answer(self, turn: Turn) -> Answer:
         return Answer(self, turn)
@@ -297,12 +391,37 @@ class Answer:
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
         self._saved: ChatResponse | None = None
+        parent = trace.set_span_in_context(turn.span) if turn.span is not None else None
+        self._parent = parent
 
     async def deltas(self) -> AsyncIterator[str]:
         """The answer's text pieces; a backend failure ends it with InferenceFailed."""
+        backend = self.pipeline.backend
+        span = tracer.start_span(
+            f"chat {self.model}",
+            context=self._parent,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": backend.name,
+                "gen_ai.request.model": self.model,
+                "gen_ai.conversation.id": str(self.turn.conversation_id),
+            },
+        )
+        # The span is current only while the backend runs a step, never across our yields:
+        # the consumer may resume this generator from another task's context.
+        span_context = trace.set_span_in_context(span)
+        stream = backend.stream(self.turn.context, model=self.model)
         self.model_started = time.perf_counter()
         try:
-            async for chunk in self.pipeline.backend.stream(self.turn.context, model=self.model):
+            while True:
+                token = otel_context.attach(span_context)
+                try:
+                    chunk = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    otel_context.detach(token)
                 if chunk.delta:
                     if self.first_token_at is None:
                         self.first_token_at = time.perf_counter()
@@ -312,13 +431,29 @@ class Answer:
                     self.final = chunk
         except ChatlensError as exc:
             self.error = exc
+            span.record_exception(exc)
             raise
         except Exception as exc:
-            log.error("inference_failed", exc_info=exc, backend=self.pipeline.backend.name)
+            log.error("inference_failed", exc_info=exc, backend=backend.name)
+            span.record_exception(exc)
             self.error = InferenceFailed("the model failed to answer; try again")
             raise self.error from exc
         finally:
             self.finished_at = time.perf_counter()
+            await stream.aclose()
+            self._end_model_span(span)
+
+    def _end_model_span(self, span: Span) -> None:
+        final = self.final
+        if final is not None and final.usage is not None:
+            span.set_attribute("gen_ai.usage.input_tokens", final.usage.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", final.usage.completion_tokens)
+        if final is not None and final.finish_reason is not None:
+            span.set_attribute("gen_ai.response.finish_reasons", [final.finish_reason])
+        span.set_attribute("gen_ai.response.model", self.model)
+        if self.error is not None:
+            span.set_status(Status(StatusCode.ERROR, self.error.message))
+        span.end()
 
     @property
     def status(self) -> MessageStatus:
@@ -330,13 +465,33 @@ class Answer:
         """Store the answer and its metrics row in one transaction; safe to call again."""
         if self._saved is not None:
             return self._saved
-        # Shielded: after a client disconnect this runs inside a cancelled scope.
-        with anyio.move_on_after(_SAVE_TIMEOUT_S, shield=True) as scope:
-            self._saved = await self._store()
+        token = otel_context.attach(self._parent) if self._parent is not None else None
+        try:
+            # Shielded: after a client disconnect this runs inside a cancelled scope.
+            with anyio.move_on_after(_SAVE_TIMEOUT_S, shield=True) as scope:
+                self._saved = await self._store()
+        except Exception as exc:
+            self._fail_span(exc)
+            raise
+        finally:
+            if token is not None:
+                otel_context.detach(token)
         if scope.cancelled_caught or self._saved is None:
             log.error("answer_not_stored", conversation_id=str(self.turn.conversation_id))
-            raise InferenceFailed("the answer could not be stored")
+            error = InferenceFailed("the answer could not be stored")
+            self._fail_span(error)
+            raise error
+        if self.turn.span is not None:
+            if self.error is not None:
+                self.turn.span.set_status(Status(StatusCode.ERROR, self.error.message))
+            self.turn.span.end()
         return self._saved
+
+    def _fail_span(self, exc: BaseException) -> None:
+        if self.turn.span is not None:
+            self.turn.span.record_exception(exc)
+            self.turn.span.set_status(Status(StatusCode.ERROR))
+            self.turn.span.end()
 
     async def _store(self) -> ChatResponse:
         turn = self.turn
@@ -358,6 +513,7 @@ class Answer:
         confidence = final.confidence if final is not None else None
         cost = Decimal(0)
         status = self.status
+        newly_escalated = False
         async with self.pipeline.sessionmaker() as session, session.begin():
             conversation = await repo.get_conversation_by_id(session, turn.conversation_id)
             if conversation is None:
@@ -371,6 +527,8 @@ class Answer:
                 role=MessageRole.assistant,
                 content=text,
                 created_at=stored_at,
+                trace_id=turn.trace_id,
+                span_id=turn.span_id,
                 project_id=turn.project_id,
                 model=self.model,
                 prompt_tokens=prompt_tokens,
@@ -389,6 +547,7 @@ class Answer:
                 conversation.status = ConversationStatus.escalated
                 conversation.escalated_at = stored_at
                 conversation.escalation_reason = escalation
+                newly_escalated = True
             await repo.add(session, reply)
             await repo.add(
                 session,
@@ -415,9 +574,24 @@ class Answer:
                 ),
             )
         latency_ms = (time.perf_counter() - turn.started) * 1000
+        metrics = self.pipeline.metrics
+        if metrics is not None:
+            self._record(
+                metrics,
+                intent=intent,
+                confidence=confidence,
+                inference_s=inference_ms / 1000,
+                ttft_s=None if ttft_ms is None else ttft_ms / 1000,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cost=cost,
+                escalation=escalation if newly_escalated else None,
+            )
         log.info(
             "message_processed",
+            user_id=str(turn.user_id),
             conversation_id=str(turn.conversation_id),
+            session_id=str(turn.conversation_id),
             message_id=str(reply.id),
             project_id=turn.project_id,
             platform=turn.platform,
@@ -426,6 +600,7 @@ class Answer:
             response_time_ms=round(inference_ms, 3),
             ttft_ms=reply.ttft_ms,
             ai_tokens_used=prompt_tokens + completion_tokens,
+            cost_usd=float(cost),
             ai_model=self.model,
             escalated=escalation is not None,
             status=status.value,
@@ -445,3 +620,33 @@ class Answer:
             ),
             latency_ms=round(latency_ms, 3),
         )
+
+    def _record(
+        self,
+        metrics: Metrics,
+        *,
+        intent: str | None,
+        confidence: float | None,
+        inference_s: float,
+        ttft_s: float | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost: Decimal,
+        escalation: str | None,
+    ) -> None:
+        """The turn's metrics, once it is stored."""
+        turn, model = self.turn, self.model
+        exemplar = {"trace_id": turn.trace_id} if turn.trace_id else None
+        metrics.messages.labels(turn.platform, intent or "unknown").inc()
+        metrics.response_time.labels("ai", turn.endpoint).observe(inference_s, exemplar)
+        if ttft_s is not None:
+            metrics.ai_time_to_first_token.labels(model).observe(ttft_s, exemplar)
+        metrics.ai_tokens.labels(model, "prompt").inc(prompt_tokens)
+        metrics.ai_tokens.labels(model, "completion").inc(completion_tokens)
+        metrics.ai_cost.labels(model, turn.project_id).inc(float(cost))
+        if confidence is not None:
+            metrics.intent_confidence.labels(intent or "unknown").observe(confidence)
+        if escalation is not None:
+            metrics.escalations.labels(turn.platform, escalation).inc()
+        if self.error is not None:
+            metrics.errors.labels(self.error.error_type, "ai").inc()

@@ -5,12 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext import asyncio as sa_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from chatlens.settings import Settings
@@ -42,7 +38,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
             pool_pre_ping=True,
             pool_recycle=1800,
         )
-    engine = create_async_engine(settings.database, **kwargs)
+    # Through the module, so the SQL tracing wrapper (installed once per process) applies.
+    engine = sa_asyncio.create_async_engine(settings.database, **kwargs)
     if settings.is_sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine

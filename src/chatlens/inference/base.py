@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -53,7 +53,7 @@ class InferenceBackend(Protocol):
 
     def stream(
         self, messages: Sequence[ChatMessage], *, model: str | None = None
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Stream an answer to the conversation; the last chunk carries usage."""
         ...
 

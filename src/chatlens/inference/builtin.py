@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
+
+from opentelemetry import trace
 
 from chatlens.inference.base import BackendHealth, ChatMessage, Chunk, Usage
 from chatlens.inference.intents import IntentMatcher
@@ -13,6 +15,7 @@ from chatlens.inference.knowledge_base import KnowledgeBase, detect_language
 from chatlens.inference.tokens import count_prompt_tokens, count_tokens
 
 BUILTIN_MODEL = "builtin-kb"
+tracer = trace.get_tracer("chatlens.inference")
 UNKNOWN_INTENT = "unknown"
 # A word with the white space after it, so the pieces join back into the exact answer.
 _WORD = re.compile(r"\S+\s*")
@@ -42,9 +45,12 @@ class BuiltinBackend:
 
     async def stream(
         self, messages: Sequence[ChatMessage], *, model: str | None = None
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         question = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        match = self.matcher.match(question)
+        with tracer.start_as_current_span("intent.detect") as span:
+            match = self.matcher.match(question)
+            span.set_attribute("chatlens.intent", match.intent)
+            span.set_attribute("chatlens.intent.confidence", match.confidence)
         language = detect_language(question)
         intent = self.knowledge_base.get(match.intent)
         escalation: str | None = None

@@ -1,0 +1,201 @@
+"""Structured logging: one JSON object per line on stdout, ours and every library's alike."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+from opentelemetry import trace
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from chatlens.observability.redaction import redact_value
+
+# Fields that carry identifiers or structure, never personal data: not worth a regex pass.
+_NOT_REDACTED = frozenset(
+    {
+        "timestamp",
+        "level",
+        "event",
+        "logger",
+        "service",
+        "version",
+        "environment",
+        "request_id",
+        "trace_id",
+        "span_id",
+        "method",
+        "route",
+        "status",
+        "duration_ms",
+        "exception",
+    }
+)
+_LEVELS = {"exception": "ERROR", "warn": "WARNING", "fatal": "CRITICAL"}
+
+
+def _timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    # UTC, milliseconds, "Z": strftime on a cached second is far cheaper than isoformat().
+    now = time.time()
+    event_dict["timestamp"] = (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    )
+    return event_dict
+
+
+def _level(_: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    event_dict["level"] = _LEVELS.get(method_name) or method_name.upper()
+    return event_dict
+
+
+def _trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(context.span_id, "016x"))
+    return event_dict
+
+
+def _redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    for key, value in event_dict.items():
+        if key not in _NOT_REDACTED and isinstance(value, str | dict | list | tuple):
+            event_dict[key] = redact_value(value)
+    return event_dict
+
+
+def _static_fields(fields: dict[str, str]) -> Processor:
+    def add(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        for key, value in fields.items():
+            event_dict.setdefault(key, value)
+        return event_dict
+
+    return add
+
+
+def _logger_name(logger: WrappedLogger, _: str, event_dict: EventDict) -> EventDict:
+    record = event_dict.get("_record")
+    name = record.name if record is not None else getattr(logger, "name", None)
+    if name:
+        event_dict.setdefault("logger", name)
+    return event_dict
+
+
+class _NamedBytesLogger(structlog.BytesLogger):
+    """BytesLogger that remembers the name given to get_logger(), for the `logger` field."""
+
+    def __init__(self, file: Any, name: str | None) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+class _NamedBytesLoggerFactory:
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> _NamedBytesLogger:
+        return _NamedBytesLogger(self._file, str(args[0]) if args else None)
+
+
+def _orjson_dumps(value: Any, **_: Any) -> bytes:
+    return orjson.dumps(value, default=str)
+
+
+def shared_processors(
+    *, service: str, version: str, environment: str, extra: list[Processor] | None = None
+) -> list[Processor]:
+    """The processors every line goes through, structlog's and the standard library's."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        _logger_name,
+        _level,
+        _timestamp,
+        _static_fields({"service": service, "version": version, "environment": environment}),
+        _trace_context,
+        structlog.processors.StackInfoRenderer(),
+        # Frames without local variables: locals can hold keys and customers' data.
+        structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        ),
+        *(extra or []),
+        _redact,
+    ]
+
+
+def configure_logging(
+    *,
+    level: str,
+    fmt: str,
+    service: str,
+    version: str,
+    environment: str,
+    extra: list[Processor] | None = None,
+    stream: Any = None,
+) -> None:
+    """Configure structlog and route the standard library (uvicorn, SQLAlchemy, ...) through it."""
+    out = stream or sys.stdout
+    numeric = logging.getLevelNamesMapping()[level]
+    processors = shared_processors(
+        service=service, version=version, environment=environment, extra=extra
+    )
+    renderer: Processor
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer()
+        factory: Any = structlog.PrintLoggerFactory(out)
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        factory = _NamedBytesLoggerFactory(out.buffer if hasattr(out, "buffer") else out)
+
+    structlog.configure(
+        processors=[*processors, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=factory,
+        cache_logger_on_first_use=True,
+    )
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=processors,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _bytes_to_str(renderer) if fmt != "console" else renderer,
+        ],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    # uvicorn installs its own handlers; send its records to ours instead. Its access log is
+    # replaced by our http_request line, which knows the route, trace id and duration.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "sqlalchemy", "alembic", "httpx"):
+        lib = logging.getLogger(name)
+        lib.handlers[:] = []
+        lib.propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+    # SQL statements only when asked for: INFO from sqlalchemy.engine is one line per query.
+    logging.getLogger("sqlalchemy.engine").setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
+
+
+def _bytes_to_str(renderer: Processor) -> Processor:
+    def render(logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+        value = renderer(logger, name, event_dict)
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    return render
+
+
+def bind(**fields: Any) -> None:
+    """Add fields to every line logged for the rest of the current request."""
+    structlog.contextvars.bind_contextvars(**fields)
+
+
+def clear() -> None:
+    structlog.contextvars.clear_contextvars()
+
+
+def context() -> MutableMapping[str, Any]:
+    return structlog.contextvars.get_contextvars()

@@ -1,0 +1,163 @@
+"""The Prometheus catalogue: every metric chatlens exposes is declared here, once.
+
+docs/metrics.md describes each of them; a test fails when the two disagree.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    multiprocess,
+)
+from prometheus_client.exposition import choose_encoder
+
+UNMATCHED_ROUTE = "__unmatched__"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def multiprocess_dir() -> str | None:
+    """The directory prometheus_client's multiprocess mode writes to, when it is on."""
+    # prometheus_client itself decides by this variable; reading it here keeps us in step.
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    """Every metric, registered on one registry (one per application)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+
+        # HTTP, from the ASGI middleware; route is the template, never the raw path.
+        self.http_requests = Counter(
+            "http_requests_total",
+            "HTTP requests answered, by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_request_duration = Histogram(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request (event streams: to the first body byte).",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.http_requests_in_progress = Gauge(
+            "http_requests_in_progress",
+            "HTTP requests being answered now.",
+            ["method", "route"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+
+        # The support-bot metrics whose names the original requirements fix.
+        self.chat_requests = Counter(
+            "chat_requests_total",
+            "Chat messages received from customers, by project and platform.",
+            ["project_id", "platform"],
+            registry=r,
+        )
+        self.messages = Counter(
+            "messages_total",
+            "Assistant answers given, by platform and detected intent.",
+            ["platform", "intent"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "errors_total",
+            "Errors, by type and by the service that failed (api, ai, db, auth, external).",
+            ["error_type", "service"],
+            registry=r,
+        )
+        self.response_time = Histogram(
+            "response_time_seconds",
+            "Time the AI took to produce a whole answer, by service and endpoint.",
+            ["service", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.active_sessions = Gauge(
+            "active_sessions",
+            "Conversations with a message in the last 15 minutes (from the database).",
+            multiprocess_mode="max",
+            registry=r,
+        )
+
+        # AI.
+        self.ai_time_to_first_token = Histogram(
+            "ai_time_to_first_token_seconds",
+            "Time from calling the model to its first token.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ai_tokens = Counter(
+            "ai_tokens_total",
+            "Tokens used by the model, by type (prompt or completion).",
+            ["model", "type"],
+            registry=r,
+        )
+        self.ai_cost = Counter(
+            "ai_cost_usd_total",
+            "Cost of model calls in US dollars.",
+            ["model", "project_id"],
+            registry=r,
+        )
+        self.intent_confidence = Histogram(
+            "intent_confidence",
+            "Confidence of the detected intent of each answered message.",
+            ["intent"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.escalations = Counter(
+            "escalations_total",
+            "Conversations handed to a human operator, by platform and reason.",
+            ["platform", "reason"],
+            registry=r,
+        )
+        self.sse_streams_active = Gauge(
+            "sse_streams_active",
+            "Server-sent event streams open now.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.inference_up = Gauge(
+            "inference_up",
+            "1 when the inference backend answers its health check, else 0.",
+            ["backend"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.app_info = Gauge(
+            "app_info",
+            "Always 1; labels carry the running version and environment.",
+            ["version", "environment"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+
+        if multiprocess_dir() is None:
+            # The default collectors describe this one process; in multiprocess mode they
+            # could not be summed across workers, so they are left out there.
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The metrics in the format the scraper asked for (OpenMetrics or text)."""
+        registry = self.registry
+        if multiprocess_dir() is not None:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(registry), content_type
