@@ -50,6 +50,7 @@ def configure_observability(settings: Settings) -> Metrics | None:
         service=SERVICE_NAME,
         version=__version__,
         environment=settings.environment.value,
+        sql_echo=settings.database_echo,
     )
     if settings.tracing_enabled:
         configure_tracing(
@@ -144,6 +145,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="AI customer-support chat service, observable from the first request",
         lifespan=lifespan,
+        # FastAPI's own telemetry would add a second server span and a span per dependency;
+        # ObservabilityMiddleware is the single, leaner source of spans, metrics and logs.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     app.state.metrics = metrics

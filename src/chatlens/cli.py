@@ -123,6 +123,7 @@ def configure_observability_logging(settings: Settings) -> None:
         service="chatlens",
         version=version,
         environment=settings.environment.value,
+        sql_echo=settings.database_echo,
     )
 
 

@@ -25,7 +25,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 
 def create_engine(settings: Settings) -> AsyncEngine:
     """An async engine for the configured database."""
-    kwargs: dict[str, Any] = {"echo": settings.database_echo}
+    # No echo=True: SQLAlchemy would add its own plain-text handler. CHATLENS_DATABASE_ECHO
+    # raises the sqlalchemy.engine logger to INFO instead, so SQL lines are JSON like the rest.
+    # SQL parameters carry customers' messages: kept out of logs and errors unless
+    # CHATLENS_LOG_MESSAGE_CONTENT allows message text in logs.
+    kwargs: dict[str, Any] = {"hide_parameters": not settings.log_message_content}
     if settings.is_sqlite:
         if settings.database_path is None:
             # One shared connection, or every session would see its own empty database.

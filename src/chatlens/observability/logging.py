@@ -16,11 +16,11 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from chatlens.observability.redaction import redact_value
 
 # Fields that carry identifiers or structure, never personal data: not worth a regex pass.
+# `event` is not among them: a library's line puts its whole message there.
 _NOT_REDACTED = frozenset(
     {
         "timestamp",
         "level",
-        "event",
         "logger",
         "service",
         "version",
@@ -134,6 +134,7 @@ def configure_logging(
     environment: str,
     extra: list[Processor] | None = None,
     stream: Any = None,
+    sql_echo: bool = False,
 ) -> None:
     """Configure structlog and route the standard library (uvicorn, SQLAlchemy, ...) through it."""
     out = stream or sys.stdout
@@ -176,7 +177,9 @@ def configure_logging(
         lib.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
     # SQL statements only when asked for: INFO from sqlalchemy.engine is one line per query.
-    logging.getLogger("sqlalchemy.engine").setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("sqlalchemy.engine").setLevel(
+        logging.INFO if sql_echo else max(numeric, logging.WARNING)
+    )
     logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
 
 

@@ -7,7 +7,9 @@ from typing import Any
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _CHATLENS_KEY = re.compile(r"\bcl_[A-Za-z0-9_-]{20,}")
-_BEARER = re.compile(r"(?i)\b(bearer|token|api[_-]?key|password|secret)(\s*[:=]?\s*)[^\s,;\"']{8,}")
+_BEARER = re.compile(
+    r"(?i)\b(bearer|token|api[_-]?key|password|secret)(\s*[:=]\s*|\s+)[^\s,;\"']{8,}"
+)
 # 13-19 digits, optionally grouped by spaces or dashes; kept only if Luhn-valid.
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 # International or local phone numbers: 7+ digits with the usual separators.

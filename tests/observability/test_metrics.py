@@ -1,0 +1,152 @@
+"""Metrics move as users would expect, read from the real /metrics output."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import Server
+
+KEY = re.compile(r"cl_[A-Za-z0-9_-]{43}")
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a text exposition, keyed by (name, labels)."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    return samples(text).get((name, frozenset(labels.items())), 0.0)
+
+
+async def scrape(client: httpx.AsyncClient) -> str:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return response.text
+
+
+@pytest.mark.asyncio
+async def test_a_chat_turn_moves_every_related_metric(
+    client: httpx.AsyncClient, account: Any
+) -> None:
+    before = await scrape(client)
+    await client.post(
+        "/chat",
+        json={"message": "Where is my order?", "platform": "telegram", "project_id": "shop-m"},
+        headers=account.headers,
+    )
+    await client.post("/chat", json={"message": "let me talk to a human"}, headers=account.headers)
+    await client.get("/api/conversations/not-a-uuid", headers=account.headers)
+    await client.get("/no/such/path")
+    after = await scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("http_requests_total", method="POST", route="/chat", status="200") == 2
+    assert (
+        delta(
+            "http_requests_total",
+            method="GET",
+            route="/api/conversations/{conversation_id}",
+            status="422",
+        )
+        == 1
+    )
+    assert delta("http_requests_total", method="GET", route="__unmatched__", status="404") == 1
+    assert delta("http_request_duration_seconds_count", method="POST", route="/chat") == 2
+    assert value(after, "http_requests_in_progress", method="POST", route="/chat") == 0
+    assert delta("chat_requests_total", project_id="shop-m", platform="telegram") == 1
+    assert delta("messages_total", platform="telegram", intent="order_status") == 1
+    assert delta("escalations_total", platform="web", reason="user_request") == 1
+    assert delta("ai_tokens_total", model="builtin-kb", type="prompt") > 0
+    assert delta("ai_tokens_total", model="builtin-kb", type="completion") > 0
+    assert delta("ai_time_to_first_token_seconds_count", model="builtin-kb") == 2
+    assert delta("response_time_seconds_count", service="ai", endpoint="/chat") == 2
+    assert delta("intent_confidence_count", intent="order_status") == 1
+    assert value(after, "inference_up", backend="builtin") == 1
+    assert value(after, "app_info", version="0.1.0", environment="test") == 1
+    assert value(after, "sse_streams_active") == 0
+    # Raw paths never become labels.
+    assert "not-a-uuid" not in after
+    assert "/no/such/path" not in after
+    assert "process_resident_memory_bytes" in after
+
+
+@pytest.mark.asyncio
+async def test_streams_are_counted_while_open_and_exemplars_carry_trace_ids(
+    client: httpx.AsyncClient, account: Any
+) -> None:
+    response = await client.post(
+        "/chat", json={"message": "hello", "stream": True}, headers=account.headers
+    )
+    trace_id = response.headers["x-trace-id"]
+    openmetrics = await client.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert openmetrics.text.rstrip().endswith("# EOF")
+    exemplars = re.findall(
+        r'^http_request_duration_seconds_bucket\{[^}]*route="/chat"[^}]*\} \S+ '
+        r'# \{trace_id="([0-9a-f]{32})"\}',
+        openmetrics.text,
+        re.MULTILINE,
+    )
+    assert trace_id in exemplars
+    classic = await scrape(client)
+    assert "# {trace_id" not in classic  # exemplars only in OpenMetrics
+
+
+def test_two_worker_processes_are_summed(
+    tmp_path: Path, env_without_chatlens: dict[str, str]
+) -> None:
+    metrics_dir = tmp_path / "metrics"
+    env = {**env_without_chatlens, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_999999.db").write_bytes(b"stale")  # wiped at start
+    server = Server(tmp_path, env, "--workers", "2")
+    try:
+        key_match = KEY.search(server.output)
+        assert key_match is not None
+        headers = {"Authorization": f"Bearer {key_match.group()}"}
+        pids = set()
+        # New connections let the kernel spread requests over both workers.
+        for _ in range(40):
+            with httpx.Client(base_url=server.url, timeout=10) as c:
+                response = c.post("/chat", json={"message": "hi"}, headers=headers)
+                assert response.status_code == 200
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        for line in server.lines():
+            if '"service_started"' in line:
+                pids.add(re.search(r'"pid":(\d+)', line).group(1))  # type: ignore[union-attr]
+        per_worker = {
+            path.stem.removeprefix("counter_"): sum(
+                v
+                for key, v, _, _ in MmapedDict.read_all_values_from_file(str(path))
+                if '"http_requests_total"' in key and '"/chat"' in key
+            )
+            for path in metrics_dir.glob("counter_*.db")
+        }
+    finally:
+        server.stop()
+    assert len(pids) == 2
+    assert "999999" not in per_worker
+    # Both workers answered some of the requests, and /metrics shows their sum.
+    assert set(per_worker) == pids, per_worker
+    assert all(count > 0 for count in per_worker.values()), per_worker
+    assert value(text, "http_requests_total", method="POST", route="/chat", status="200") == 40
+    assert value(text, "chat_requests_total", project_id="default", platform="web") == 40
+    assert value(text, "http_request_duration_seconds_count", method="POST", route="/chat") == 40
+    assert value(text, "http_requests_in_progress", method="POST", route="/chat") == 0
+    assert value(text, "inference_up", backend="builtin") == 1

@@ -1,0 +1,120 @@
+"""Trace ids agree across header, logs, spans and the stored row; traceparent is honoured."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import select
+
+from chatlens.models import Message
+from chatlens.observability.tracing import configure_tracing
+
+pytestmark = pytest.mark.asyncio
+
+_exporter = InMemorySpanExporter()
+_installed = False
+
+
+@pytest.fixture
+def spans(app: Any) -> Iterator[InMemorySpanExporter]:
+    """Finished spans of this test, from the process's tracer provider."""
+    global _installed
+    if not _installed:
+        provider = configure_tracing(
+            service="chatlens", version="test", environment="test", otlp_endpoint=None
+        )
+        provider.add_span_processor(SimpleSpanProcessor(_exporter))
+        _installed = True
+    _exporter.clear()
+    yield _exporter
+    _exporter.clear()
+
+
+def by_name(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
+    return [s for s in spans if s.name == name]
+
+
+async def test_header_spans_and_stored_rows_share_the_trace(
+    client: httpx.AsyncClient, account: Any, sessionmaker: Any, spans: InMemorySpanExporter
+) -> None:
+    response = await client.post(
+        "/chat", json={"message": "how do I reset my password"}, headers=account.headers
+    )
+    trace_id = response.headers["x-trace-id"]
+    assert len(trace_id) == 32
+    finished = spans.get_finished_spans()
+    [server] = by_name(finished, "POST /chat")
+    assert format(server.context.trace_id, "032x") == trace_id
+    assert server.attributes is not None
+    assert server.attributes["http.route"] == "/chat"
+    assert server.attributes["http.response.status_code"] == 200
+    [pipeline] = by_name(finished, "chat.pipeline")
+    [model] = by_name(finished, "chat builtin-kb")
+    [intent] = by_name(finished, "intent.detect")
+    assert pipeline.parent is not None and pipeline.parent.span_id == server.context.span_id
+    assert model.parent is not None and model.parent.span_id == pipeline.context.span_id
+    assert intent.parent is not None and intent.parent.span_id == model.context.span_id
+    attrs = model.attributes or {}
+    assert attrs["gen_ai.operation.name"] == "chat"
+    assert attrs["gen_ai.provider.name"] == "builtin"
+    assert attrs["gen_ai.request.model"] == "builtin-kb"
+    assert attrs["gen_ai.conversation.id"] == response.json()["conversation_id"]
+    usage = response.json()["usage"]
+    assert attrs["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
+    assert attrs["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
+    assert tuple(attrs["gen_ai.response.finish_reasons"]) == ("stop",)
+    assert all(s.context.trace_id == server.context.trace_id for s in finished)
+    sql = [s for s in finished if (s.attributes or {}).get("db.system") or "INSERT" in s.name]
+    assert sql, "no SQL spans"
+
+    async with sessionmaker() as session:
+        query = select(Message).where(
+            Message.conversation_id == uuid.UUID(response.json()["conversation_id"])
+        )
+        rows = (await session.scalars(query)).all()
+    assert {(m.trace_id, m.span_id) for m in rows} == {
+        (trace_id, format(server.context.span_id, "016x"))
+    }
+
+
+async def test_incoming_traceparent_is_joined(
+    client: httpx.AsyncClient, account: Any, spans: InMemorySpanExporter
+) -> None:
+    parent_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    response = await client.post(
+        "/chat",
+        json={"message": "hello"},
+        headers={**account.headers, "traceparent": f"00-{parent_trace}-00f067aa0ba902b7-01"},
+    )
+    assert response.headers["x-trace-id"] == parent_trace
+    [server] = by_name(spans.get_finished_spans(), "POST /chat")
+    assert server.parent is not None
+    assert format(server.parent.span_id, "016x") == "00f067aa0ba902b7"
+    assert server.parent.is_remote
+
+
+async def test_streamed_answer_span_ends_with_the_stream_and_errors_mark_spans(
+    client: httpx.AsyncClient, account: Any, spans: InMemorySpanExporter
+) -> None:
+    response = await client.post(
+        "/chat", json={"message": "refund", "stream": True}, headers=account.headers
+    )
+    assert "event: done" in response.text
+    names = [s.name for s in spans.get_finished_spans()]
+    assert "POST /chat" in names
+    assert "chat builtin-kb" in names
+    # No span per chunk sent or received.
+    assert not [n for n in names if "http send" in n or "http receive" in n]
+
+    spans.clear()
+    missing = await client.get(f"/api/conversations/{uuid.uuid4()}", headers=account.headers)
+    assert missing.status_code == 404
+    [span] = by_name(spans.get_finished_spans(), "GET /api/conversations/{conversation_id}")
+    assert (span.attributes or {})["http.response.status_code"] == 404
