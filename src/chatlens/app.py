@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 sessionmaker=sessionmaker,
                 history_messages=settings.history_messages,
                 metrics=metrics,
+                log_content=settings.log_message_content,
             )
             if metrics is not None:
                 metrics.app_info.labels(__version__, settings.environment.value).set(1)

@@ -114,3 +114,35 @@ def test_every_line_of_a_real_server_is_json_with_the_required_fields(
     assert "jane@example.com" not in text
     assert "415 555 0100" not in text
     assert key not in text
+
+
+def test_message_text_is_logged_only_when_asked_and_then_redacted(
+    tmp_path: Path, env_without_chatlens: dict[str, str]
+) -> None:
+    question = "Where is my order? mail jane@example.com"
+    for enabled in ("false", "true"):
+        workdir = tmp_path / enabled
+        workdir.mkdir()
+        env = {**env_without_chatlens, "CHATLENS_LOG_MESSAGE_CONTENT": enabled}
+        server = Server(workdir, env)
+        try:
+            key_match = KEY.search(server.output)
+            assert key_match is not None
+            httpx.post(
+                f"{server.url}/chat",
+                json={"message": question},
+                headers={"Authorization": f"Bearer {key_match.group()}"},
+                timeout=10,
+            )
+        finally:
+            server.stop()
+        [processed] = [
+            orjson.loads(line) for line in server.lines() if '"message_processed"' in line
+        ]
+        if enabled == "true":
+            assert processed["question"] == "Where is my order? mail [email]"
+            assert processed["reply"]
+        else:
+            assert "question" not in processed
+            assert "reply" not in processed
+            assert "Where is my order" not in server.stdout.read_text()

@@ -150,3 +150,25 @@ def test_two_worker_processes_are_summed(
     assert value(text, "http_request_duration_seconds_count", method="POST", route="/chat") == 40
     assert value(text, "http_requests_in_progress", method="POST", route="/chat") == 0
     assert value(text, "inference_up", backend="builtin") == 1
+
+
+@pytest.mark.asyncio
+async def test_active_sessions_is_read_from_the_database(settings: Any, account: Any) -> None:
+    import asyncio
+
+    from chatlens.app import create_app
+    from tests.helpers import make_settings
+
+    app = create_app(make_settings(settings.database_url, active_sessions_refresh_s=0.05))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for text in ("hello", "where is my order"):
+                await client.post("/chat", json={"message": text}, headers=account.headers)
+            seen = 0.0
+            for _ in range(60):  # bounded: 3 s at most
+                seen = value(await scrape(client), "active_sessions")
+                if seen == 2:
+                    break
+                await asyncio.sleep(0.05)
+    assert seen == 2

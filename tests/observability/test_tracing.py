@@ -118,3 +118,34 @@ async def test_streamed_answer_span_ends_with_the_stream_and_errors_mark_spans(
     assert missing.status_code == 404
     [span] = by_name(spans.get_finished_spans(), "GET /api/conversations/{conversation_id}")
     assert (span.attributes or {})["http.response.status_code"] == 404
+
+
+async def test_outgoing_http_calls_carry_traceparent(spans: InMemorySpanExporter) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry import trace
+
+    seen: list[str | None] = []
+
+    class Upstream(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("traceparent"))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            return None
+
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    thread = threading.Thread(target=upstream.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with trace.get_tracer("test").start_as_current_span("caller") as caller:
+            async with httpx.AsyncClient() as http:
+                await http.get(f"http://127.0.0.1:{upstream.server_address[1]}/v1/models")
+    finally:
+        upstream.shutdown()
+    [header] = seen
+    assert header is not None
+    assert header.split("-")[1] == format(caller.get_span_context().trace_id, "032x")

@@ -187,6 +187,10 @@ class Turn:
     span: Span | None = None
 
 
+def _last_question(context: Sequence[ChatMessage]) -> str:
+    return next((m.content for m in reversed(context) if m.role == "user"), "")
+
+
 def _as_context(messages: Sequence[Message]) -> list[ChatMessage]:
     return [
         ChatMessage(role=m.role.value, content=m.content)
@@ -205,11 +209,14 @@ class ChatPipeline:
         sessionmaker: async_sessionmaker[AsyncSession],
         history_messages: int,
         metrics: Metrics | None = None,
+        log_content: bool = False,
     ) -> None:
         self.backend = backend
         self.sessionmaker = sessionmaker
         self.history_messages = history_messages
         self.metrics = metrics
+        # Message text stays out of logs unless CHATLENS_LOG_MESSAGE_CONTENT (then redacted).
+        self.log_content = log_content
 
     async def start_turn(
         self,
@@ -587,8 +594,14 @@ class Answer:
                 cost=cost,
                 escalation=escalation if newly_escalated else None,
             )
+        content = (
+            {"question": _last_question(turn.context), "reply": text}
+            if self.pipeline.log_content
+            else {}
+        )
         log.info(
             "message_processed",
+            **content,
             user_id=str(turn.user_id),
             conversation_id=str(turn.conversation_id),
             session_id=str(turn.conversation_id),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from opentelemetry import trace
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -49,6 +50,9 @@ def configure_tracing(
     # skip_dep_check: the instrumentation declares support up to SQLAlchemy 2.0 only, while
     # the engine events it uses are unchanged in 2.1 (the tests check that SQL spans appear).
     SQLAlchemyInstrumentor().instrument(tracer_provider=provider, skip_dep_check=True)
+    # Client spans and an outgoing `traceparent` on every httpx call (upstream models,
+    # auth services): the trace continues in whatever chatlens calls.
+    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
     return provider
 
 
