@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,13 @@ from tests.helpers import STRICT, make_settings, require
 PG_URL_ENV = "CHATLENS_TEST_DATABASE_URL"
 
 
-async def create_pg_database(base_url: str, name: str) -> str:
-    """Create an empty PostgreSQL database beside the configured one; returns its URL."""
+@asynccontextmanager
+async def _pg_admin(base_url: str) -> AsyncIterator[Any]:
+    """A connection to the server's `postgres` database, for creating and dropping others."""
     import asyncpg
 
     url = make_url(base_url)
-    admin = await asyncpg.connect(
+    connection = await asyncpg.connect(
         host=url.host or "127.0.0.1",
         port=url.port or 5432,
         user=url.username or "postgres",
@@ -38,28 +40,22 @@ async def create_pg_database(base_url: str, name: str) -> str:
         database="postgres",
     )
     try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def create_pg_database(base_url: str, name: str) -> str:
+    """Create an empty PostgreSQL database beside the configured one; returns its URL."""
+    async with _pg_admin(base_url) as admin:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return url.set(database=name).render_as_string(hide_password=False)
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False)
 
 
 async def drop_pg_database(base_url: str, name: str) -> None:
-    import asyncpg
-
-    url = make_url(base_url)
-    admin = await asyncpg.connect(
-        host=url.host or "127.0.0.1",
-        port=url.port or 5432,
-        user=url.username or "postgres",
-        password=url.password,
-        database="postgres",
-    )
-    try:
+    async with _pg_admin(base_url) as admin:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 # PostgreSQL joins the run when configured; under CHATLENS_STRICT_TESTS=1 it is required.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatlens.errors import error_body
+from chatlens.observability.asgi import send_json
 
 
 class BodySizeLimitMiddleware:
@@ -52,18 +52,7 @@ class BodySizeLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _reject(self, send: Send) -> None:
-        body = orjson.dumps(
-            error_body("payload_too_large", f"request body exceeds {self.max_bytes} bytes")
+        message = f"request body exceeds {self.max_bytes} bytes"
+        await send_json(
+            send, 413, error_body("payload_too_large", message), [(b"connection", b"close")]
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 import structlog
 from fastapi import routing as fastapi_routing
 from opentelemetry import context as otel_context
@@ -22,6 +21,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatlens.observability.asgi import send_json
 from chatlens.observability.context import set_request_id
 from chatlens.observability.metrics import UNMATCHED_ROUTE, Metrics
 
@@ -262,27 +262,8 @@ class ObservabilityMiddleware:
     ) -> None:
         # Starlette's own 500 handler sits outside every middleware, so its response would
         # miss our headers; answering here keeps the header and the body's id in step.
-        body = orjson.dumps(
-            {
-                "error": {
-                    "type": "internal_error",
-                    "message": "internal server error",
-                    "request_id": request_id,
-                }
-            }
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 500,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    *extra_headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        error = {"type": "internal_error", "message": "internal server error"}
+        await send_json(send, 500, {"error": {**error, "request_id": request_id}}, extra_headers)
 
 
 def _service_of(exc: BaseException) -> str:
