@@ -86,8 +86,14 @@ async def recent_messages(
 
 
 async def add(session: AsyncSession, *rows: Conversation | Message | ConversationMetrics) -> None:
+    """Insert now (the caller needs database defaults or constraint errors at once)."""
     session.add_all(rows)
     await session.flush()
+
+
+def stage(session: AsyncSession, *rows: Conversation | Message | ConversationMetrics) -> None:
+    """Insert with the transaction's one flush, at commit."""
+    session.add_all(rows)
 
 
 async def get_conversation_by_id(

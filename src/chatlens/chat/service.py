@@ -278,23 +278,41 @@ class ChatPipeline:
         external_user_id: str | None,
         turn: Turn,
     ) -> Turn:
+        now = utcnow()
         if conversation_id is None:
-            conversation = await create_conversation(
-                session,
-                user=user,
+            # Ids and timestamps are set here, not by column defaults, so the whole turn is
+            # written by the one flush at commit: on SQLite every statement is a thread hop.
+            conversation = Conversation(
+                id=uuid.uuid4(),
+                user_id=user.user_id,
                 project_id=project_id,
                 platform=platform,
                 external_user_id=external_user_id,
+                title=make_title(text),
+                status=ConversationStatus.open,
+                created_at=now,
+                updated_at=now,
+            )
+            repo.stage(session, conversation)
+            history: list[Message] = []
+            log.info(
+                "conversation_created",
+                conversation_id=str(conversation.id),
+                project_id=project_id,
+                platform=platform,
             )
         else:
             conversation = await get_conversation_or_raise(
                 session, user=user, conversation_id=conversation_id
             )
-        if conversation.title is None:
-            conversation.title = make_title(text)
-        now = utcnow()
-        conversation.updated_at = now
+            history = await repo.recent_messages(
+                session, conversation_id=conversation.id, limit=self.history_messages - 1
+            )
+            if conversation.title is None:
+                conversation.title = make_title(text)
+            conversation.updated_at = now
         question = Message(
+            id=uuid.uuid4(),
             conversation_id=conversation.id,
             role=MessageRole.user,
             content=text,
@@ -305,17 +323,14 @@ class ChatPipeline:
             trace_id=turn.trace_id,
             span_id=turn.span_id,
         )
-        await repo.add(session, question)
-        history = await repo.recent_messages(
-            session, conversation_id=conversation.id, limit=self.history_messages
-        )
+        repo.stage(session, question)
         # Nothing the user sent may be lost: it is durable before the model sees it.
         await session.commit()
         turn.conversation_id = conversation.id
         turn.project_id = conversation.project_id
         turn.platform = conversation.platform
         turn.external_user_id = conversation.external_user_id
-        turn.context = _as_context(history)
+        turn.context = [*_as_context(history), ChatMessage(role="user", content=text)]
         self._announce(turn)
         return turn
 
@@ -353,6 +368,8 @@ class ChatPipeline:
             replaces = history.pop().id
         if not history or history[-1].role is not MessageRole.user:
             raise Conflict("there is no question in this conversation to answer again")
+        # Release the connection before the model runs; the answer is stored by its own session.
+        await session.commit()
         turn = Turn(
             conversation_id=conversation.id,
             user_id=user.user_id,
@@ -530,6 +547,7 @@ class Answer:
                 await repo.delete_message(session, turn.replaces)
             stored_at = utcnow()
             reply = Message(
+                id=uuid.uuid4(),
                 conversation_id=turn.conversation_id,
                 role=MessageRole.assistant,
                 content=text,
@@ -555,10 +573,11 @@ class Answer:
                 conversation.escalated_at = stored_at
                 conversation.escalation_reason = escalation
                 newly_escalated = True
-            await repo.add(session, reply)
-            await repo.add(
+            repo.stage(
                 session,
+                reply,
                 ConversationMetrics(
+                    id=uuid.uuid4(),
                     timestamp=stored_at,
                     conversation_id=turn.conversation_id,
                     message_id=reply.id,

@@ -34,6 +34,13 @@ def create_engine(settings: Settings) -> AsyncEngine:
         if settings.database_path is None:
             # One shared connection, or every session would see its own empty database.
             kwargs["poolclass"] = StaticPool
+        else:
+            # SQLite has one writer. Several connections in one process would upgrade read
+            # transactions to writes concurrently and wait in SQLite's busy handler (sleeps
+            # of up to 100 ms); one pooled connection makes requests queue in the pool
+            # instead, which is both faster and fair. Sessions release it at commit, so code
+            # must commit (as the chat pipeline does) before it waits on another session.
+            kwargs.update(pool_size=1, max_overflow=0, pool_timeout=30)
         kwargs["connect_args"] = {"timeout": 30}
     else:
         kwargs.update(
