@@ -134,6 +134,10 @@ def _prepare_multiprocess_metrics() -> None:
     )
     path = Path(directory)
     if path.exists():
+        strangers = [p.name for p in path.iterdir() if p.suffix != ".db"]
+        if strangers:
+            # Wiping is only safe for a folder of metric files; a mistyped path is refused.
+            fail(f"PROMETHEUS_MULTIPROC_DIR={path} holds other files ({strangers[0]}, ...)")
         shutil.rmtree(path)
     path.mkdir(parents=True)
     # Read by prometheus_client in every worker process, which inherit this environment.

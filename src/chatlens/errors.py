@@ -127,7 +127,7 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     """Render ours, validation and routing errors in the one JSON shape.
 
-    Unexpected exceptions are turned into a JSON 500 by RequestContextMiddleware.
+    Unexpected exceptions are turned into a JSON 500 by ObservabilityMiddleware.
     """
     app.add_exception_handler(ChatlensError, _chatlens_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

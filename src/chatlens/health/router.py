@@ -1,41 +1,122 @@
-"""Liveness and readiness for load balancers and Kubernetes probes (no auth)."""
+"""Liveness, readiness and service health for load balancers, probes and people (no auth)."""
 
 from __future__ import annotations
 
-import asyncio
+from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter, Request, Response
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from pydantic import BaseModel, Field
 
-from chatlens.db import migrate
+from chatlens.health import service
+from chatlens.health.service import NotReadyReason, OverallStatus, Status
 
 router = APIRouter(prefix="/health", tags=["health"])
 
-_READY_TIMEOUT_S = 1.0
+
+class LivenessRead(BaseModel):
+    status: Literal["alive"] = "alive"
 
 
-@router.get("/live")
-async def live() -> dict[str, str]:
+class ReadinessRead(BaseModel):
+    status: Literal["ready", "not_ready"]
+    reason: NotReadyReason | None = Field(None, description="Set when not ready.")
+
+
+class DatabaseHealthRead(BaseModel):
+    status: Status
+    latency_ms: float = Field(description="Time of a SELECT 1, in milliseconds.")
+
+
+class ServiceHealthRead(BaseModel):
+    status: Status
+    latency_ms: float = Field(description="Time of the check, in milliseconds.")
+    error: str | None = Field(
+        None, description="Exception class and a generic phrase; set when unhealthy."
+    )
+
+
+class ServicesRead(BaseModel):
+    database: ServiceHealthRead
+    redis: ServiceHealthRead | None = Field(None, description="Present when Redis is configured.")
+    ai_service: ServiceHealthRead
+
+
+class HealthRead(BaseModel):
+    status: OverallStatus = Field(
+        description="unhealthy when the database or the AI service is down (503); "
+        "degraded when only Redis is down (200)."
+    )
+    timestamp: datetime = Field(description="UTC, ISO 8601.")
+    version: str
+    uptime_seconds: float
+    services: ServicesRead
+
+
+@router.get("/live", response_model=LivenessRead)
+async def live() -> LivenessRead:
     """200 while the process serves requests."""
-    return {"status": "alive"}
+    return LivenessRead()
 
 
-@router.get("/ready", responses={503: {"description": "Not ready: database down or schema behind"}})
-async def ready(request: Request, response: Response) -> dict[str, str]:
+@router.get(
+    "/ready",
+    response_model=ReadinessRead,
+    response_model_exclude_none=True,
+    responses={503: {"description": "Not ready: database down or schema behind"}},
+)
+async def ready(request: Request, response: Response) -> ReadinessRead:
     """200 when the database answers within 1 s and its schema is at the newest migration."""
-    engine: AsyncEngine = request.app.state.engine
-
-    async def check() -> str:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        return "ok" if await migrate.is_at_head(engine) else "schema_not_at_head"
-
-    try:
-        state = await asyncio.wait_for(check(), _READY_TIMEOUT_S)
-    except Exception:
-        state = "database_unavailable"
-    if state != "ok":
+    reason = await service.readiness(request.app.state.engine)
+    if reason is not None:
         response.status_code = 503
-        return {"status": "not_ready", "reason": state}
-    return {"status": "ready"}
+        return ReadinessRead(status="not_ready", reason=reason)
+    return ReadinessRead(status="ready")
+
+
+@router.get(
+    "/db",
+    response_model=DatabaseHealthRead,
+    responses={503: {"description": "The database did not answer within 1 s"}},
+)
+async def database(request: Request, response: Response) -> DatabaseHealthRead:
+    """Database round trip (SELECT 1) and its latency; 503 when it fails."""
+    result = await service.check_database(request.app.state.engine)
+    if not result.ok:
+        response.status_code = 503
+    return DatabaseHealthRead(status=result.status, latency_ms=result.latency_ms)
+
+
+@router.get(
+    "",
+    response_model=HealthRead,
+    response_model_exclude_none=True,
+    responses={503: {"description": "Unhealthy: the database or the AI service is down"}},
+)
+async def health(request: Request, response: Response) -> HealthRead:
+    """Health of the database, Redis (when configured) and the AI service; 503 when unhealthy."""
+    state = request.app.state
+    result = await service.overall(
+        state.engine,
+        state.backend,
+        getattr(state, "redis", None),
+        # Set by the app's lifespan when it records its start; else the module's import time.
+        started_at=getattr(state, "started_at", None),
+    )
+    response.status_code = result.http_status
+    redis = result.services.get("redis")
+    return HealthRead(
+        status=result.status,
+        timestamp=result.timestamp,
+        version=result.version,
+        uptime_seconds=result.uptime_seconds,
+        services=ServicesRead(
+            database=_read(result.services["database"]),
+            redis=None if redis is None else _read(redis),
+            ai_service=_read(result.services["ai_service"]),
+        ),
+    )
+
+
+def _read(health: service.ServiceHealth) -> ServiceHealthRead:
+    return ServiceHealthRead(status=health.status, latency_ms=health.latency_ms, error=health.error)

@@ -32,7 +32,6 @@ _NOT_REDACTED = frozenset(
         "route",
         "status",
         "duration_ms",
-        "exception",
     }
 )
 _LEVELS = {"exception": "ERROR", "warn": "WARNING", "fatal": "CRITICAL"}

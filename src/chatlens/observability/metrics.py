@@ -62,13 +62,13 @@ class Metrics:
         # The support-bot metrics whose names the original requirements fix.
         self.chat_requests = Counter(
             "chat_requests_total",
-            "Chat messages received from customers, by project and platform.",
+            "Turns sent to the model (customer messages and regenerations), by project, platform.",
             ["project_id", "platform"],
             registry=r,
         )
         self.messages = Counter(
             "messages_total",
-            "Assistant answers given, by platform and detected intent.",
+            "Assistant answers stored (complete, cut off or failed), by platform and intent.",
             ["platform", "intent"],
             registry=r,
         )
@@ -87,8 +87,9 @@ class Metrics:
         )
         self.active_sessions = Gauge(
             "active_sessions",
-            "Conversations with a message in the last 15 minutes (from the database).",
-            multiprocess_mode="max",
+            "Conversations with a message in the active window (default 15 minutes), "
+            "read from the database.",
+            multiprocess_mode="livemax",
             registry=r,
         )
 
