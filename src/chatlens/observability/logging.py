@@ -61,7 +61,13 @@ def _trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
 
 def _redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     for key, value in event_dict.items():
-        if key not in _NOT_REDACTED and isinstance(value, str | dict | list | tuple):
+        # `*_id` fields hold uuids and hex ids: their digits would send each through every
+        # pattern for nothing.
+        if (
+            key not in _NOT_REDACTED
+            and not key.endswith("_id")
+            and isinstance(value, str | dict | list | tuple)
+        ):
             event_dict[key] = redact_value(value)
     return event_dict
 
