@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,6 +27,7 @@ from chatlens.health.router import router as health_router
 from chatlens.inference.base import InferenceBackend
 from chatlens.inference.factory import create_backend
 from chatlens.limits import BodySizeLimitMiddleware
+from chatlens.observability.errors import capture_log_errors, init_sentry
 from chatlens.observability.logging import configure_logging
 from chatlens.observability.metrics import Metrics, multiprocess_dir
 from chatlens.observability.middleware import ObservabilityMiddleware
@@ -42,14 +44,19 @@ class SchemaMissingError(RuntimeError):
     """The database was never migrated."""
 
 
-def configure_observability(settings: Settings) -> Metrics | None:
-    """Logging and tracing for this process, and the metrics catalogue for one app."""
+def configure_process(settings: Settings) -> None:
+    """Error reporting, logging and tracing for this process (the CLI calls it first, too)."""
+    # Before logging, so that no error line is logged while Sentry is not yet listening.
+    init_sentry(settings)
     configure_logging(
         level=settings.log_level,
         fmt=settings.log_format,
         service=SERVICE_NAME,
         version=__version__,
         environment=settings.environment.value,
+        # Present even with Sentry off, where it returns at once: structlog keeps the
+        # processors a logger had at its first use, so one added later would be missed.
+        extra=[capture_log_errors],
         sql_echo=settings.database_echo,
     )
     if settings.tracing_enabled:
@@ -59,7 +66,6 @@ def configure_observability(settings: Settings) -> Metrics | None:
             environment=settings.environment.value,
             otlp_endpoint=settings.otel_exporter_otlp_endpoint,
         )
-    return Metrics() if settings.metrics_enabled else None
 
 
 async def _refresh_gauges(
@@ -72,17 +78,24 @@ async def _refresh_gauges(
                 app.state.sessionmaker, window_s=settings.active_sessions_window_s
             )
             metrics.active_sessions.set(count)
+        except Exception as exc:  # a refresh must never stop the loop
+            log.warning(
+                "gauge_refresh_failed", gauge="active_sessions", error_type=type(exc).__name__
+            )
+        try:
             health = await backend.health()
             metrics.inference_up.labels(backend.name).set(1 if health.ok else 0)
-        except Exception as exc:  # a refresh must never stop the loop
-            log.warning("gauge_refresh_failed", error_type=type(exc).__name__)
+        except Exception as exc:
+            metrics.inference_up.labels(backend.name).set(0)
+            log.warning("gauge_refresh_failed", gauge="inference_up", error_type=type(exc).__name__)
         await asyncio.sleep(settings.active_sessions_refresh_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; `uvicorn --factory chatlens.app:create_app` reads the environment."""
     settings = settings or load_settings()
-    metrics = configure_observability(settings)
+    configure_process(settings)
+    metrics = Metrics() if settings.metrics_enabled else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -119,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if metrics is not None:
                 metrics.app_info.labels(__version__, settings.environment.value).set(1)
                 refresher = asyncio.create_task(_refresh_gauges(app, metrics, backend, settings))
+            app.state.started_at = time.monotonic()
             log.info(
                 "service_started",
                 backend=backend.name,

@@ -14,6 +14,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens import __version__
+from chatlens.app import configure_process
 from chatlens.auth import service as auth
 from chatlens.db import migrate
 from chatlens.db.engine import create_engine, create_sessionmaker
@@ -83,7 +84,8 @@ def serve(
     import uvicorn
 
     settings = settings_or_exit()
-    configure_observability_logging(settings)
+    # JSON logs (and Sentry) from the first line, the admin set-up's included.
+    configure_process(settings)
     host = host or settings.host
     port = port or settings.port
     workers = workers or settings.workers
@@ -110,20 +112,6 @@ def serve(
         # writes its own access line; uvicorn's plain-text config and access log stay off.
         log_config=None,
         access_log=False,
-    )
-
-
-def configure_observability_logging(settings: Settings) -> None:
-    from chatlens import __version__ as version
-    from chatlens.observability.logging import configure_logging
-
-    configure_logging(
-        level=settings.log_level,
-        fmt=settings.log_format,
-        service="chatlens",
-        version=version,
-        environment=settings.environment.value,
-        sql_echo=settings.database_echo,
     )
 
 

@@ -1,0 +1,270 @@
+"""Errors reach Sentry through the real SDK, tagged with the request and without personal data."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import re
+import threading
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+import sentry_sdk
+import structlog
+from fastapi import APIRouter
+
+from chatlens import __version__
+from chatlens.app import create_app
+from chatlens.auth.deps import CurrentUser
+from chatlens.observability.errors import close_sentry
+from chatlens.settings import Settings
+from tests.helpers import make_settings
+
+pytestmark = pytest.mark.asyncio
+
+EMAIL = "jane.doe@example.com"
+CARD = "4111 1111 1111 1111"
+KEY = "cl_" + "Zq7" * 15
+PHONE = "+1 415 555 0100"
+# Not one of these, in any form, may leave the process.
+PERSONAL = (EMAIL, "jane.doe", CARD, CARD.replace(" ", ""), KEY, "Zq7Zq7Zq7", PHONE, "555 0100")
+HEX32 = re.compile(r"[0-9a-f]{32}")
+
+
+class CardDeclined(RuntimeError):
+    """The failure of the test route; its message carries a customer's data."""
+
+
+class Receiver:
+    """A Sentry ingestion endpoint on 127.0.0.1 that keeps every envelope, decompressed."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.problems: list[str] = []
+        self.arrived = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                encoding = self.headers.get("Content-Encoding", "")
+                with receiver.arrived:
+                    if self.path != "/api/1/envelope/":
+                        receiver.problems.append(f"unexpected path {self.path}")
+                    elif encoding == "gzip":
+                        receiver.bodies.append(gzip.decompress(body))
+                    elif encoding == "deflate":
+                        receiver.bodies.append(zlib.decompress(body))
+                    elif encoding in ("", "identity"):
+                        receiver.bodies.append(body)
+                    else:
+                        receiver.problems.append(f"unsupported encoding {encoding}")
+                    receiver.arrived.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                """Silent: the test reads what arrived, not an access log."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.dsn = f"http://publickey@127.0.0.1:{self.server.server_address[1]}/1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def items(self, kind: str) -> list[dict[str, Any]]:
+        """The payloads of every envelope item of one type (`event`, `transaction`, ...)."""
+        found = []
+        for body in list(self.bodies):
+            _, _, rest = body.partition(b"\n")  # the envelope header
+            while rest.strip():
+                line, _, rest = rest.partition(b"\n")
+                header = json.loads(line)
+                if "length" in header:
+                    payload, rest = rest[: header["length"]], rest[header["length"] + 1 :]
+                else:
+                    payload, _, rest = rest.partition(b"\n")
+                if header.get("type") == kind:
+                    found.append(json.loads(payload))
+        return found
+
+    def events(self, count: int) -> list[dict[str, Any]]:
+        """The error events, once `count` of them arrived (or after 5 s)."""
+        sentry_sdk.flush(timeout=5)
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.items("event")) >= count, timeout=5)
+            return self.items("event")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+    receiver.thread.start()
+    yield receiver
+    # Later tests must run without Sentry, whatever this one left behind.
+    close_sentry()
+    receiver.server.shutdown()
+    receiver.server.server_close()
+    assert receiver.problems == []
+
+
+def _test_routes() -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/test/charge")
+    async def charge(payload: dict[str, str], user: CurrentUser) -> Any:
+        raise CardDeclined(f"card {CARD} of {EMAIL} declined, key {KEY}")
+
+    @router.post("/test/charge-logged")
+    async def charge_logged(user: CurrentUser) -> Any:
+        try:
+            raise CardDeclined(f"card {CARD} declined")
+        except CardDeclined:
+            structlog.get_logger("chatlens.test.sentry").error("charge_failed", exc_info=True)
+            raise
+
+    @router.get("/test/log")
+    async def log_lines(user: CurrentUser) -> dict[str, bool]:
+        log = structlog.get_logger("chatlens.test.sentry")
+        log.warning("something_odd", detail=f"mail {EMAIL}")
+        log.error("something_failed", detail=f"mail {EMAIL}")
+        logging.getLogger("chatlens.test.stdlib").error("stdlib line for %s", EMAIL)
+        try:
+            raise ValueError(f"no account for {EMAIL}")
+        except ValueError as exc:
+            caught = exc
+        # Logged after the `except` block: only structlog's rendering of it is left.
+        log.error("lookup_failed", exc_info=caught)
+        return {"ok": True}
+
+    return router
+
+
+@asynccontextmanager
+async def _serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    app.include_router(_test_routes())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client
+
+
+def _assert_no_personal_data(receiver: Receiver) -> None:
+    assert receiver.bodies
+    for body in receiver.bodies:
+        text = body.decode()
+        for value in PERSONAL:
+            assert value not in text, (value, text)
+
+
+async def test_an_unhandled_exception_is_one_tagged_event_without_personal_data(
+    settings: Settings, make_account: Any, receiver: Receiver
+) -> None:
+    account = await make_account()
+    headers = {**account.headers, "X-Request-ID": "req-sentry-1"}
+    async with _serving(make_settings(settings.database_url, sentry_dsn=receiver.dsn)) as client:
+        response = await client.post(
+            "/test/charge", json={"note": f"call me on {PHONE}"}, headers=headers
+        )
+
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {
+            "type": "internal_error",
+            "message": "internal server error",
+            "request_id": "req-sentry-1",
+        }
+    }
+    trace_id = response.headers["x-trace-id"]
+    assert HEX32.fullmatch(trace_id)
+
+    events = receiver.events(1)
+    assert len(events) == 1, events  # the log line is the only path: no second report
+    event = events[0]
+    assert event["tags"]["request_id"] == "req-sentry-1"
+    assert event["tags"]["trace_id"] == trace_id
+    assert event["user"] == {"id": str(account.id)}
+    assert event["level"] == "error"
+    assert event["logentry"]["message"] == "unhandled_exception"
+    assert event["release"] == __version__
+    assert event["environment"] == "test"
+    error = event["exception"]["values"][-1]
+    assert error["type"] == "CardDeclined"
+    assert error["value"] == "card [card] of [email] declined, key [secret]"
+    frames = error["stacktrace"]["frames"]
+    [raised] = [frame for frame in frames if frame["function"] == "charge"]
+    # The exception object itself was reported, not its rendering: module and source known.
+    assert raised["module"] == __name__
+    assert "raise CardDeclined" in raised["context_line"]
+    assert all("vars" not in frame for frame in frames)
+    assert not event.get("request", {}).get("data")
+    _assert_no_personal_data(receiver)
+
+
+async def test_a_failure_logged_twice_is_reported_once(
+    settings: Settings, make_account: Any, receiver: Receiver
+) -> None:
+    account = await make_account()
+    async with _serving(make_settings(settings.database_url, sentry_dsn=receiver.dsn)) as client:
+        response = await client.post("/test/charge-logged", headers=account.headers)
+    assert response.status_code == 500
+    # The route's line and the middleware's `unhandled_exception` carry the same exception.
+    events = receiver.events(1)
+    assert [event["logentry"]["message"] for event in events] == ["charge_failed"]
+    _assert_no_personal_data(receiver)
+
+
+async def test_error_lines_are_events_and_warnings_are_not(
+    settings: Settings, make_account: Any, receiver: Receiver
+) -> None:
+    account = await make_account()
+    headers = {**account.headers, "X-Request-ID": "req-sentry-2"}
+    async with _serving(make_settings(settings.database_url, sentry_dsn=receiver.dsn)) as client:
+        response = await client.get("/test/log", headers=headers)
+    assert response.status_code == 200
+
+    events = receiver.events(3)
+    by_message = {event["logentry"]["message"]: event for event in events}
+    # One event per ERROR line, structlog's and the standard library's; none for WARNING.
+    assert sorted(by_message) == ["lookup_failed", "something_failed", "stdlib line for [email]"]
+    assert len(events) == 3
+    failed = by_message["something_failed"]
+    assert "exception" not in failed
+    assert failed["level"] == "error"
+    assert failed["logger"] == "chatlens.test.sentry"
+    assert failed["contexts"]["log"]["detail"] == "mail [email]"
+    lookup = by_message["lookup_failed"]["exception"]["values"][-1]
+    assert (lookup["type"], lookup["value"]) == ("ValueError", "no account for [email]")
+    assert any(frame["function"] == "log_lines" for frame in lookup["stacktrace"]["frames"])
+    for event in events:
+        assert event["tags"]["request_id"] == "req-sentry-2"
+        assert event["tags"]["trace_id"] == response.headers["x-trace-id"]
+        assert event["user"] == {"id": str(account.id)}
+    _assert_no_personal_data(receiver)
+
+
+async def test_without_a_dsn_nothing_is_sent_and_errors_are_still_answered(
+    settings: Settings, make_account: Any, receiver: Receiver
+) -> None:
+    account = await make_account()
+    create_app(make_settings(settings.database_url, sentry_dsn=receiver.dsn))
+    assert sentry_sdk.get_client().is_active()
+    # The next app of the process has no DSN: it turns Sentry off for the whole process.
+    async with _serving(make_settings(settings.database_url)) as client:
+        assert not sentry_sdk.get_client().is_active()
+        failed = await client.post("/test/charge", json={}, headers=account.headers)
+        logged = await client.get("/test/log", headers=account.headers)
+    assert failed.status_code == 500
+    assert failed.json()["error"]["type"] == "internal_error"
+    assert logged.status_code == 200
+    await asyncio.sleep(0.2)
+    assert receiver.items("event") == []
