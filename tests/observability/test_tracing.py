@@ -71,8 +71,11 @@ async def test_header_spans_and_stored_rows_share_the_trace(
     assert attrs["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
     assert tuple(attrs["gen_ai.response.finish_reasons"]) == ("stop",)
     assert all(s.context.trace_id == server.context.trace_id for s in finished)
-    sql = [s for s in finished if (s.attributes or {}).get("db.system") or "INSERT" in s.name]
-    assert sql, "no SQL spans"
+    sql = [s for s in finished if (s.attributes or {}).get("db.system.name")]
+    operations = {(s.attributes or {})["db.operation.name"] for s in sql}
+    assert {"SELECT", "INSERT"} <= operations, operations
+    assert all(str((s.attributes or {})["db.query.text"]).strip() for s in sql)
+    assert all(s.kind.name == "CLIENT" for s in sql)
 
     async with sessionmaker() as session:
         query = select(Message).where(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from opentelemetry import trace
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, ExceptionContext
 
 _provider: TracerProvider | None = None
 
@@ -47,13 +51,64 @@ def configure_tracing(
     trace.set_tracer_provider(provider)
     _provider = provider
     # SQL spans for every engine created from now on (the wrapper is process-wide).
-    # skip_dep_check: the instrumentation declares support up to SQLAlchemy 2.0 only, while
-    # the engine events it uses are unchanged in 2.1 (the tests check that SQL spans appear).
-    SQLAlchemyInstrumentor().instrument(tracer_provider=provider, skip_dep_check=True)
+    _instrument_sql()
     # Client spans and an outgoing `traceparent` on every httpx call (upstream models,
     # auth services): the trace continues in whatever chatlens calls.
     HTTPXClientInstrumentor().instrument(tracer_provider=provider)
     return provider
+
+
+_sql_tracer = trace.get_tracer("chatlens.sql")
+
+
+def _instrument_sql() -> None:
+    """A client span per SQL statement, on every engine of the process.
+
+    Two cursor events instead of opentelemetry-instrumentation-sqlalchemy: measured on a
+    POST /chat turn (about nine statements) that package added 1.7 ms — a quarter of the
+    turn — where these hooks add a tenth of that, for spans with the same semantic
+    conventions (db.system.name, db.namespace, db.operation.name, db.query.text).
+    """
+    if not event.contains(Engine, "before_cursor_execute", _before_cursor_execute):
+        event.listen(Engine, "before_cursor_execute", _before_cursor_execute)
+        event.listen(Engine, "after_cursor_execute", _after_cursor_execute)
+        event.listen(Engine, "handle_error", _sql_error)
+
+
+def _before_cursor_execute(
+    conn: Connection, _: Any, statement: str, __: Any, context: Any, ___: bool
+) -> None:
+    operation = statement.lstrip().split(None, 1)[0].upper() if statement else "SQL"
+    database = conn.engine.url.database or ""
+    namespace = database.rsplit("/", 1)[-1]
+    context._chatlens_span = _sql_tracer.start_span(
+        f"{operation} {namespace}" if namespace else operation,
+        kind=SpanKind.CLIENT,
+        attributes={
+            "db.system.name": conn.dialect.name,
+            "db.namespace": namespace,
+            "db.operation.name": operation,
+            "db.query.text": statement,
+        },
+    )
+
+
+def _after_cursor_execute(
+    _: Connection, __: Any, ___: str, ____: Any, context: Any, _____: bool
+) -> None:
+    span = context.__dict__.pop("_chatlens_span", None)
+    if span is not None:
+        span.end()
+
+
+def _sql_error(exception_context: ExceptionContext) -> None:
+    context = exception_context.execution_context
+    span = context.__dict__.pop("_chatlens_span", None) if context is not None else None
+    if span is not None:
+        error = exception_context.original_exception
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end()
 
 
 def tracer_provider() -> TracerProvider | None:
