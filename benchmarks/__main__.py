@@ -1,41 +1,167 @@
-"""`make bench`: every benchmark, with figures printed for benchmarks/README.md."""
+"""`make bench`: run every benchmark in order and print a summary for benchmarks/README.md."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import datetime as dt
+import math
 import os
 import platform
+import subprocess
+import sys
+from pathlib import Path
 
-from benchmarks.chat import bench_chat
-from benchmarks.matching import bench_matching
+from benchmarks.chat import LoadRun, bench_chat
+from benchmarks.matching import REQUIRED_MEDIAN_US, bench_matching
 from benchmarks.observability import bench_observability
 
+BENCHMARKS = ("matching", "chat", "observability")
+WARMUP_S = 1.0
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--pairs", type=int, default=3, help="on/off pairs (observability)")
-    parser.add_argument("--only", choices=["matching", "chat", "observability"])
-    args = parser.parse_args()
-    print(f"# machine: {os.cpu_count()} cores, Python {platform.python_version()}")
 
-    if args.only in (None, "matching"):
-        result = bench_matching()
-        verdict = "PASS" if result["p50_us"] < 1000 else "FAIL"
-        print("matching", json.dumps(result), f"median under 1 ms: {verdict}")
-    if args.only in (None, "chat"):
-        chat = bench_chat(duration_s=args.duration, concurrency=args.concurrency)
-        print("chat", json.dumps(chat.summary()))
-    if args.only in (None, "observability"):
-        obs = bench_observability(
-            duration_s=args.duration, concurrency=args.concurrency, pairs=args.pairs
-        )
-        kept = obs["throughput_kept"]
-        verdict = "PASS" if isinstance(kept, float) and kept >= 0.9 else "FAIL"
-        print("observability", json.dumps(obs), f"on keeps >= 90 % of off: {verdict}")
+def code_version() -> str:
+    """The commit measured, and whether the working tree differs from it."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    return f"{commit}{' + uncommitted changes in src' if changed else ''}"
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def _print_load(label: str, run: LoadRun) -> None:
+    s = run.stats
+    print(
+        f"  {label}requests {s['requests']:,}  errors {s['errors']}  "
+        f"rps {_fmt(s['rps'])}  p50 {_fmt(s['p50_ms'], 2)} ms  "
+        f"p90 {_fmt(s['p90_ms'], 2)} ms  p99 {_fmt(s['p99_ms'], 2)} ms"
+    )
+    cpu = run.cpu
+    server = "n/a" if cpu.server_pct is None else f"{cpu.server_pct:.0f} %"
+    others = "n/a" if cpu.others_pct is None else f"{cpu.others_pct:.0f} %"
+    print(
+        f"  {' ' * len(label)}CPU over {cpu.wall_s:.1f} s, in % of one core: "
+        f"client {cpu.client_pct:.0f} %, server {server}, other processes {others} "
+        f"-> {cpu.verdict()}"
+    )
+    for sample in run.error_samples:
+        print(f"  {' ' * len(label)}error: {sample}")
+
+
+def run_matching() -> None:
+    """Intent matching in this process."""
+    result = bench_matching()
+    verdict = "PASS" if result.passed else "FAIL"
+    print(f"\n== matching: IntentMatcher.match() in-process, inputs: {result.inputs}")
+    print(
+        f"  matcher built in {result.build_ms:.0f} ms; {result.passes} passes, "
+        f"{result.calls:,} timed calls"
+    )
+    print(
+        f"  calls/s {result.calls_per_s:,.0f}  p50 {result.p50_us:.1f} µs  "
+        f"p99 {result.p99_us:.1f} µs"
+    )
+    print(f"  requirement: median under {REQUIRED_MEDIAN_US / 1000:.0f} ms -> {verdict}")
+
+
+def run_chat(args: argparse.Namespace) -> None:
+    """POST /chat against `chatlens serve`."""
+    print(
+        f"\n== chat: POST /chat (non-streamed) against `chatlens serve` "
+        f"(1 uvicorn worker, SQLite), {args.concurrency} clients, "
+        f"{args.duration:g} s after {WARMUP_S:g} s warm-up"
+    )
+    run = bench_chat(
+        duration_s=args.duration,
+        concurrency=args.concurrency,
+        max_requests=args.max_requests,
+        pin_cpus=not args.no_pin,
+    )
+    print(f"  {'server pinned to one CPU, client to the other' if run.pinned else 'not pinned'}")
+    _print_load("", run)
+
+
+def run_observability(args: argparse.Namespace) -> None:
+    """Observability on against off."""
+    print(
+        f"\n== observability: the same POST /chat load, observability off then on, "
+        f"{args.pairs} pairs, {args.concurrency} clients, {args.duration:g} s each"
+    )
+    result = bench_observability(
+        duration_s=args.duration,
+        concurrency=args.concurrency,
+        pairs=args.pairs,
+        pin_cpus=not args.no_pin,
+    )
+    for index, (off, on) in enumerate(zip(result.off, result.on, strict=True), start=1):
+        _print_load(f"pair {index} off: ", off)
+        _print_load(f"pair {index} on:  ", on)
+    print(
+        f"  on keeps {_fmt(100 * result.throughput_kept)} % of off's throughput; "
+        f"p99 on/off {_fmt(result.p99_ratio, 2)}x"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, run the chosen benchmarks; speed never changes the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds per load run (default 10)"
+    )
+    parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
+    parser.add_argument("--only", choices=BENCHMARKS, help="run one benchmark")
+    parser.add_argument(
+        "--max-requests",
+        type=int,
+        default=1_000_000,
+        help="stop a load run after this many requests (default 1,000,000)",
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=3, help="off/on pairs of the observability run (default 3)"
+    )
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin server and client to separate CPUs"
+    )
+    args = parser.parse_args(argv)
+    if args.duration <= 0 or args.concurrency < 1 or args.max_requests < 1 or args.pairs < 1:
+        parser.error("--duration, --concurrency, --max-requests and --pairs must be positive")
+
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(
+        f"chatlens benchmarks · {now} · {os.cpu_count()} CPUs · "
+        f"Python {platform.python_version()} · {platform.system()} {platform.machine()}"
+    )
+    shown = sys.argv[1:] if argv is None else argv
+    print(f"command: {' '.join(['python -m benchmarks', *shown])} · code: {code_version()}")
+    chosen = BENCHMARKS if args.only is None else (args.only,)
+    for name in chosen:
+        if name == "matching":
+            run_matching()
+        elif name == "chat":
+            run_chat(args)
+        else:
+            run_observability(args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

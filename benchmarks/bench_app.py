@@ -24,6 +24,7 @@ class DiscardingExporter(SpanExporter):
 
 
 def create_app() -> FastAPI:
+    """The chatlens app, its finished spans dropped instead of exported."""
     settings = load_settings()
     if settings.tracing_enabled:
         configure_tracing(
@@ -37,6 +38,7 @@ def create_app() -> FastAPI:
 
 
 def main() -> None:
+    """Serve the app on 127.0.0.1 with one uvicorn worker, as `chatlens serve` does."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()

@@ -1,4 +1,4 @@
-"""Start chatlens in its own process on 127.0.0.1 with a fresh SQLite database."""
+"""Run a chatlens server in its own process, on 127.0.0.1, in a fresh temporary directory."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,90 +18,194 @@ from pathlib import Path
 import httpx
 
 KEY = re.compile(r"cl_[A-Za-z0-9_-]{43}")
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+_POLL_S = 0.05
+
+# Settings a developer's shell may hold; a benchmark must not inherit them.
+_INHERITED_PREFIXES = ("CHATLENS_", "OTEL_")
+_INHERITED_NAMES = (
+    "DATABASE_URL",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "SENTRY_DSN",
+    "REDIS_URL",
+    "PROMETHEUS_MULTIPROC_DIR",
+)
+
+# Prepares the working directory before the server starts and returns an API key.
+Setup = Callable[[Path, Mapping[str, str]], str]
 
 
 @dataclass(frozen=True)
-class Running:
+class Server:
+    """A started server: where it listens, the key to use, its process and output."""
+
     url: str
     key: str
-    workdir: Path
     pid: int
+    workdir: Path
+    log: Path
+    pinned: bool  # the server on one CPU, this process on the others
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) used by the server process so far; None off Linux."""
+        return process_cpu_seconds(self.pid)
+
+    def log_tail(self, chars: int = 2000) -> str:
+        """The end of the server's output, for error messages."""
+        return self.log.read_text(errors="replace")[-chars:]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU time of another process from /proc (all its threads); None where unavailable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses; the fields after the last ")" do not.
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of proc(5)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _clean_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATLENS_", "OTEL_"))}
-    env.pop("DATABASE_URL", None)
-    # The bench-only app factory lives in this repository's benchmarks package.
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    env.update({"LOG_LEVEL": "INFO", **extra})
+def machine_busy_seconds() -> float | None:
+    """CPU time spent busy on all CPUs since boot, from /proc/stat; None where unavailable."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    # user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    ticks = [int(value) for value in first[1:9]]
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def chatlens_command() -> list[str]:
+    """The `chatlens` console script of this interpreter's environment, as a user runs it."""
+    script = Path(sys.executable).parent / "chatlens"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", "chatlens.cli"]
+
+
+def bench_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without chatlens settings, plus `extra`."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(_INHERITED_PREFIXES) and name not in _INHERITED_NAMES
+    }
+    env.update({"LOG_LEVEL": "WARNING", "CHATLENS_HOST": HOST, **extra})
     return env
 
 
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def split_cpus() -> tuple[set[int], set[int]] | None:
+    """(client CPUs, server CPU) when this process may use two CPUs or more, else None."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return set(cpus[:-1]), {cpus[-1]}
+
+
+def _wait_for_key(process: subprocess.Popen[bytes], log: Path, deadline: float) -> str:
+    while time.monotonic() < deadline:
+        match = KEY.search(log.read_text(errors="replace"))
+        if match is not None:
+            return match.group()
+        if process.poll() is not None:
+            break
+        time.sleep(_POLL_S)
+    raise RuntimeError(f"no API key in the server's output:\n{log.read_text()[-2000:]}")
+
+
+def _wait_until_live(
+    process: subprocess.Popen[bytes], url: str, log: Path, deadline: float
+) -> None:
+    with httpx.Client(timeout=1.0) as client:
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if client.get(f"{url}/health/live").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass  # not listening yet
+            time.sleep(_POLL_S)
+    raise RuntimeError(f"the server did not come up:\n{log.read_text()[-2000:]}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        print(f"server {process.pid} ignored SIGTERM for {STOP_TIMEOUT_S:.0f} s: killed")
+        process.kill()
+        process.wait(timeout=STOP_TIMEOUT_S)
+
+
 @contextmanager
-def running(command: list[str], env: dict[str, str]) -> Iterator[Running]:
-    """A server from `command` (+ --port) in a temp dir; its stdout (logs) goes to a file."""
-    with tempfile.TemporaryDirectory(prefix="chatlens-bench-") as tmp:
+def running(
+    command: list[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    setup: Setup | None = None,
+    pin_cpus: bool = True,
+) -> Iterator[Server]:
+    """Start `command --port N` in a fresh temp dir; stop it with SIGTERM and clean up."""
+    # Without `setup` the key comes from the output: `chatlens serve` prints it on a first
+    # start. Pinning keeps client and server from competing for one core of a small machine.
+    full_env = bench_env(env or {})
+    split = split_cpus() if pin_cpus else None
+    client_cpus_before = os.sched_getaffinity(0) if split is not None else None
+    with tempfile.TemporaryDirectory(prefix="chatlens-bench-", ignore_cleanup_errors=True) as tmp:
         workdir = Path(tmp)
-        port = _free_port()
-        full_env = _clean_env(env)
-        setup = subprocess.run(
-            [sys.executable, "-m", "chatlens.cli", "users", "create", "bench", "--admin"],
-            cwd=workdir,
-            env=full_env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if "no schema" in setup.stderr:
-            subprocess.run(
-                [sys.executable, "-m", "chatlens.cli", "db", "upgrade"],
-                cwd=workdir,
-                env=full_env,
-                capture_output=True,
-                check=True,
-            )
-            setup = subprocess.run(
-                [sys.executable, "-m", "chatlens.cli", "users", "create", "bench", "--admin"],
-                cwd=workdir,
-                env=full_env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-        match = KEY.search(setup.stdout)
-        if match is None:
-            raise RuntimeError(f"no API key from `chatlens users create`: {setup.stderr}")
-        with (workdir / "server.log").open("wb") as log:
+        key = setup(workdir, full_env) if setup is not None else None
+        port = free_port()
+        url = f"http://{HOST}:{port}"
+        log = workdir / "server.log"
+        # `chatlens serve` writes its JSON logs to stdout and the first-start banner with the
+        # key to stderr: one file holds both, in order, and is polled for the key.
+        with log.open("wb") as out:
             process = subprocess.Popen(
                 [*command, "--port", str(port)],
                 cwd=workdir,
                 env=full_env,
-                stdout=log,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
                 stderr=subprocess.STDOUT,
             )
-            url = f"http://127.0.0.1:{port}"
+        try:
+            if split is not None:
+                client_cpus, server_cpus = split
+                os.sched_setaffinity(process.pid, server_cpus)
+                os.sched_setaffinity(0, client_cpus)
+            deadline = time.monotonic() + START_TIMEOUT_S
+            if key is None:
+                key = _wait_for_key(process, log, deadline)
+            _wait_until_live(process, url, log, deadline)
+            yield Server(
+                url=url,
+                key=key,
+                pid=process.pid,
+                workdir=workdir,
+                log=log,
+                pinned=split is not None,
+            )
+        finally:
             try:
-                deadline = time.monotonic() + 30
-                while True:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError((workdir / "server.log").read_text()[-2000:])
-                    try:
-                        if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        time.sleep(0.1)
-                yield Running(url, match.group(), workdir, process.pid)
+                _stop(process)
             finally:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                if client_cpus_before is not None:
+                    os.sched_setaffinity(0, client_cpus_before)
