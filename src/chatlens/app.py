@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import time
 from collections.abc import AsyncIterator
@@ -133,6 +134,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 metrics.app_info.labels(__version__, settings.environment.value).set(1)
                 refresher = asyncio.create_task(_refresh_gauges(app, metrics, backend, settings))
             app.state.started_at = time.monotonic()
+            # Start-up objects (modules, the knowledge-base index, pydantic schemas) live as
+            # long as the process; freezing them keeps full collections from re-walking them.
+            gc.freeze()
             log.info(
                 "service_started",
                 backend=backend.name,
