@@ -6,7 +6,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens.models import Conversation, ConversationMetrics, ConversationStatus, Message
@@ -96,11 +97,47 @@ def stage(session: AsyncSession, *rows: Conversation | Message | ConversationMet
     session.add_all(rows)
 
 
-async def get_conversation_by_id(
-    session: AsyncSession, conversation_id: uuid.UUID
-) -> Conversation | None:
-    """For the pipeline's own transaction, after ownership was checked on the request."""
-    return await session.get(Conversation, conversation_id)
+async def touch_conversation(
+    session: AsyncSession, conversation_id: uuid.UUID, *, at: datetime, first_response: bool
+) -> bool:
+    """Mark a new answer (and the first one's time, once); False when the row is gone.
+
+    One UPDATE, no SELECT first: the pipeline's own transaction, after ownership was
+    checked on the request.
+    """
+    values: dict[str, object] = {"updated_at": at}
+    if first_response:
+        values["first_response_at"] = func.coalesce(Conversation.first_response_at, at)
+    statement = (
+        update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(statement)
+    return _rowcount(result) == 1
+
+
+async def escalate_conversation(
+    session: AsyncSession, conversation_id: uuid.UUID, *, at: datetime, reason: str
+) -> bool:
+    """Escalate unless already escalated; True when this call escalated it."""
+    statement = (
+        update(Conversation)
+        .where(
+            Conversation.id == conversation_id,
+            Conversation.status != ConversationStatus.escalated,
+        )
+        .values(status=ConversationStatus.escalated, escalated_at=at, escalation_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(statement)
+    return _rowcount(result) == 1
+
+
+def _rowcount(result: object) -> int:
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 async def delete_message(session: AsyncSession, message_id: uuid.UUID) -> None:

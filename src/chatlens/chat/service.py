@@ -14,6 +14,7 @@ import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatlens.auth.service import Principal
@@ -472,12 +473,13 @@ class Answer:
 
     def _end_model_span(self, span: Span) -> None:
         final = self.final
+        attributes: dict[str, AttributeValue] = {"gen_ai.response.model": self.model}
         if final is not None and final.usage is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", final.usage.prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", final.usage.completion_tokens)
+            attributes["gen_ai.usage.input_tokens"] = final.usage.prompt_tokens
+            attributes["gen_ai.usage.output_tokens"] = final.usage.completion_tokens
         if final is not None and final.finish_reason is not None:
-            span.set_attribute("gen_ai.response.finish_reasons", [final.finish_reason])
-        span.set_attribute("gen_ai.response.model", self.model)
+            attributes["gen_ai.response.finish_reasons"] = (final.finish_reason,)
+        span.set_attributes(attributes)
         if self.error is not None:
             span.set_status(Status(StatusCode.ERROR, self.error.message))
         span.end()
@@ -542,13 +544,19 @@ class Answer:
         status = self.status
         newly_escalated = False
         async with self.pipeline.sessionmaker() as session, session.begin():
-            conversation = await repo.get_conversation_by_id(session, turn.conversation_id)
-            if conversation is None:
+            stored_at = utcnow()
+            complete = status is MessageStatus.complete
+            if not await repo.touch_conversation(
+                session, turn.conversation_id, at=stored_at, first_response=complete
+            ):
                 # Deleted while the model was answering: nothing left to attach the answer to.
                 raise NotFound("conversation not found")
+            if escalation is not None:
+                newly_escalated = await repo.escalate_conversation(
+                    session, turn.conversation_id, at=stored_at, reason=escalation
+                )
             if turn.replaces is not None:
                 await repo.delete_message(session, turn.replaces)
-            stored_at = utcnow()
             reply = Message(
                 id=uuid.uuid4(),
                 conversation_id=turn.conversation_id,
@@ -568,14 +576,6 @@ class Answer:
                 cost_usd=cost,
                 status=status,
             )
-            conversation.updated_at = stored_at
-            if conversation.first_response_at is None and status is MessageStatus.complete:
-                conversation.first_response_at = stored_at
-            if escalation is not None and conversation.status is not ConversationStatus.escalated:
-                conversation.status = ConversationStatus.escalated
-                conversation.escalated_at = stored_at
-                conversation.escalation_reason = escalation
-                newly_escalated = True
             repo.stage(
                 session,
                 reply,
