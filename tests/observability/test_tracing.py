@@ -11,7 +11,8 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from chatlens.models import Message
 from chatlens.observability.tracing import configure_tracing
@@ -76,6 +77,9 @@ async def test_header_spans_and_stored_rows_share_the_trace(
     assert {"SELECT", "INSERT"} <= operations, operations
     assert all(str((s.attributes or {})["db.query.text"]).strip() for s in sql)
     assert all(s.kind.name == "CLIENT" for s in sql)
+    ids = {s.context.span_id for s in finished}
+    assert all(s.parent is not None and s.parent.span_id in ids for s in sql)
+    assert all(s.name.startswith(str((s.attributes or {})["db.operation.name"])) for s in sql)
 
     async with sessionmaker() as session:
         query = select(Message).where(
@@ -152,3 +156,19 @@ async def test_outgoing_http_calls_carry_traceparent(spans: InMemorySpanExporter
     [header] = seen
     assert header is not None
     assert header.split("-")[1] == format(caller.get_span_context().trace_id, "032x")
+
+
+async def test_a_failing_statement_gives_an_error_span(
+    sessionmaker: Any, spans: InMemorySpanExporter
+) -> None:
+    async with sessionmaker() as session:
+        with pytest.raises((OperationalError, ProgrammingError)):
+            await session.execute(text("SELECT * FROM no_such_table"))
+    [failed] = [
+        s
+        for s in spans.get_finished_spans()
+        if "no_such_table" in str((s.attributes or {}).get("db.query.text"))
+    ]
+    assert failed.status.status_code.name == "ERROR"
+    assert [event.name for event in failed.events] == ["exception"]
+    assert failed.end_time is not None

@@ -49,8 +49,9 @@ class BuiltinBackend:
         question = next((m.content for m in reversed(messages) if m.role == "user"), "")
         with tracer.start_as_current_span("intent.detect") as span:
             match = self.matcher.match(question)
-            span.set_attribute("chatlens.intent", match.intent)
-            span.set_attribute("chatlens.intent.confidence", match.confidence)
+            span.set_attributes(
+                {"chatlens.intent": match.intent, "chatlens.intent.confidence": match.confidence}
+            )
         language = detect_language(question)
         intent = self.knowledge_base.get(match.intent)
         escalation: str | None = None
