@@ -24,6 +24,9 @@ from chatlens.observability.redaction import redact
         ("key cl_" + "A" * 43, "cl_" + "A" * 43, "[secret]"),
         ("Authorization: Bearer sk-abcdef1234567890", "sk-abcdef1234567890", "[secret]"),
         ("password=hunter2hunter2", "hunter2hunter2", "[secret]"),
+        # No digit, "@" or "cl_" anywhere: only the word itself says it is a secret.
+        ("password=correcthorsebattery", "correcthorsebattery", "[secret]"),
+        ("X-Api-Key: abcdefghijklmnop", "abcdefghijklmnop", "[secret]"),
     ],
 )
 def test_each_kind_is_masked(text: str, secret: str, mask: str) -> None:

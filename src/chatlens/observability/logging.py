@@ -13,7 +13,7 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from chatlens.observability.redaction import redact_value
+from chatlens.observability.redaction import redact, redact_value
 
 # Fields that carry identifiers or structure, never personal data: not worth a regex pass.
 # `event` is not among them: a library's line puts its whole message there.
@@ -32,8 +32,11 @@ _NOT_REDACTED = frozenset(
         "route",
         "status",
         "duration_ms",
+        "client_ip",  # an address, which none of the patterns masks: no pass needed
     }
 )
+_CONTAINERS = frozenset({dict, list, tuple})
+_SCALARS = frozenset({int, float, bool, type(None)})
 _LEVELS = {"exception": "ERROR", "warn": "WARNING", "fatal": "CRITICAL"}
 
 
@@ -59,14 +62,34 @@ def _trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     return event_dict
 
 
-def _redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    for key, value in event_dict.items():
+# Field name -> whether its value goes through redaction, decided once per name.
+_redacted_keys: dict[str, bool] = {}
+
+
+def _redacted_key(key: str) -> bool:
+    redacted = _redacted_keys.get(key)
+    if redacted is None:
         # `*_id` fields hold uuids and hex ids: their digits would send each through every
         # pattern for nothing.
-        if (
-            key not in _NOT_REDACTED
-            and not key.endswith("_id")
-            and isinstance(value, str | dict | list | tuple)
+        redacted = key not in _NOT_REDACTED and not key.endswith("_id")
+        if len(_redacted_keys) < 1024:  # names come from code, but stay bounded
+            _redacted_keys[key] = redacted
+    return redacted
+
+
+def _redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    known = _redacted_keys
+    for key, value in event_dict.items():
+        kind = type(value)
+        if kind is str:
+            redacted = known.get(key)
+            if redacted or (redacted is None and _redacted_key(key)):
+                event_dict[key] = redact(value)
+        elif (
+            kind not in _SCALARS
+            # dicts, lists and tuples, and subclasses (a str enum, say)
+            and (kind in _CONTAINERS or isinstance(value, str | dict | list | tuple))
+            and _redacted_key(key)
         ):
             event_dict[key] = redact_value(value)
     return event_dict
