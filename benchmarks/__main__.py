@@ -11,12 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks import instructions
 from benchmarks.chat import LoadRun, bench_chat
 from benchmarks.matching import REQUIRED_MEDIAN_US, bench_matching
-from benchmarks.observability import bench_observability
+from benchmarks.observability import Side, bench_observability
+from benchmarks.server import split_cpus
 
-BENCHMARKS = ("matching", "chat", "observability")
+BENCHMARKS = ("matching", "chat", "observability", "instructions")
 WARMUP_S = 1.0
+OBSERVABILITY_WARMUP_S = 2.0
 
 
 def code_version() -> str:
@@ -100,24 +103,46 @@ def run_chat(args: argparse.Namespace) -> None:
     _print_load("", run)
 
 
-def run_observability(args: argparse.Namespace) -> None:
-    """Observability on against off."""
+def _print_side(label: str, side: Side) -> None:
     print(
-        f"\n== observability: the same POST /chat load, observability off then on, "
-        f"{args.pairs} pairs, {args.concurrency} clients, {args.duration:g} s each"
+        f"    {label} requests {side.requests:,}  errors {side.errors}  "
+        f"rps {_fmt(side.rps)}  p50 {_fmt(side.p(0.50), 2)} ms  "
+        f"p99 {_fmt(side.p(0.99), 2)} ms  server CPU {_fmt(side.cpu_ms_per_request, 2)} ms/request"
+    )
+    for sample in side.error_samples:
+        print(f"    {' ' * len(label)} error: {sample}")
+
+
+def run_observability(args: argparse.Namespace) -> None:
+    """Observability on against off, side by side, in alternating slices."""
+    what = "off against off (control)" if args.control else "off against on"
+    print(
+        f"\n== observability: POST /chat, {what}; {args.rounds} rounds, each starting both "
+        f"servers on one CPU and alternating {args.slice:g} s slices between them "
+        f"({args.duration:g} s each side per round, after {OBSERVABILITY_WARMUP_S:g} s warm-up), "
+        f"{args.concurrency} clients"
     )
     result = bench_observability(
         duration_s=args.duration,
         concurrency=args.concurrency,
-        pairs=args.pairs,
-        pin_cpus=not args.no_pin,
+        rounds=args.rounds,
+        slice_s=args.slice,
+        warmup_s=OBSERVABILITY_WARMUP_S,
+        cpus=None if args.no_pin else split_cpus(),
+        control=args.control,
     )
-    for index, (off, on) in enumerate(zip(result.off, result.on, strict=True), start=1):
-        _print_load(f"pair {index} off: ", off)
-        _print_load(f"pair {index} on:  ", on)
+    for index, one in enumerate(result.rounds, start=1):
+        print(
+            f"  round {index} ({one.first} started first): "
+            f"on keeps {_fmt(100 * one.throughput_kept)} %"
+        )
+        _print_side("off:", one.off)
+        _print_side("on: ", one.on)
     print(
-        f"  on keeps {_fmt(100 * result.throughput_kept)} % of off's throughput; "
-        f"p99 on/off {_fmt(result.p99_ratio, 2)}x"
+        f"  on keeps {_fmt(100 * result.throughput_kept)} % of off's requests/s "
+        f"(median of {sum(len(one.pair_ratios) for one in result.rounds)} slice pairs: "
+        f"{_fmt(100 * result.median_pair_ratio)} %; from server CPU per request: "
+        f"{_fmt(100 * result.cpu_ratio)} %); p99 on/off {_fmt(result.p99_ratio, 2)}x"
     )
 
 
@@ -136,14 +161,32 @@ def main(argv: list[str] | None = None) -> int:
         help="stop a load run after this many requests (default 1,000,000)",
     )
     parser.add_argument(
-        "--pairs", type=int, default=3, help="off/on pairs of the observability run (default 3)"
+        "--rounds",
+        type=int,
+        default=2,
+        help="observability: times both servers are started afresh (default 2)",
+    )
+    parser.add_argument(
+        "--slice",
+        type=float,
+        default=1.0,
+        help="observability: seconds of load per slice, alternating sides (default 1)",
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="observability: both sides off, to show what the method reads with no difference",
     )
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin server and client to separate CPUs"
     )
     args = parser.parse_args(argv)
-    if args.duration <= 0 or args.concurrency < 1 or args.max_requests < 1 or args.pairs < 1:
-        parser.error("--duration, --concurrency, --max-requests and --pairs must be positive")
+    if (
+        args.duration <= 0
+        or args.slice <= 0
+        or min(args.concurrency, args.max_requests, args.rounds) < 1
+    ):
+        parser.error("--duration, --slice, --concurrency, --max-requests, --rounds: positive")
 
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(
@@ -158,8 +201,11 @@ def main(argv: list[str] | None = None) -> int:
             run_matching()
         elif name == "chat":
             run_chat(args)
-        else:
+        elif name == "observability":
             run_observability(args)
+        else:
+            print()
+            instructions.main([])
     return 0
 
 

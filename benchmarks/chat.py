@@ -10,7 +10,13 @@ from dataclasses import dataclass
 import httpx
 
 from benchmarks.load import LoadStats, run_load
-from benchmarks.server import Server, chatlens_command, machine_busy_seconds, running
+from benchmarks.server import (
+    Server,
+    chatlens_command,
+    machine_busy_seconds,
+    running,
+    split_cpus,
+)
 from benchmarks.workloads import CHAT_MESSAGES
 
 _ERRORS_SHOWN = 3
@@ -111,7 +117,8 @@ def bench_chat(
     *, duration_s: float, concurrency: int, max_requests: int = 1_000_000, pin_cpus: bool = True
 ) -> LoadRun:
     """Start `chatlens serve` as a user would (fresh directory, first start) and load it."""
-    with running([*chatlens_command(), "serve"], pin_cpus=pin_cpus) as server:
+    cpus = split_cpus() if pin_cpus else None
+    with running([*chatlens_command(), "serve"], cpus=cpus) as server:
         return load_chat(
             server,
             duration_s=duration_s,

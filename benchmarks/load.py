@@ -35,7 +35,7 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-class _Budget:
+class Budget:
     """Requests left to start; shared by the workers of one phase."""
 
     def __init__(self, limit: int) -> None:
@@ -48,13 +48,13 @@ class _Budget:
         return True
 
 
-async def _phase(
+async def phase(
     client: httpx.AsyncClient,
     send: Send,
     *,
     concurrency: int,
     seconds: float,
-    budget: _Budget,
+    budget: Budget,
     latencies: list[float] | None,
     on_error: Callable[[str], None] | None,
 ) -> int:
@@ -106,23 +106,23 @@ async def run_load(
         base_url=base_url, headers=headers, limits=limits, timeout=timeout_s
     ) as client:
         # Warm-up opens the keep-alive connections and lets the server fill its caches.
-        await _phase(
+        await phase(
             client,
             send,
             concurrency=concurrency,
             seconds=warmup_s,
-            budget=_Budget(max_requests),
+            budget=Budget(max_requests),
             latencies=None,
             on_error=on_error,
         )
         latencies: list[float] = []
         started = time.perf_counter()
-        errors = await _phase(
+        errors = await phase(
             client,
             send,
             concurrency=concurrency,
             seconds=duration_s,
-            budget=_Budget(max_requests),
+            budget=Budget(max_requests),
             latencies=latencies,
             on_error=on_error,
         )

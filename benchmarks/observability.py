@@ -2,21 +2,36 @@
 
 # On: JSON log lines (access log included) to a file, 100 % trace sampling through a
 # BatchSpanProcessor whose exporter discards, every metric. Off: access log, tracing and
-# metrics switched off. Runs alternate (off, on, off, on, ...) so drift hits both alike.
+# metrics switched off.
+#
+# A run of 10 s per side, one after the other, drifts by ±10 % on a shared virtual machine
+# (the same build measured twice differs that much), which is more than the effect being
+# measured. So both servers run side by side, pinned to the same CPU, and the load
+# alternates between them in short slices (off, on, on, off, off, on, ...): whatever the
+# machine does hits both alike. Each round starts the two servers afresh, the side started
+# first swapping between rounds, because a process started first was seen to run a few
+# per cent faster for its whole life.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import subprocess
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.chat import LoadRun, load_chat
-from benchmarks.server import KEY, chatlens_command, running
+import httpx
+
+from benchmarks.load import Budget, percentile, phase
+from benchmarks.server import KEY, CpuSplit, Server, chatlens_command, running
+from benchmarks.workloads import CHAT_MESSAGES
 
 _ROOT = Path(__file__).resolve().parents[1]
+SIDES = ("off", "on")
 
 # Both at INFO: the access log is an INFO line, and its cost is part of what is measured.
 ON = {
@@ -34,24 +49,97 @@ OFF = {
 }
 
 
-@dataclass(frozen=True)
-class ObservabilityResult:
-    """Alternating off/on runs and how much throughput and tail latency on costs."""
+@dataclass
+class Side:
+    """What one side (off or on) served over all its slices."""
 
-    off: tuple[LoadRun, ...]
-    on: tuple[LoadRun, ...]
+    requests: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    server_cpu_s: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    slice_rps: list[float] = field(default_factory=list)
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else float("nan")
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return 1000.0 * self.server_cpu_s / self.requests if self.requests else float("nan")
+
+    def p(self, q: float) -> float:
+        return percentile(sorted(self.latencies_ms), q)
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round: both servers started afresh, `first` started first."""
+
+    first: str
+    off: Side
+    on: Side
 
     @property
     def throughput_kept(self) -> float:
-        off = statistics.mean(run.stats["rps"] for run in self.off)
-        on = statistics.mean(run.stats["rps"] for run in self.on)
-        return on / off if off else float("nan")
+        return self.on.rps / self.off.rps if self.off.rps else float("nan")
+
+    @property
+    def pair_ratios(self) -> list[float]:
+        return [
+            on / off for off, on in zip(self.off.slice_rps, self.on.slice_rps, strict=True) if off
+        ]
+
+
+@dataclass(frozen=True)
+class ObservabilityResult:
+    """Every round, and what on costs over all of them."""
+
+    rounds: tuple[Round, ...]
+    slice_s: float
+    control: bool  # both sides off: what the method reads when there is nothing to find
+
+    def _total(self, side: str) -> Side:
+        total = Side()
+        for one in self.rounds:
+            part: Side = getattr(one, side)
+            total.requests += part.requests
+            total.errors += part.errors
+            total.seconds += part.seconds
+            total.server_cpu_s += part.server_cpu_s
+            total.latencies_ms.extend(part.latencies_ms)
+            total.slice_rps.extend(part.slice_rps)
+        return total
+
+    @property
+    def off(self) -> Side:
+        return self._total("off")
+
+    @property
+    def on(self) -> Side:
+        return self._total("on")
+
+    @property
+    def throughput_kept(self) -> float:
+        """On's requests/s over off's, every slice of every round pooled."""
+        return self.on.rps / self.off.rps if self.off.rps else float("nan")
+
+    @property
+    def median_pair_ratio(self) -> float:
+        ratios = [ratio for one in self.rounds for ratio in one.pair_ratios]
+        return statistics.median(ratios) if ratios else float("nan")
 
     @property
     def p99_ratio(self) -> float:
-        off = statistics.mean(run.stats["p99_ms"] for run in self.off)
-        on = statistics.mean(run.stats["p99_ms"] for run in self.on)
-        return on / off if off else float("nan")
+        off = self.off.p(0.99)
+        return self.on.p(0.99) / off if off else float("nan")
+
+    @property
+    def cpu_ratio(self) -> float:
+        """Off's server CPU per request over on's: the same ratio, from CPU time."""
+        on = self.on.cpu_ms_per_request
+        return self.off.cpu_ms_per_request / on if on else float("nan")
 
 
 def _create_admin(workdir: Path, env: Mapping[str, str]) -> str:
@@ -75,25 +163,113 @@ def _create_admin(workdir: Path, env: Mapping[str, str]) -> str:
     return match.group()
 
 
-def _one(
-    settings: Mapping[str, str], *, duration_s: float, concurrency: int, pin_cpus: bool
-) -> LoadRun:
-    # benchmarks.bench_app is imported by the server from its temp dir, so it needs the repo.
-    env = {**settings, "PYTHONPATH": str(_ROOT)}
-    command = [sys.executable, "-m", "benchmarks.bench_app"]
-    with running(command, env=env, setup=_create_admin, pin_cpus=pin_cpus) as server:
-        return load_chat(
-            server, duration_s=duration_s, concurrency=concurrency, max_requests=1_000_000
+async def _alternate(
+    servers: Mapping[str, Server],
+    *,
+    slices: int,
+    slice_s: float,
+    warmup_s: float,
+    concurrency: int,
+) -> dict[str, Side]:
+    """Warm both up, then load them in turn, `slices` slices each, in ABBA order."""
+    sides = {name: Side() for name in servers}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    clients = {
+        name: httpx.AsyncClient(
+            base_url=server.url,
+            headers={"Authorization": f"Bearer {server.key}"},
+            limits=limits,
+            timeout=10.0,
         )
+        for name, server in servers.items()
+    }
+
+    async def send(client: httpx.AsyncClient, number: int) -> httpx.Response:
+        return await client.post(
+            "/chat", json={"message": CHAT_MESSAGES[number % len(CHAT_MESSAGES)]}
+        )
+
+    def on_error_of(side: Side) -> Callable[[str], None]:
+        def on_error(message: str) -> None:
+            if len(side.error_samples) < 3:
+                side.error_samples.append(message)
+
+        return on_error
+
+    try:
+        for client in clients.values():  # opens the connections, fills caches
+            await phase(
+                client,
+                send,
+                concurrency=concurrency,
+                seconds=warmup_s,
+                budget=Budget(1_000_000),
+                latencies=None,
+                on_error=None,
+            )
+        for index in range(slices):
+            order = SIDES if index % 2 == 0 else SIDES[::-1]
+            for name in order:
+                side = sides[name]
+                cpu_before = servers[name].cpu_seconds() or 0.0
+                latencies: list[float] = []
+                started = time.perf_counter()
+                errors = await phase(
+                    clients[name],
+                    send,
+                    concurrency=concurrency,
+                    seconds=slice_s,
+                    budget=Budget(1_000_000),
+                    latencies=latencies,
+                    on_error=on_error_of(side),
+                )
+                elapsed = time.perf_counter() - started
+                side.server_cpu_s += (servers[name].cpu_seconds() or 0.0) - cpu_before
+                side.requests += len(latencies) + errors
+                side.errors += errors
+                side.seconds += elapsed
+                side.latencies_ms.extend(latencies)
+                side.slice_rps.append((len(latencies) + errors) / elapsed)
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return sides
 
 
 def bench_observability(
-    *, duration_s: float, concurrency: int, pairs: int = 3, pin_cpus: bool = True
+    *,
+    duration_s: float,
+    concurrency: int,
+    rounds: int = 2,
+    slice_s: float = 1.0,
+    warmup_s: float = 2.0,
+    cpus: CpuSplit | None = None,
+    control: bool = False,
 ) -> ObservabilityResult:
-    """`pairs` times: a run with observability off, then one with it on."""
-    off: list[LoadRun] = []
-    on: list[LoadRun] = []
-    for _ in range(pairs):
-        off.append(_one(OFF, duration_s=duration_s, concurrency=concurrency, pin_cpus=pin_cpus))
-        on.append(_one(ON, duration_s=duration_s, concurrency=concurrency, pin_cpus=pin_cpus))
-    return ObservabilityResult(off=tuple(off), on=tuple(on))
+    """`rounds` times: start off and on side by side, then `duration_s` of load each."""
+    # `control` runs the same method with both sides off: it should read about 100 %.
+    settings = {"off": OFF, "on": OFF if control else ON}
+    command = [sys.executable, "-m", "benchmarks.bench_app"]
+    slices = max(1, round(duration_s / slice_s))
+    done: list[Round] = []
+    for index in range(rounds):
+        first = SIDES[index % 2]
+        with ExitStack() as stack:
+            servers: dict[str, Server] = {}
+            for name in (first, SIDES[1 - index % 2]):
+                # benchmarks.bench_app is imported by the server from its temp dir.
+                env = {**settings[name], "PYTHONPATH": str(_ROOT)}
+                servers[name] = stack.enter_context(
+                    running(command, env=env, setup=_create_admin, cpus=cpus)
+                )
+            sides = asyncio.run(
+                _alternate(
+                    servers,
+                    slices=slices,
+                    slice_s=slice_s,
+                    warmup_s=warmup_s,
+                    concurrency=concurrency,
+                )
+            )
+        done.append(Round(first=first, off=sides["off"], on=sides["on"]))
+    return ObservabilityResult(rounds=tuple(done), slice_s=slice_s, control=control)

@@ -108,14 +108,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def split_cpus() -> tuple[set[int], set[int]] | None:
-    """(client CPUs, server CPU) when this process may use two CPUs or more, else None."""
+@dataclass(frozen=True)
+class CpuSplit:
+    """Which CPUs the client (this process) and the servers run on."""
+
+    client: frozenset[int]
+    server: frozenset[int]
+
+
+def split_cpus() -> CpuSplit | None:
+    """The last CPU for servers, the others for this process; None with fewer than two."""
     if not hasattr(os, "sched_getaffinity"):
         return None
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         return None
-    return set(cpus[:-1]), {cpus[-1]}
+    return CpuSplit(client=frozenset(cpus[:-1]), server=frozenset(cpus[-1:]))
 
 
 def _wait_for_key(process: subprocess.Popen[bytes], log: Path, deadline: float) -> str:
@@ -161,14 +169,15 @@ def running(
     *,
     env: Mapping[str, str] | None = None,
     setup: Setup | None = None,
-    pin_cpus: bool = True,
+    cpus: CpuSplit | None = None,
 ) -> Iterator[Server]:
     """Start `command --port N` in a fresh temp dir; stop it with SIGTERM and clean up."""
     # Without `setup` the key comes from the output: `chatlens serve` prints it on a first
-    # start. Pinning keeps client and server from competing for one core of a small machine.
+    # start. Pinning keeps client and server from competing for one core of a small machine;
+    # the split is chosen once by the caller, so servers started side by side are pinned
+    # alike (this process is already pinned to the client CPUs when the second one starts).
     full_env = bench_env(env or {})
-    split = split_cpus() if pin_cpus else None
-    client_cpus_before = os.sched_getaffinity(0) if split is not None else None
+    client_cpus_before = os.sched_getaffinity(0) if cpus is not None else None
     with tempfile.TemporaryDirectory(prefix="chatlens-bench-", ignore_cleanup_errors=True) as tmp:
         workdir = Path(tmp)
         key = setup(workdir, full_env) if setup is not None else None
@@ -187,10 +196,9 @@ def running(
                 stderr=subprocess.STDOUT,
             )
         try:
-            if split is not None:
-                client_cpus, server_cpus = split
-                os.sched_setaffinity(process.pid, server_cpus)
-                os.sched_setaffinity(0, client_cpus)
+            if cpus is not None:
+                os.sched_setaffinity(process.pid, cpus.server)
+                os.sched_setaffinity(0, cpus.client)
             deadline = time.monotonic() + START_TIMEOUT_S
             if key is None:
                 key = _wait_for_key(process, log, deadline)
@@ -201,7 +209,7 @@ def running(
                 pid=process.pid,
                 workdir=workdir,
                 log=log,
-                pinned=split is not None,
+                pinned=cpus is not None,
             )
         finally:
             try:

@@ -1,0 +1,134 @@
+"""What observability costs in CPU instructions per POST /chat, counted by valgrind.
+
+Requests per second on a shared virtual machine drift by several per cent between identical
+runs; instruction counts do not (the same build counted twice differs by under 0.2 %). This
+counts the instructions one POST /chat costs with observability off and on, in-process
+(the app driven through httpx's ASGI transport, JSON logs at INFO to a file), with
+`valgrind --tool=callgrind`: each side runs twice, with 1 and with 1 + N counted requests
+after the same warm-up, and the difference over N is the cost of a request.
+
+It counts work, not time: cache misses, thread switches and the kernel are not in it, so
+its ratio reads a few points higher than the requests/s ratio of the observability run.
+
+    .venv/bin/python -m benchmarks.instructions [--requests 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from benchmarks.observability import OFF, ON
+from benchmarks.server import bench_env
+
+_ROOT = Path(__file__).resolve().parents[1]
+_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+WARMUP_REQUESTS = 30
+
+
+async def _drive(requests: int, warmup: int) -> None:
+    """Inside valgrind: migrate, create a key, warm up, then `requests` POST /chat."""
+    import httpx
+
+    from benchmarks.bench_app import create_app
+    from benchmarks.workloads import CHAT_MESSAGES
+    from chatlens.auth import service as auth
+
+    app = create_app()
+    async with app.router.lifespan_context(app):
+        async with app.state.sessionmaker() as session:
+            secret = await auth.bootstrap_admin(session)
+            await session.commit()
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {secret}"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", headers=headers
+        ) as client:
+            for number in range(warmup + requests):
+                message = CHAT_MESSAGES[number % len(CHAT_MESSAGES)]
+                response = await client.post("/chat", json={"message": message})
+                response.raise_for_status()
+
+
+def _count(settings: dict[str, str], requests: int) -> int:
+    """Instructions of one whole process run (start-up, warm-up and `requests`)."""
+    with tempfile.TemporaryDirectory(prefix="chatlens-instructions-") as tmp:
+        env = bench_env(
+            {
+                **settings,
+                "CHATLENS_AUTO_MIGRATE": "true",
+                "PYTHONPATH": str(_ROOT),
+                "PYTHONHASHSEED": "0",
+            }
+        )
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={tmp}/callgrind.out",
+            sys.executable,
+            "-m",
+            "benchmarks.instructions",
+            "--drive",
+            str(requests),
+        ]
+        with (Path(tmp) / "app.log").open("wb") as log:
+            done = subprocess.run(
+                command,
+                cwd=tmp,
+                env=env,
+                stdout=log,
+                stderr=subprocess.PIPE,
+                timeout=1800,
+                check=False,
+            )
+        stderr = done.stderr.decode(errors="replace")
+        match = _REFS.search(stderr)
+        if done.returncode != 0 or match is None:
+            raise RuntimeError(f"valgrind run failed ({done.returncode}): {stderr[-2000:]}")
+        return int(match.group(1).replace(",", ""))
+
+
+def per_request(settings: dict[str, str], requests: int) -> float:
+    """Instructions one request costs: (run with 1 + N) - (run with 1), over N."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        small = pool.submit(_count, settings, 1)
+        large = pool.submit(_count, settings, 1 + requests)
+        return (large.result() - small.result()) / requests
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions")
+    parser.add_argument("--requests", type=int, default=60, help="counted requests (60)")
+    parser.add_argument("--drive", type=int, help=argparse.SUPPRESS)  # inside valgrind
+    args = parser.parse_args(argv)
+    if args.drive is not None:
+        asyncio.run(_drive(args.drive, WARMUP_REQUESTS))
+        return 0
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (Debian package valgrind): nothing counted")
+        return 0
+    if args.requests < 1:
+        parser.error("--requests must be positive")
+    print(
+        f"== instructions: POST /chat in-process under callgrind, {WARMUP_REQUESTS} warm-up "
+        f"requests, {args.requests} counted, observability off then on"
+    )
+    off = per_request(dict(OFF), args.requests)
+    on = per_request(dict(ON), args.requests)
+    print(f"  off: {off / 1e6:.2f} M instructions per request")
+    print(f"  on:  {on / 1e6:.2f} M instructions per request (+{(on - off) / 1e6:.2f} M)")
+    print(f"  on does {100 * off / on:.1f} % of off's requests per instruction")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    sys.exit(main())
