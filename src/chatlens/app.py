@@ -26,7 +26,9 @@ from chatlens.db.engine import create_engine, create_sessionmaker
 from chatlens.errors import install_error_handlers
 from chatlens.health.router import router as health_router
 from chatlens.inference.base import InferenceBackend
+from chatlens.inference.breaker import BreakerState, CircuitBreaker
 from chatlens.inference.factory import create_backend
+from chatlens.inference.pricing import load_pricing
 from chatlens.limits import BodySizeLimitMiddleware
 from chatlens.observability.errors import capture_log_errors, init_sentry
 from chatlens.observability.logging import configure_logging
@@ -92,6 +94,19 @@ async def _refresh_gauges(
         await asyncio.sleep(settings.active_sessions_refresh_s)
 
 
+def _watch_breaker(backend: InferenceBackend, metrics: Metrics) -> None:
+    """inference_up follows the upstream's circuit breaker at once, not at the next refresh."""
+    upstream = getattr(backend, "primary", backend)
+    breaker = getattr(upstream, "breaker", None)
+    if isinstance(breaker, CircuitBreaker):
+        gauge = metrics.inference_up.labels(backend.name)
+
+        def on_change(state: BreakerState) -> None:
+            gauge.set(0 if state is BreakerState.open else 1)
+
+        breaker.on_change = on_change
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; `uvicorn --factory chatlens.app:create_app` reads the environment."""
     settings = settings or load_settings()
@@ -100,7 +115,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pricing = load_pricing(settings.pricing_file)
         backend = create_backend(settings)
+        if metrics is not None:
+            _watch_breaker(backend, metrics)
         engine = create_engine(settings)
         # Optional: state shared between replicas; its health is reported by /health.
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
@@ -129,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 history_messages=settings.history_messages,
                 metrics=metrics,
                 log_content=settings.log_message_content,
+                pricing=pricing,
             )
             if metrics is not None:
                 metrics.app_info.labels(__version__, settings.environment.value).set(1)

@@ -19,8 +19,12 @@ from chatlens.auth import service as auth
 from chatlens.db import migrate
 from chatlens.db.engine import create_engine, create_sessionmaker
 from chatlens.errors import ChatlensError
-from chatlens.inference.factory import create_backend
-from chatlens.inference.knowledge_base import KnowledgeBaseError
+from chatlens.inference.knowledge_base import (
+    KnowledgeBaseError,
+    default_knowledge_base_path,
+    load_knowledge_base,
+)
+from chatlens.inference.pricing import PricingError, load_pricing
 from chatlens.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(help="chatlens: AI customer-support chat service.", no_args_is_help=True)
@@ -92,8 +96,10 @@ def serve(
     if reload and workers > 1:
         fail("--reload works with one worker only")
     try:
-        create_backend(settings)  # a bad knowledge base stops here with one line
-    except KnowledgeBaseError as exc:
+        # A bad knowledge base or price table stops here with one line.
+        load_knowledge_base(settings.knowledge_base or default_knowledge_base_path())
+        load_pricing(settings.pricing_file)
+    except (KnowledgeBaseError, PricingError) as exc:
         fail(str(exc))
 
     admin_key = asyncio.run(_prepare_database(settings))

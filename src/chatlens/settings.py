@@ -7,7 +7,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -87,7 +94,32 @@ class Settings(BaseSettings):
         30.0, validation_alias=_env("ACTIVE_SESSIONS_REFRESH_SECONDS")
     )
 
-    inference_backend: str = Field("builtin", validation_alias=_env("INFERENCE_BACKEND"))
+    inference_backend: Literal["builtin", "openai"] = Field(
+        "builtin", validation_alias=_env("INFERENCE_BACKEND")
+    )
+    openai_base_url: str | None = Field(None, validation_alias=_env("OPENAI_BASE_URL"))
+    openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
+    model: str | None = Field(None, validation_alias=_env("MODEL"))
+    pricing_file: Path | None = Field(None, validation_alias=_env("PRICING_FILE"))
+    upstream_connect_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        5.0, validation_alias=_env("UPSTREAM_CONNECT_TIMEOUT_SECONDS")
+    )
+    upstream_first_token_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        30.0, validation_alias=_env("UPSTREAM_FIRST_TOKEN_TIMEOUT_SECONDS")
+    )
+    upstream_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        120.0, validation_alias=_env("UPSTREAM_TIMEOUT_SECONDS")
+    )
+    upstream_max_retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        2, validation_alias=_env("UPSTREAM_MAX_RETRIES")
+    )
+    breaker_failures: Annotated[int, Field(ge=1)] = Field(
+        5, validation_alias=_env("BREAKER_FAILURES")
+    )
+    breaker_reset_s: Annotated[float, Field(gt=0)] = Field(
+        30.0, validation_alias=_env("BREAKER_RESET_SECONDS")
+    )
+    fallback_to_builtin: bool = Field(False, validation_alias=_env("FALLBACK_TO_BUILTIN"))
     knowledge_base: Path | None = Field(None, validation_alias=_env("KNOWLEDGE_BASE"))
     escalation_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         0.35, validation_alias=_env("ESCALATION_THRESHOLD")
@@ -129,14 +161,16 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
 
-    @field_validator("inference_backend")
+    @field_validator("openai_base_url")
     @classmethod
-    def _check_backend(cls, value: str) -> str:
-        if value not in ("builtin",):
-            raise ValueError("must be 'builtin'")
-        return value
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
 
-    @field_validator("knowledge_base")
+    @field_validator("knowledge_base", "pricing_file")
     @classmethod
     def _check_knowledge_base(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -147,6 +181,16 @@ class Settings(BaseSettings):
     def _check_combination(self) -> Settings:
         if self.is_sqlite and self.workers > 1 and self.database_path is None:
             raise ValueError("an in-memory SQLite database cannot be shared by several workers")
+        if self.inference_backend == "openai":
+            if self.openai_base_url is None:
+                raise ValueError(f"the openai backend needs {env_name('openai_base_url')}")
+            if not self.model:
+                raise ValueError(f"the openai backend needs {env_name('model')}")
+        if self.upstream_first_token_timeout_s > self.upstream_timeout_s:
+            raise ValueError(
+                f"{env_name('upstream_first_token_timeout_s')} must not exceed "
+                f"{env_name('upstream_timeout_s')}"
+            )
         return self
 
     @cached_property

@@ -22,7 +22,8 @@ from chatlens.chat import repository as repo
 from chatlens.chat.schemas import ChatResponse, UsageRead
 from chatlens.db.base import utcnow
 from chatlens.errors import ChatlensError, Conflict, NotFound
-from chatlens.inference.base import ChatMessage, Chunk, InferenceBackend
+from chatlens.inference.base import ChatMessage, Chunk, InferenceBackend, Usage
+from chatlens.inference.pricing import Pricing, load_pricing
 from chatlens.inference.tokens import count_prompt_tokens, count_tokens
 from chatlens.models import (
     Conversation,
@@ -211,8 +212,10 @@ class ChatPipeline:
         history_messages: int,
         metrics: Metrics | None = None,
         log_content: bool = False,
+        pricing: Pricing | None = None,
     ) -> None:
         self.backend = backend
+        self.pricing = pricing or load_pricing()
         self.sessionmaker = sessionmaker
         self.history_messages = history_messages
         self.metrics = metrics
@@ -457,6 +460,8 @@ class Answer:
                     yield chunk.delta
                 if chunk.usage is not None or chunk.finish_reason is not None:
                     self.final = chunk
+                    if chunk.model:
+                        self.model = chunk.model  # who answered: a fallback, a dated model id
         except ChatlensError as exc:
             self.error = exc
             span.record_exception(exc)
@@ -475,6 +480,7 @@ class Answer:
         final = self.final
         attributes: dict[str, AttributeValue] = {"gen_ai.response.model": self.model}
         if final is not None and final.usage is not None:
+            attributes["chatlens.usage.estimated"] = final.usage.estimated
             attributes["gen_ai.usage.input_tokens"] = final.usage.prompt_tokens
             attributes["gen_ai.usage.output_tokens"] = final.usage.completion_tokens
         if final is not None and final.finish_reason is not None:
@@ -540,7 +546,15 @@ class Answer:
         escalation = final.escalation_reason if final is not None else None
         intent = final.intent if final is not None else None
         confidence = final.confidence if final is not None else None
-        cost = Decimal(0)
+        estimated = usage is None or usage.estimated
+        cost = self.pipeline.pricing.cost(
+            self.model,
+            Usage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cached_prompt_tokens=usage.cached_prompt_tokens if usage else 0,
+            ),
+        )
         status = self.status
         newly_escalated = False
         async with self.pipeline.sessionmaker() as session, session.begin():
@@ -635,6 +649,7 @@ class Answer:
             response_time_ms=round(inference_ms, 3),
             ttft_ms=reply.ttft_ms,
             ai_tokens_used=prompt_tokens + completion_tokens,
+            usage_estimated=estimated,
             cost_usd=float(cost),
             ai_model=self.model,
             escalated=escalation is not None,
@@ -685,3 +700,7 @@ class Answer:
             metrics.escalations.labels(turn.platform, escalation).inc()
         if self.error is not None:
             metrics.errors.labels(self.error.error_type, "ai").inc()
+        fallback_from = self.final.fallback_from if self.final is not None else None
+        if fallback_from is not None:
+            # The builtin bot answered, but the model failed: still a failure of the AI.
+            metrics.errors.labels(fallback_from, "ai").inc()

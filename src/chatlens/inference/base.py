@@ -19,6 +19,8 @@ class ChatMessage:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    cached_prompt_tokens: int = 0  # prompt tokens the provider served from its cache
+    estimated: bool = False  # counted by chatlens because the backend reported none
 
     @property
     def total_tokens(self) -> int:
@@ -36,6 +38,10 @@ class Chunk:
     confidence: float | None = None
     # Set when the backend handed the conversation to a person, e.g. "low_confidence".
     escalation_reason: str | None = None
+    # The error type when the configured backend failed and the builtin bot answered instead.
+    fallback_from: str | None = None
+    # The model that answered, when it differs from the one asked for (a fallback, an alias).
+    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,416 @@
+"""Any OpenAI-compatible Chat Completions endpoint as the model: OpenAI, vLLM, Ollama, ..."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+import structlog
+from opentelemetry import trace
+
+from chatlens.inference.base import BackendHealth, ChatMessage, Chunk, Usage
+from chatlens.inference.breaker import BreakerState, CircuitBreaker
+from chatlens.inference.errors import (
+    UpstreamBadResponse,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from chatlens.inference.intents import IntentMatcher
+from chatlens.inference.knowledge_base import KnowledgeBase
+from chatlens.inference.tokens import count_prompt_tokens, count_tokens
+
+log = structlog.get_logger(__name__)
+tracer = trace.get_tracer("chatlens.inference")
+
+UNKNOWN_INTENT = "unknown"
+_BACKOFF_BASE_S = 0.25
+_MAX_RETRY_AFTER_S = 30.0
+_MODELS_TTL_S = 60.0
+_HEALTH_TIMEOUT_S = 2.0
+_MESSAGE_LIMIT = 500  # characters of an upstream error message passed on
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    base_url: str
+    api_key: str | None
+    default_model: str
+    connect_timeout_s: float = 5.0
+    first_token_timeout_s: float = 30.0
+    total_timeout_s: float = 120.0
+    max_retries: int = 2
+    breaker_failures: int = 5
+    breaker_reset_s: float = 30.0
+
+
+class _Retryable(Exception):
+    """An attempt failed before the first token in a way worth another try."""
+
+    def __init__(self, error: UpstreamError, retry_after_s: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after_s = retry_after_s
+
+
+class OpenAIBackend:
+    """Streams from `{base_url}/chat/completions` through one pooled httpx client.
+
+    Retries (jittered backoff, honouring Retry-After) happen only before the first token,
+    on connect errors, 429 and 5xx; a circuit breaker stops calls to an upstream that keeps
+    failing. The intent comes from the builtin matcher on the user's message, so intent
+    analytics work with any model.
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        *,
+        knowledge_base: KnowledgeBase,
+        matcher: IntentMatcher | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.config = config
+        self.default_model = config.default_model
+        self.knowledge_base = knowledge_base
+        self.matcher = matcher or IntentMatcher(knowledge_base)
+        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self._client = client or httpx.AsyncClient(
+            base_url=config.base_url,
+            headers=headers,
+            # Reads are bounded by the first-token and whole-answer deadlines instead.
+            timeout=httpx.Timeout(
+                connect=config.connect_timeout_s, read=None, write=30.0, pool=30.0
+            ),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+        self.breaker = CircuitBreaker(
+            failures=config.breaker_failures, reset_s=config.breaker_reset_s, name=self.name
+        )
+        self._models: tuple[float, list[str]] | None = None
+
+    # -- the answer ------------------------------------------------------------------------
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, model: str | None = None
+    ) -> AsyncGenerator[Chunk, None]:
+        model = model or self.default_model
+        question = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        with tracer.start_as_current_span("intent.detect") as span:
+            match = self.matcher.match(question)
+            span.set_attributes(
+                {"chatlens.intent": match.intent, "chatlens.intent.confidence": match.confidence}
+            )
+        intent = self.knowledge_base.get(match.intent)
+        escalation = "user_request" if intent is not None and intent.escalate else None
+
+        started = time.monotonic()
+        deadline = started + self.config.total_timeout_s
+        first_token_deadline = min(deadline, started + self.config.first_token_timeout_s)
+        response = await self._open(model, messages, first_token_deadline)
+        parts: list[str] = []
+        usage: Usage | None = None
+        finish_reason: str | None = None
+        answered_model = model
+        done = False
+        settled = False
+        try:
+            lines = response.aiter_lines()
+            while True:
+                limit = first_token_deadline if not parts else deadline
+                try:
+                    line = await _next_line(lines, limit)
+                except StopAsyncIteration:
+                    break
+                if not line.startswith("data:"):
+                    continue  # blank separators, comments, `event:` lines
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    done = True
+                    break
+                event = _parse_event(payload)
+                answered_model = event.get("model") or answered_model
+                for choice in event.get("choices") or ():
+                    delta = (choice.get("delta") or {}).get("content")
+                    if delta:
+                        parts.append(delta)
+                        yield Chunk(delta=delta)
+                    finish_reason = choice.get("finish_reason") or finish_reason
+                if event.get("usage"):
+                    usage = _usage(event["usage"])
+            if not done and finish_reason is None:
+                raise UpstreamBadResponse("the model's stream broke off before the answer ended")
+            self.breaker.success()
+            settled = True
+        except UpstreamError as exc:
+            if exc.breaker_failure:
+                self.breaker.failure()
+                settled = True
+            _log_failure(exc, model)
+            raise
+        except httpx.HTTPError as exc:
+            self.breaker.failure()
+            settled = True
+            error = UpstreamBadResponse(f"the model's stream failed: {type(exc).__name__}")
+            _log_failure(error, model)
+            raise error from exc
+        finally:
+            if not settled:
+                self.breaker.release()  # the client left mid-answer: no verdict on the upstream
+            await response.aclose()
+
+        if usage is None:
+            # No usage chunk (an older server, or one that ignores stream_options): counted
+            # here and marked, never 0 tokens for an answer that has text.
+            usage = Usage(
+                prompt_tokens=count_prompt_tokens(messages),
+                completion_tokens=count_tokens("".join(parts)),
+                estimated=True,
+            )
+        yield Chunk(
+            usage=usage,
+            finish_reason=finish_reason or "stop",
+            intent=match.intent if intent is not None else UNKNOWN_INTENT,
+            confidence=match.confidence,
+            escalation_reason=escalation,
+            model=answered_model,
+        )
+
+    async def _open(
+        self, model: str, messages: Sequence[ChatMessage], first_token_deadline: float
+    ) -> httpx.Response:
+        """Send the request, retrying before the first token; the 200 response, streaming."""
+        body = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        content = orjson.dumps(body)
+        attempt = 0
+        while True:
+            wait = self.breaker.retry_after()
+            if wait is not None:
+                raise UpstreamUnavailable(
+                    "the model is unavailable (circuit open); try again later",
+                    retry_after_s=wait,
+                    breaker_failure=False,
+                )
+            try:
+                return await self._attempt(content, first_token_deadline)
+            except _Retryable as failed:
+                if failed.error.breaker_failure:
+                    self.breaker.failure()
+                else:
+                    self.breaker.release()
+                delay = _backoff(attempt, failed.retry_after_s)
+                attempt += 1
+                if (
+                    attempt > self.config.max_retries
+                    or time.monotonic() + delay >= first_token_deadline
+                ):
+                    _log_failure(failed.error, model, attempts=attempt)
+                    raise failed.error from None
+                log.info(
+                    "upstream_retry",
+                    model=model,
+                    attempt=attempt,
+                    delay_s=round(delay, 3),
+                    error_type=failed.error.error_type,
+                    reason=failed.error.message,
+                )
+                await asyncio.sleep(delay)
+            except UpstreamError as exc:
+                if exc.breaker_failure:
+                    self.breaker.failure()
+                else:
+                    self.breaker.release()
+                _log_failure(exc, model, attempts=attempt + 1)
+                raise
+
+    async def _attempt(self, content: bytes, first_token_deadline: float) -> httpx.Response:
+        request = self._client.build_request(
+            "POST",
+            "/chat/completions",
+            content=content,
+            headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+        )
+        remaining = first_token_deadline - time.monotonic()
+        try:
+            async with asyncio.timeout(remaining):
+                response = await self._client.send(request, stream=True)
+        except TimeoutError:
+            raise UpstreamTimeout("the model did not start answering in time") from None
+        except httpx.TimeoutException as exc:  # connect timeout
+            error = UpstreamUnavailable(
+                f"the model could not be reached: {type(exc).__name__}", retry_after_s=1
+            )
+            raise _Retryable(error) from exc
+        except httpx.TransportError as exc:
+            error = UpstreamUnavailable(
+                f"the model could not be reached: {type(exc).__name__}", retry_after_s=1
+            )
+            raise _Retryable(error) from exc
+        if response.status_code == 200:
+            return response
+        try:
+            async with asyncio.timeout(max(0.1, first_token_deadline - time.monotonic())):
+                raw = await response.aread()
+        except (TimeoutError, httpx.HTTPError):
+            raw = b""
+        finally:
+            await response.aclose()
+        message = _error_message(raw) or f"HTTP {response.status_code}"
+        status = response.status_code
+        if status == 429:
+            retry_after = _retry_after(response.headers.get("retry-after"))
+            error = UpstreamUnavailable(
+                f"the model is rate-limited: {message}",
+                retry_after_s=retry_after if retry_after is not None else 1,
+                breaker_failure=False,
+            )
+            raise _Retryable(error, retry_after)
+        if status >= 500:
+            retry_after = _retry_after(response.headers.get("retry-after"))
+            raise _Retryable(
+                UpstreamBadResponse(f"the model failed (HTTP {status}): {message}"), retry_after
+            )
+        if status in (401, 403):
+            # Our key, not the client's request: the client cannot fix it.
+            raise UpstreamBadResponse(f"the model refused chatlens's credentials: {message}")
+        raise UpstreamRejected(message)
+
+    # -- models and health -----------------------------------------------------------------
+
+    async def models(self) -> list[str]:
+        """The upstream's model ids (GET /models), cached for a minute."""
+        now = time.monotonic()
+        if self._models is not None and now - self._models[0] < _MODELS_TTL_S:
+            return list(self._models[1])
+        try:
+            response = await self._client.get("/models", timeout=10.0)
+            response.raise_for_status()
+            data = orjson.loads(response.content).get("data") or []
+            ids = sorted({str(item["id"]) for item in data if isinstance(item, dict)})
+        except (httpx.HTTPError, orjson.JSONDecodeError, KeyError, AttributeError) as exc:
+            raise UpstreamBadResponse(
+                f"the model list could not be read: {type(exc).__name__}"
+            ) from exc
+        self._models = (now, ids)
+        return list(ids)
+
+    async def health(self) -> BackendHealth:
+        started = time.perf_counter()
+        if self.breaker.state is BreakerState.open:
+            return BackendHealth(ok=False, latency_ms=0.0, error="circuit open")
+        try:
+            response = await self._client.get("/models", timeout=_HEALTH_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            elapsed = (time.perf_counter() - started) * 1000
+            return BackendHealth(ok=False, latency_ms=elapsed, error=type(exc).__name__)
+        elapsed = (time.perf_counter() - started) * 1000
+        if response.status_code >= 400:
+            return BackendHealth(ok=False, latency_ms=elapsed, error=f"HTTP {response.status_code}")
+        return BackendHealth(ok=True, latency_ms=elapsed)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+async def _next_line(lines: AsyncIterator[str], deadline: float) -> str:
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            return await anext(lines)
+    except TimeoutError:
+        raise UpstreamTimeout("the model took too long to answer") from None
+
+
+def _parse_event(payload: str) -> dict[str, Any]:
+    try:
+        event = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise UpstreamBadResponse("the model sent invalid JSON") from None
+    if not isinstance(event, dict):
+        raise UpstreamBadResponse("the model sent an unexpected event")
+    error = event.get("error")
+    if error:
+        detail = error.get("message") if isinstance(error, dict) else str(error)
+        raise UpstreamBadResponse(f"the model failed mid-answer: {str(detail)[:_MESSAGE_LIMIT]}")
+    return event
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    details = raw.get("prompt_tokens_details") or {}
+    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    try:
+        return Usage(
+            prompt_tokens=int(raw.get("prompt_tokens") or 0),
+            completion_tokens=int(raw.get("completion_tokens") or 0),
+            cached_prompt_tokens=int(cached or 0),
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_message(raw: bytes) -> str:
+    """The upstream's own error message, from OpenAI's error shape or plain text."""
+    if not raw:
+        return ""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode(errors="replace").strip()[:_MESSAGE_LIMIT]
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:_MESSAGE_LIMIT]
+        if isinstance(error, str):
+            return error[:_MESSAGE_LIMIT]
+        if body.get("message"):
+            return str(body["message"])[:_MESSAGE_LIMIT]
+    return raw.decode(errors="replace").strip()[:_MESSAGE_LIMIT]
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (a number or an HTTP date), capped; None when absent."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(0.0, seconds), _MAX_RETRY_AFTER_S)
+
+
+def _backoff(attempt: int, retry_after_s: float | None) -> float:
+    """Full-jitter exponential backoff, or what the upstream asked for when it said."""
+    if retry_after_s is not None:
+        return retry_after_s
+    return random.uniform(0, _BACKOFF_BASE_S * 2**attempt)  # noqa: S311 (jitter, not secrets)
+
+
+def _log_failure(error: UpstreamError, model: str, *, attempts: int | None = None) -> None:
+    log.warning(
+        "upstream_failed",
+        model=model,
+        error_type=error.error_type,
+        status=error.status_code,
+        reason=error.message,
+        attempts=attempts,
+    )

@@ -1,0 +1,244 @@
+"""The openai backend against a real HTTP server on 127.0.0.1 playing the upstream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from chatlens.inference.base import ChatMessage, Chunk
+from chatlens.inference.breaker import BreakerState
+from chatlens.inference.errors import (
+    UpstreamBadResponse,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from chatlens.inference.knowledge_base import default_knowledge_base_path, load_knowledge_base
+from chatlens.inference.openai import OpenAIBackend, UpstreamConfig
+from tests.helpers import free_port
+from tests.upstream import WORDS, FakeUpstream
+
+pytestmark = pytest.mark.asyncio
+
+QUESTION = [ChatMessage(role="user", content="where is my order?")]
+KB = load_knowledge_base(default_knowledge_base_path())
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh(upstream: FakeUpstream) -> None:
+    upstream.reset()
+
+
+def make_backend(url: str, **overrides: object) -> OpenAIBackend:
+    config = UpstreamConfig(base_url=url, api_key="sk-test-key", default_model="ok")
+    return OpenAIBackend(replace(config, **overrides), knowledge_base=KB)  # type: ignore[arg-type]
+
+
+async def collect(backend: OpenAIBackend, model: str) -> list[Chunk]:
+    return [chunk async for chunk in backend.stream(QUESTION, model=model)]
+
+
+async def test_streams_words_then_the_upstreams_usage(upstream: FakeUpstream) -> None:
+    backend = make_backend(upstream.url)
+    try:
+        chunks = await collect(backend, "ok")
+    finally:
+        await backend.aclose()
+    assert "".join(c.delta for c in chunks) == "".join(WORDS)
+    final = chunks[-1]
+    assert final.usage is not None
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (11, 3)
+    assert final.usage.cached_prompt_tokens == 4  # USAGE.prompt_tokens_details.cached_tokens
+    assert not final.usage.estimated
+    assert final.finish_reason == "stop"
+    assert final.intent == "order_status"  # from the builtin matcher, whatever the model
+    [call] = upstream.calls
+    assert call.body["stream_options"] == {"include_usage": True}
+    assert call.headers["authorization"] == "Bearer sk-test-key"
+
+
+async def test_without_a_usage_chunk_tokens_are_counted_and_marked(
+    upstream: FakeUpstream,
+) -> None:
+    backend = make_backend(upstream.url)
+    try:
+        chunks = await collect(backend, "no-usage")
+    finally:
+        await backend.aclose()
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert usage.estimated
+    assert usage.completion_tokens > 0
+    assert usage.prompt_tokens > 0
+
+
+async def test_429_is_retried_before_the_first_token(upstream: FakeUpstream) -> None:
+    backend = make_backend(upstream.url)
+    try:
+        chunks = await collect(backend, "rate-limit:2")
+    finally:
+        await backend.aclose()
+    assert "".join(c.delta for c in chunks) == "".join(WORDS)
+    assert upstream.calls_to("rate-limit:2") == 3  # two refusals, then the answer
+
+
+async def test_5xx_gives_up_after_the_retries_with_502(upstream: FakeUpstream) -> None:
+    backend = make_backend(upstream.url, max_retries=2)
+    try:
+        with pytest.raises(UpstreamBadResponse) as caught:
+            await collect(backend, "fail")
+    finally:
+        await backend.aclose()
+    assert caught.value.status_code == 502
+    assert "upstream exploded" in caught.value.message
+    assert upstream.calls_to("fail") == 3
+
+
+async def test_exhausted_rate_limit_is_503_with_retry_after(upstream: FakeUpstream) -> None:
+    backend = make_backend(upstream.url, max_retries=1)
+    try:
+        with pytest.raises(UpstreamUnavailable) as caught:
+            await collect(backend, "rate-limit:5")
+    finally:
+        await backend.aclose()
+    assert caught.value.status_code == 503
+    assert caught.value.headers["Retry-After"] == "1"
+    assert upstream.calls_to("rate-limit:5") == 2
+    assert backend.breaker.consecutive_failures == 0  # rate limiting is not an outage
+
+
+async def test_no_retry_after_the_first_token(upstream: FakeUpstream) -> None:
+    backend = make_backend(upstream.url)
+    received: list[str] = []
+
+    async def read() -> None:
+        async for chunk in backend.stream(QUESTION, model="disconnect"):
+            received.append(chunk.delta)
+
+    try:
+        with pytest.raises(UpstreamBadResponse):
+            await read()
+    finally:
+        await backend.aclose()
+    assert "".join(received) == "".join(WORDS[:2])
+    assert upstream.calls_to("disconnect") == 1
+
+
+async def test_a_slow_first_token_is_504_and_not_retried(upstream: FakeUpstream) -> None:
+    backend = make_backend(upstream.url, first_token_timeout_s=0.3)
+    try:
+        with pytest.raises(UpstreamTimeout) as caught:
+            await collect(backend, "slow-first:2")
+        with pytest.raises(UpstreamTimeout):
+            await collect(backend, "slow-headers:2")
+    finally:
+        await backend.aclose()
+    assert caught.value.status_code == 504
+    assert upstream.calls_to("slow-first:2") == 1
+    assert upstream.calls_to("slow-headers:2") == 1
+
+
+async def test_the_whole_answer_has_a_deadline(upstream: FakeUpstream) -> None:
+    backend = make_backend(upstream.url, first_token_timeout_s=0.2, total_timeout_s=0.2)
+    try:
+        with pytest.raises(UpstreamTimeout):
+            await collect(backend, "slow-first:1")
+    finally:
+        await backend.aclose()
+
+
+async def test_invalid_json_and_mid_stream_errors_are_502(upstream: FakeUpstream) -> None:
+    backend = make_backend(upstream.url)
+    try:
+        with pytest.raises(UpstreamBadResponse, match="invalid JSON"):
+            await collect(backend, "garbage")
+        with pytest.raises(UpstreamBadResponse, match="overloaded"):
+            await collect(backend, "mid-error")
+    finally:
+        await backend.aclose()
+
+
+async def test_a_refused_request_is_400_with_the_upstreams_words(upstream: FakeUpstream) -> None:
+    backend = make_backend(upstream.url)
+    try:
+        with pytest.raises(UpstreamRejected) as caught:
+            await collect(backend, "too-long")
+    finally:
+        await backend.aclose()
+    assert caught.value.status_code == 400
+    assert "maximum context length" in caught.value.message
+    assert upstream.calls_to("too-long") == 1
+    assert backend.breaker.consecutive_failures == 0
+
+
+async def test_an_unreachable_upstream_is_503(upstream: FakeUpstream) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    backend = make_backend(closed, max_retries=1)
+    try:
+        with pytest.raises(UpstreamUnavailable) as caught:
+            await collect(backend, "ok")
+        health = await backend.health()
+    finally:
+        await backend.aclose()
+    assert caught.value.status_code == 503
+    assert "Retry-After" in caught.value.headers
+    assert not health.ok
+
+
+async def test_breaker_opens_probes_and_closes(upstream: FakeUpstream) -> None:
+    states: list[BreakerState] = []
+    backend = make_backend(upstream.url, max_retries=0, breaker_failures=2, breaker_reset_s=0.3)
+    backend.breaker.on_change = states.append
+    try:
+        for _ in range(2):
+            with pytest.raises(UpstreamBadResponse):
+                await collect(backend, "fail")
+        assert backend.breaker.state is BreakerState.open
+        # Open: refused at once, the upstream not called, Retry-After from the breaker.
+        with pytest.raises(UpstreamUnavailable) as caught:
+            await collect(backend, "ok")
+        assert caught.value.headers["Retry-After"] == "1"
+        assert upstream.calls_to("ok") == 0
+        assert not (await backend.health()).ok
+        await asyncio.sleep(0.35)
+        # Half-open: a failed probe opens it again ...
+        with pytest.raises(UpstreamBadResponse):
+            await collect(backend, "fail")
+        assert backend.breaker.state is BreakerState.open
+        await asyncio.sleep(0.35)
+        # ... and a successful one closes it.
+        chunks = await collect(backend, "ok")
+        assert chunks[-1].usage is not None
+        assert backend.breaker.state is BreakerState.closed
+    finally:
+        await backend.aclose()
+    assert states == [
+        BreakerState.open,
+        BreakerState.half_open,
+        BreakerState.open,
+        BreakerState.half_open,
+        BreakerState.closed,
+    ]
+    assert upstream.calls_to("fail") == 3
+
+
+async def test_models_are_listed_and_cached(upstream: FakeUpstream) -> None:
+    backend = make_backend(upstream.url)
+    try:
+        first = await backend.models()
+        second = await backend.models()
+        health = await backend.health()
+    finally:
+        await backend.aclose()
+    assert "ok" in first
+    assert first == second
+    assert health.ok

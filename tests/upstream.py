@@ -1,0 +1,158 @@
+"""A fake OpenAI-compatible upstream: a real HTTP server on 127.0.0.1, scenario by model name.
+
+Models (the request's `model` picks the behaviour; `name:N` means "the first N calls"):
+- `ok` — three words, then a usage chunk (11 prompt, 3 completion, 4 cached), `[DONE]`
+- `no-usage` — three words and a finish reason, no usage chunk
+- `slow-first:S` — headers at once, the first word after S seconds
+- `slow-headers:S` — nothing at all for S seconds, then as `ok`
+- `disconnect` — two words, then the connection is dropped
+- `rate-limit:N` — 429 with `Retry-After: 0` for the first N calls, then as `ok`
+- `fail:N` — 500 for the first N calls, then as `ok` (`fail` alone: always 500)
+- `garbage` — a `data:` line that is not JSON
+- `mid-error` — a word, then an OpenAI-style `{"error": ...}` event
+- `too-long` — 400 with OpenAI's "maximum context length" error
+Every call is recorded (model and headers), so tests count retries and see `traceparent`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from tests.helpers import free_port
+
+WORDS = ("Hello", " from", " upstream")
+USAGE = {"prompt_tokens": 11, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 4}}
+MODELS = ("ok", "no-usage", "gpt-4o-mini", "fail", "garbage")
+
+
+def _chunk(model: str, **delta: Any) -> bytes:
+    finish = delta.pop("finish_reason", None)
+    event = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+@dataclass
+class Call:
+    model: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeUpstream:
+    """Start with `with FakeUpstream() as upstream:`; `upstream.url` is the API root."""
+
+    port: int = field(default_factory=free_port)
+    calls: list[Call] = field(default_factory=list)
+    _counts: Counter[str] = field(default_factory=Counter)
+    _server: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def calls_to(self, model: str) -> int:
+        return sum(1 for call in self.calls if call.model == model)
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self._counts.clear()
+
+    # -- the app ---------------------------------------------------------------------------
+
+    async def _models(self, _: Request) -> Response:
+        return JSONResponse(
+            {"object": "list", "data": [{"id": m, "object": "model"} for m in MODELS]}
+        )
+
+    async def _completions(self, request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        model = str(body.get("model"))
+        self.calls.append(Call(model=model, headers=dict(request.headers), body=body))
+        self._counts[model] += 1
+        name, _, arg = model.partition(":")
+        count = self._counts[model]
+        if name == "rate-limit" and count <= int(arg or 1):
+            return JSONResponse(
+                {"error": {"message": "Rate limit reached", "type": "rate_limit"}},
+                status_code=429,
+                headers={"Retry-After": "0"},
+            )
+        if name == "fail" and (not arg or count <= int(arg)):
+            return JSONResponse({"error": {"message": "upstream exploded"}}, status_code=500)
+        if name == "too-long":
+            message = "This model's maximum context length is 8192 tokens."
+            return JSONResponse(
+                {"error": {"message": message, "type": "invalid_request_error"}},
+                status_code=400,
+            )
+        if name == "slow-headers":
+            await asyncio.sleep(float(arg))
+        return StreamingResponse(self._stream(model, name, arg), media_type="text/event-stream")
+
+    async def _stream(self, model: str, name: str, arg: str) -> AsyncIterator[bytes]:
+        if name == "garbage":
+            yield b"data: {this is not json\n\n"
+            return
+        if name == "slow-first":
+            yield b": waiting\n\n"
+            await asyncio.sleep(float(arg))
+        for index, word in enumerate(WORDS):
+            if name == "disconnect" and index == 2:
+                raise ConnectionResetError("dropped by the fake upstream")
+            if name == "mid-error" and index == 1:
+                yield b"data: " + orjson.dumps({"error": {"message": "overloaded"}}) + b"\n\n"
+                return
+            yield _chunk(model, content=word)
+        yield _chunk(model, finish_reason="stop")
+        if name != "no-usage":
+            event = {"id": "chatcmpl-fake", "model": model, "choices": [], "usage": USAGE}
+            yield b"data: " + orjson.dumps(event) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> FakeUpstream:
+        app = Starlette(
+            routes=[
+                Route("/v1/models", self._models),
+                Route("/v1/chat/completions", self._completions, methods=["POST"]),
+            ]
+        )
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_config=None, access_log=False
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the fake upstream did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
