@@ -215,6 +215,8 @@ class ChatPipeline:
         pricing: Pricing | None = None,
     ) -> None:
         self.backend = backend
+        # The model asked for on every turn: the backend's default until an admin swaps it.
+        self.model = backend.default_model
         self.pricing = pricing or load_pricing()
         self.sessionmaker = sessionmaker
         self.history_messages = history_messages
@@ -411,7 +413,7 @@ class Answer:
     def __init__(self, pipeline: ChatPipeline, turn: Turn) -> None:
         self.pipeline = pipeline
         self.turn = turn
-        self.model = pipeline.backend.default_model
+        self.model = pipeline.model
         self.parts: list[str] = []
         self.final: Chunk | None = None
         self.error: ChatlensError | None = None
