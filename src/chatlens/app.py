@@ -19,6 +19,7 @@ from chatlens import __version__
 from chatlens.auth.router import admin as admin_router
 from chatlens.auth.router import router as auth_router
 from chatlens.chat import service as chat_service
+from chatlens.chat.openai_router import router as openai_router
 from chatlens.chat.router import router as chat_router
 from chatlens.chat.service import ChatPipeline
 from chatlens.db import migrate
@@ -191,6 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(chat_router)
+    app.include_router(openai_router)
     app.include_router(auth_router)
     app.include_router(admin_router)
     app.include_router(health_router)

@@ -105,23 +105,69 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
     return "; ".join(parts)
 
 
-async def _chatlens_error(_: Request, exc: Exception) -> Response:
+# The OpenAI-compatible API (/v1) answers errors in OpenAI's shape, which its SDKs parse.
+OPENAI_PREFIX = "/v1/"
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error_body(
+    status: int, code: str, message: str, param: str | None = None
+) -> dict[str, Any]:
+    """`{"error": {"message", "type", "param", "code"}}`, as the OpenAI SDKs expect."""
+    kind = _OPENAI_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _respond(
+    request: Request,
+    status: int,
+    error_type: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    param: str | None = None,
+) -> Response:
+    if request.url.path.startswith(OPENAI_PREFIX):
+        return Response(
+            orjson.dumps(openai_error_body(status, error_type, message, param)),
+            status_code=status,
+            headers=dict(headers or {}),
+            media_type="application/json",
+        )
+    return error_response(status, error_type, message, headers)
+
+
+async def _chatlens_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ChatlensError)
-    return error_response(exc.status_code, exc.error_type, exc.message, exc.headers)
+    return _respond(request, exc.status_code, exc.error_type, exc.message, exc.headers)
 
 
-async def _validation_error(_: Request, exc: Exception) -> Response:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return error_response(422, "validation_error", describe_validation_errors(exc.errors()))
+    message = describe_validation_errors(exc.errors())
+    if request.url.path.startswith(OPENAI_PREFIX):
+        # OpenAI answers an invalid request with 400 and names the offending parameter.
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+        return _respond(request, 400, "invalid_request", message, param=param)
+    return error_response(422, "validation_error", message)
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     error_type = _HTTP_TYPES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else error_type.replace("_", " ")
     if exc.status_code == 404 and message == "Not Found":
         message = "no such route"
-    return error_response(exc.status_code, error_type, message, exc.headers)
+    return _respond(request, exc.status_code, error_type, message, exc.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -52,6 +52,29 @@ class InferenceFailed(ChatlensError):
     error_type = "inference_error"
 
 
+class ModelNotFound(NotFound):
+    error_type = "model_not_found"
+
+
+async def available_models(pipeline: ChatPipeline) -> list[str]:
+    """The backend's models, the active one first."""
+    names = await pipeline.backend.models()
+    return [pipeline.model, *(name for name in names if name != pipeline.model)]
+
+
+async def resolve_model(pipeline: ChatPipeline, requested: str) -> str:
+    """The model a client asked for, if the backend has it (404 otherwise)."""
+    if requested == pipeline.model:
+        return requested
+    try:
+        names = await pipeline.backend.models()
+    except ChatlensError:
+        return requested  # the list is unavailable: the upstream itself will judge the name
+    if requested not in names:
+        raise ModelNotFound(f"the model {requested!r} does not exist; GET /v1/models lists them")
+    return requested
+
+
 def make_title(text: str) -> str:
     """The first ~60 characters of a message, cut at a word."""
     words = " ".join(text.split())
@@ -187,6 +210,8 @@ class Turn:
     trace_id: str | None = None
     span_id: str | None = None
     span: Span | None = None
+    # The model asked for; None: the pipeline's active model.
+    model: str | None = None
 
 
 def _last_question(context: Sequence[ChatMessage]) -> str:
@@ -217,6 +242,7 @@ class ChatPipeline:
         self.backend = backend
         # The model asked for on every turn: the backend's default until an admin swaps it.
         self.model = backend.default_model
+        self.started_at = time.time()
         self.pricing = pricing or load_pricing()
         self.sessionmaker = sessionmaker
         self.history_messages = history_messages
@@ -235,8 +261,14 @@ class ChatPipeline:
         platform: str = "web",
         external_user_id: str | None = None,
         endpoint: str = "/chat",
+        context: Sequence[ChatMessage] | None = None,
+        model: str | None = None,
     ) -> Turn:
-        """Store the user's message (committed before the model is called) and build the turn."""
+        """Store the user's message (committed before the model is called) and build the turn.
+
+        `context`: what the model is shown, when the client sends the conversation itself
+        (the OpenAI-compatible API); otherwise the stored history and `text`.
+        """
         started = time.perf_counter()
         trace_id, span_id = current_ids()
         span = tracer.start_span("chat.pipeline", attributes={"chatlens.endpoint": endpoint})
@@ -250,6 +282,7 @@ class ChatPipeline:
                 project_id=project_id,
                 platform=platform,
                 external_user_id=external_user_id,
+                context=context,
                 turn=Turn(
                     conversation_id=uuid.UUID(int=0),
                     user_id=user.user_id,
@@ -262,6 +295,7 @@ class ChatPipeline:
                     trace_id=trace_id,
                     span_id=span_id,
                     span=span,
+                    model=model,
                 ),
             )
         except BaseException as exc:
@@ -282,6 +316,7 @@ class ChatPipeline:
         project_id: str,
         platform: str,
         external_user_id: str | None,
+        context: Sequence[ChatMessage] | None,
         turn: Turn,
     ) -> Turn:
         now = utcnow()
@@ -311,8 +346,12 @@ class ChatPipeline:
             conversation = await get_conversation_or_raise(
                 session, user=user, conversation_id=conversation_id
             )
-            history = await repo.recent_messages(
-                session, conversation_id=conversation.id, limit=self.history_messages - 1
+            history = (
+                []
+                if context is not None
+                else await repo.recent_messages(
+                    session, conversation_id=conversation.id, limit=self.history_messages - 1
+                )
             )
             if conversation.title is None:
                 conversation.title = make_title(text)
@@ -336,7 +375,11 @@ class ChatPipeline:
         turn.project_id = conversation.project_id
         turn.platform = conversation.platform
         turn.external_user_id = conversation.external_user_id
-        turn.context = [*_as_context(history), ChatMessage(role="user", content=text)]
+        turn.context = (
+            list(context)
+            if context is not None
+            else [*_as_context(history), ChatMessage(role="user", content=text)]
+        )
         self._announce(turn)
         return turn
 
@@ -413,7 +456,7 @@ class Answer:
     def __init__(self, pipeline: ChatPipeline, turn: Turn) -> None:
         self.pipeline = pipeline
         self.turn = turn
-        self.model = pipeline.model
+        self.model = turn.model or pipeline.model
         self.parts: list[str] = []
         self.final: Chunk | None = None
         self.error: ChatlensError | None = None

@@ -1,0 +1,161 @@
+"""The OpenAI-compatible API: existing OpenAI clients talk to chatlens and get its records.
+
+Every call is a stored, metered, traced conversation turn, answered by whichever backend is
+configured. Errors come in OpenAI's shape (see `chatlens.errors`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import orjson
+import structlog
+from fastapi import APIRouter, Header, Request, Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from chatlens.auth.deps import CurrentUser
+from chatlens.chat import service
+from chatlens.chat.openai_schemas import (
+    AssistantMessage,
+    Choice,
+    Completion,
+    CompletionRequest,
+    CompletionUsage,
+    ModelCard,
+    ModelList,
+    chunk,
+)
+from chatlens.chat.router import PipelineDep
+from chatlens.chat.schemas import ChatResponse
+from chatlens.chat.service import Answer
+from chatlens.db.session import SessionDep
+from chatlens.errors import ChatlensError, openai_error_body
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+
+CONVERSATION_HEADER = "X-Chatlens-Conversation-Id"
+
+
+def _usage(done: ChatResponse) -> CompletionUsage:
+    return CompletionUsage(
+        prompt_tokens=done.usage.prompt_tokens,
+        completion_tokens=done.usage.completion_tokens,
+        total_tokens=done.usage.total_tokens,
+    )
+
+
+def _json(data: Any) -> str:
+    return orjson.dumps(data).decode()
+
+
+@router.post("/chat/completions", response_model=Completion)
+async def chat_completions(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    user: CurrentUser,
+    pipeline: PipelineDep,
+    body: CompletionRequest,
+    conversation_id: Annotated[uuid.UUID | None, Header(alias=CONVERSATION_HEADER)] = None,
+) -> Completion | EventSourceResponse:
+    """Chat Completions, streamed (`stream: true`) or not; a new conversation per call unless
+    `X-Chatlens-Conversation-Id` names one of yours."""
+    model = await service.resolve_model(pipeline, body.model)
+    metadata = body.metadata
+    turn = await pipeline.start_turn(
+        session,
+        user=user,
+        text=body.question,
+        conversation_id=conversation_id,
+        project_id=metadata.project_id if metadata else "default",
+        platform=metadata.platform if metadata else "api",
+        external_user_id=body.user,
+        endpoint="/v1/chat/completions",
+        context=[m.as_chat_message() for m in body.messages if m.text()],
+        model=model,
+    )
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    headers = {CONVERSATION_HEADER: str(turn.conversation_id)}
+    answer = pipeline.answer(turn)
+    if body.stream:
+        events = _stream(answer, completion_id, created, include_usage=body.include_usage)
+        return EventSourceResponse(events, ping=15, headers=headers)
+    try:
+        parts = [delta async for delta in answer.deltas()]
+    finally:
+        done = await answer.save()
+    response.headers.update(headers)
+    finish = answer.final.finish_reason if answer.final is not None else None
+    return Completion(
+        id=completion_id,
+        created=created,
+        model=done.model,
+        choices=[
+            Choice(message=AssistantMessage(content="".join(parts)), finish_reason=finish or "stop")
+        ],
+        usage=_usage(done),
+    )
+
+
+async def _stream(
+    answer: Answer, completion_id: str, created: int, *, include_usage: bool
+) -> AsyncIterator[ServerSentEvent]:
+    metrics = answer.pipeline.metrics
+    if metrics is not None:
+        metrics.sse_streams_active.inc()
+    try:
+        yield ServerSentEvent(
+            _json(
+                chunk(
+                    completion_id,
+                    created,
+                    answer.model,
+                    delta={"role": "assistant", "content": ""},
+                )
+            )
+        )
+        async for delta in answer.deltas():
+            yield ServerSentEvent(
+                _json(chunk(completion_id, created, answer.model, delta={"content": delta}))
+            )
+        done = await answer.save()
+        finish = answer.final.finish_reason if answer.final is not None else None
+        yield ServerSentEvent(
+            _json(chunk(completion_id, created, done.model, finish_reason=finish or "stop"))
+        )
+        if include_usage:
+            yield ServerSentEvent(
+                _json(chunk(completion_id, created, done.model, usage=_usage(done)))
+            )
+        yield ServerSentEvent("[DONE]")
+    except ChatlensError as exc:
+        # Headers are out: the error travels as a data event the SDKs raise as APIError.
+        error = openai_error_body(exc.status_code, exc.error_type, exc.message)
+        yield ServerSentEvent(_json(error))
+    except Exception as exc:
+        log.error("stream_failed", exc_info=exc)
+        body = openai_error_body(500, "internal_error", "internal server error")
+        yield ServerSentEvent(_json(body))
+    finally:
+        try:
+            await answer.save()  # a client that went away still gets its answer stored
+        except Exception as exc:
+            log.error("answer_not_stored", exc_info=exc)
+        if metrics is not None:
+            metrics.sse_streams_active.dec()
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(_: CurrentUser, pipeline: PipelineDep) -> ModelList:
+    """The models this chatlens can answer with (the backend's list)."""
+    names = await service.available_models(pipeline)
+    created = int(pipeline.started_at)
+    return ModelList(
+        data=[ModelCard(id=name, created=created, owned_by=pipeline.backend.name) for name in names]
+    )
