@@ -26,10 +26,12 @@ from chatlens.db import migrate
 from chatlens.db.engine import create_engine, create_sessionmaker
 from chatlens.errors import install_error_handlers
 from chatlens.health.router import router as health_router
+from chatlens.inference import service as models_service
 from chatlens.inference.base import InferenceBackend
 from chatlens.inference.breaker import BreakerState, CircuitBreaker
 from chatlens.inference.factory import create_backend
 from chatlens.inference.pricing import load_pricing
+from chatlens.inference.router import router as models_router
 from chatlens.limits import BodySizeLimitMiddleware
 from chatlens.observability.errors import capture_log_errors, init_sentry
 from chatlens.observability.logging import configure_logging
@@ -95,6 +97,18 @@ async def _refresh_gauges(
         await asyncio.sleep(settings.active_sessions_refresh_s)
 
 
+async def _follow_active_model(app: FastAPI, interval_s: float) -> None:
+    """Adopt a model swapped on another replica; the swap is stored in the database."""
+    pipeline: ChatPipeline = app.state.pipeline
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            async with app.state.sessionmaker() as session:
+                await models_service.load_active_model(session, pipeline)
+        except Exception as exc:  # the database may be down; /health says so
+            log.warning("active_model_not_read", error=type(exc).__name__)
+
+
 def _watch_breaker(backend: InferenceBackend, metrics: Metrics) -> None:
     """inference_up follows the upstream's circuit breaker at once, not at the next refresh."""
     upstream = getattr(backend, "primary", backend)
@@ -125,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         app.state.redis = redis
         refresher: asyncio.Task[None] | None = None
+        follower: asyncio.Task[None] | None = None
         try:
             revision = await migrate.current_revision(engine)
             if revision is None and settings.should_auto_migrate:
@@ -150,6 +165,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log_content=settings.log_message_content,
                 pricing=pricing,
             )
+            async with sessionmaker() as session:
+                await models_service.load_active_model(session, app.state.pipeline)
+            follower = asyncio.create_task(
+                _follow_active_model(app, settings.active_model_refresh_s)
+            )
             if metrics is not None:
                 metrics.app_info.labels(__version__, settings.environment.value).set(1)
                 refresher = asyncio.create_task(_refresh_gauges(app, metrics, backend, settings))
@@ -165,10 +185,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             yield
         finally:
-            if refresher is not None:
-                refresher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await refresher
+            for task in (refresher, follower):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if redis is not None:
                 await redis.aclose()
             await backend.aclose()
@@ -193,6 +214,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(openai_router)
+    app.include_router(models_router)
     app.include_router(auth_router)
     app.include_router(admin_router)
     app.include_router(health_router)

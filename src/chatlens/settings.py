@@ -120,6 +120,9 @@ class Settings(BaseSettings):
         30.0, validation_alias=_env("BREAKER_RESET_SECONDS")
     )
     fallback_to_builtin: bool = Field(False, validation_alias=_env("FALLBACK_TO_BUILTIN"))
+    active_model_refresh_s: Annotated[float, Field(gt=0)] = Field(
+        5.0, validation_alias=_env("ACTIVE_MODEL_REFRESH_SECONDS")
+    )
     knowledge_base: Path | None = Field(None, validation_alias=_env("KNOWLEDGE_BASE"))
     escalation_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         0.35, validation_alias=_env("ESCALATION_THRESHOLD")

@@ -4,71 +4,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from chatlens.app import create_app
-from chatlens.auth import service as auth
-from chatlens.db import migrate
 from chatlens.models import Conversation, ConversationMetrics, Message
-from tests.helpers import make_settings
 from tests.upstream import WORDS, FakeUpstream
+from tests.upstream_app import MODEL, Running, running
 
 pytestmark = pytest.mark.asyncio
 
-MODEL = "gpt-4o-mini"  # the fake answers it as `ok`; the shipped price table knows it
 # 11 prompt tokens of which 4 cached, 3 completion tokens, at 0.15 / 0.075 / 0.60 USD per 1M.
 TURN_COST = (Decimal(7) * Decimal("0.15") + 4 * Decimal("0.075") + 3 * Decimal("0.60")) / 10**6
-
-
-@dataclass
-class Running:
-    app: FastAPI
-    client: httpx.AsyncClient
-    headers: dict[str, str]
-
-    def use_model(self, model: str) -> None:
-        self.app.state.pipeline.model = model
-
-    def metric(self, name: str, **labels: str) -> float:
-        value = self.app.state.metrics.registry.get_sample_value(name, labels)
-        return float(value or 0.0)
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeUpstream]:
     with FakeUpstream() as server:
         yield server
-
-
-@asynccontextmanager
-async def running(url: str, upstream: FakeUpstream, **overrides: Any) -> AsyncIterator[Running]:
-    settings = make_settings(
-        url,
-        inference_backend="openai",
-        openai_base_url=upstream.url,
-        openai_api_key="sk-upstream-secret",
-        model=MODEL,
-        upstream_max_retries=1,
-        upstream_first_token_timeout_s=0.5,
-        **overrides,
-    )
-    await migrate.upgrade(settings)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        async with app.state.sessionmaker() as session, session.begin():
-            user = await auth.create_user(session, name=f"u-{uuid.uuid4().hex[:8]}")
-            _, key = await auth.create_key(session, user=user)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://chatlens.test") as c:
-            yield Running(app=app, client=c, headers={"Authorization": f"Bearer {key}"})
 
 
 @pytest.fixture

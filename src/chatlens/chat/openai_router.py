@@ -33,6 +33,7 @@ from chatlens.chat.schemas import ChatResponse
 from chatlens.chat.service import Answer
 from chatlens.db.session import SessionDep
 from chatlens.errors import ChatlensError, openai_error_body
+from chatlens.inference import service as models_service
 
 log = structlog.get_logger(__name__)
 
@@ -154,7 +155,7 @@ async def _stream(
 @router.get("/models", response_model=ModelList)
 async def list_models(_: CurrentUser, pipeline: PipelineDep) -> ModelList:
     """The models this chatlens can answer with (the backend's list)."""
-    names = await service.available_models(pipeline)
+    names = await models_service.list_models(pipeline)
     created = int(pipeline.started_at)
     return ModelList(
         data=[ModelCard(id=name, created=created, owned_by=pipeline.backend.name) for name in names]

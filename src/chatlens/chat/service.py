@@ -56,12 +56,6 @@ class ModelNotFound(NotFound):
     error_type = "model_not_found"
 
 
-async def available_models(pipeline: ChatPipeline) -> list[str]:
-    """The backend's models, the active one first."""
-    names = await pipeline.backend.models()
-    return [pipeline.model, *(name for name in names if name != pipeline.model)]
-
-
 async def resolve_model(pipeline: ChatPipeline, requested: str) -> str:
     """The model a client asked for, if the backend has it (404 otherwise)."""
     if requested == pipeline.model:

@@ -4,6 +4,7 @@ from chatlens.models.api_key import ApiKey
 from chatlens.models.conversation import Conversation, ConversationStatus
 from chatlens.models.conversation_metrics import ConversationMetrics
 from chatlens.models.message import Message, MessageRole, MessageStatus
+from chatlens.models.runtime_setting import RuntimeSetting
 from chatlens.models.user import User
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "Message",
     "MessageRole",
     "MessageStatus",
+    "RuntimeSetting",
     "User",
 ]

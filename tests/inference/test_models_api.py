@@ -1,0 +1,83 @@
+"""GET /api/models and the admin's swap, stored in the database for every replica."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from chatlens.models import RuntimeSetting
+from tests.upstream import MODELS, FakeUpstream
+from tests.upstream_app import MODEL, Running, running
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as server:
+        yield server
+
+
+@pytest.fixture
+async def database(fresh_database_url: Any) -> str:
+    url: str = await fresh_database_url("models")
+    return url
+
+
+@pytest.fixture
+async def chatlens(database: str, upstream: FakeUpstream) -> AsyncIterator[Running]:
+    async with running(database, upstream, active_model_refresh_s=0.1) as result:
+        yield result
+
+
+async def test_lists_the_backends_models_and_marks_the_active_one(chatlens: Running) -> None:
+    response = await chatlens.client.get("/api/models", headers=chatlens.headers)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["backend"] == "openai"
+    assert body["active"] == MODEL
+    assert {m["id"] for m in body["models"]} == set(MODELS)
+    assert [m["id"] for m in body["models"] if m["active"]] == [MODEL]
+
+
+async def test_only_an_admin_swaps_and_only_to_a_listed_model(chatlens: Running) -> None:
+    swap = {"model": "ok"}
+    forbidden = await chatlens.client.post("/api/models/swap", json=swap, headers=chatlens.headers)
+    assert forbidden.status_code == 403
+    unknown = await chatlens.client.post(
+        "/api/models/swap", json={"model": "gpt-9"}, headers=chatlens.admin_headers
+    )
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["type"] == "model_not_found"
+    assert chatlens.app.state.pipeline.model == MODEL
+
+
+async def test_a_swap_reaches_every_replica_and_records_the_admin(
+    chatlens: Running, database: str, upstream: FakeUpstream
+) -> None:
+    async with running(database, upstream, active_model_refresh_s=0.1) as replica:
+        response = await chatlens.client.post(
+            "/api/models/swap", json={"model": "ok"}, headers=chatlens.admin_headers
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == {"active": "ok", "previous": MODEL}
+        async with chatlens.app.state.sessionmaker() as session:
+            stored = await session.get(RuntimeSetting, "active_model:openai")
+        assert stored is not None
+        assert (stored.value, stored.updated_by) == ("ok", chatlens.admin_id)
+        # The other replica reads the stored choice on its next refresh.
+        for _ in range(50):
+            if replica.app.state.pipeline.model == "ok":
+                break
+            await asyncio.sleep(0.05)
+        assert replica.app.state.pipeline.model == "ok"
+        answer = await replica.client.post(
+            "/chat", json={"message": "hello"}, headers=replica.headers
+        )
+        assert answer.json()["model"] == "ok"
+    # A restart keeps it too.
+    async with running(database, upstream) as restarted:
+        assert restarted.app.state.pipeline.model == "ok"
