@@ -17,7 +17,6 @@ Every call is recorded (model and headers), so tests count retries and see `trac
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -25,12 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.asgi_server import serving
 from tests.helpers import free_port
 
 WORDS = ("Hello", " from", " upstream")
@@ -64,8 +63,7 @@ class FakeUpstream:
     port: int = field(default_factory=free_port)
     calls: list[Call] = field(default_factory=list)
     _counts: Counter[str] = field(default_factory=Counter)
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
+    _serving: Any = None
 
     @property
     def url(self) -> str:
@@ -139,20 +137,9 @@ class FakeUpstream:
                 Route("/v1/chat/completions", self._completions, methods=["POST"]),
             ]
         )
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_config=None, access_log=False
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the fake upstream did not start")
-            time.sleep(0.01)
+        self._serving = serving(app, self.port)
+        self._serving.__enter__()
         return self
 
-    def __exit__(self, *_: object) -> None:
-        assert self._server is not None and self._thread is not None
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+    def __exit__(self, *exc: object) -> None:
+        self._serving.__exit__(None, None, None)

@@ -16,6 +16,7 @@ from prometheus_client import multiprocess
 from redis.asyncio import Redis
 
 from chatlens import __version__
+from chatlens.auth.external import ExternalAuth
 from chatlens.auth.router import admin as admin_router
 from chatlens.auth.router import router as auth_router
 from chatlens.chat import service as chat_service
@@ -109,6 +110,20 @@ async def _follow_active_model(app: FastAPI, interval_s: float) -> None:
             log.warning("active_model_not_read", error=type(exc).__name__)
 
 
+def _external_auth(settings: Settings) -> ExternalAuth | None:
+    if settings.auth_validate_url is None:
+        return None
+    key = settings.auth_internal_api_key
+    return ExternalAuth(
+        url=settings.auth_validate_url,
+        internal_api_key=key.get_secret_value() if key is not None else None,
+        ttl_s=settings.auth_cache_ttl_s,
+        negative_ttl_s=settings.auth_negative_ttl_s,
+        maxsize=settings.auth_cache_size,
+        timeout_s=settings.auth_timeout_s,
+    )
+
+
 def _watch_breaker(backend: InferenceBackend, metrics: Metrics) -> None:
     """inference_up follows the upstream's circuit breaker at once, not at the next refresh."""
     upstream = getattr(backend, "primary", backend)
@@ -138,6 +153,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Optional: state shared between replicas; its health is reported by /health.
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         app.state.redis = redis
+        external_auth = _external_auth(settings)
+        app.state.external_auth = external_auth
         refresher: asyncio.Task[None] | None = None
         follower: asyncio.Task[None] | None = None
         try:
@@ -192,6 +209,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         await task
             if redis is not None:
                 await redis.aclose()
+            if external_auth is not None:
+                await external_auth.aclose()
             await backend.aclose()
             await engine.dispose()
             log.info("service_stopped")

@@ -120,6 +120,22 @@ class Settings(BaseSettings):
         30.0, validation_alias=_env("BREAKER_RESET_SECONDS")
     )
     fallback_to_builtin: bool = Field(False, validation_alias=_env("FALLBACK_TO_BUILTIN"))
+    auth_validate_url: str | None = Field(None, validation_alias=_env("AUTH_VALIDATE_URL"))
+    auth_internal_api_key: SecretStr | None = Field(
+        None, validation_alias=_env("AUTH_INTERNAL_API_KEY")
+    )
+    auth_cache_ttl_s: Annotated[float, Field(gt=0)] = Field(
+        300.0, validation_alias=_env("AUTH_CACHE_TTL_SECONDS")
+    )
+    auth_cache_size: Annotated[int, Field(ge=1)] = Field(
+        1024, validation_alias=_env("AUTH_CACHE_SIZE")
+    )
+    auth_negative_ttl_s: Annotated[float, Field(ge=0)] = Field(
+        10.0, validation_alias=_env("AUTH_NEGATIVE_TTL_SECONDS")
+    )
+    auth_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        5.0, validation_alias=_env("AUTH_TIMEOUT_SECONDS")
+    )
     active_model_refresh_s: Annotated[float, Field(gt=0)] = Field(
         5.0, validation_alias=_env("ACTIVE_MODEL_REFRESH_SECONDS")
     )
@@ -164,7 +180,7 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
 
-    @field_validator("openai_base_url")
+    @field_validator("openai_base_url", "auth_validate_url")
     @classmethod
     def _check_base_url(cls, value: str | None) -> str | None:
         if not value:

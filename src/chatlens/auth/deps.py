@@ -4,22 +4,43 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+import structlog
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from chatlens.auth import keys
+from chatlens.auth.external import AuthUnavailable, ExternalAuth
 from chatlens.auth.service import Principal, authenticate
 from chatlens.db.session import SessionDep
 from chatlens.errors import Forbidden
 from chatlens.observability.logging import bind
+from chatlens.observability.metrics import Metrics
+
+log = structlog.get_logger(__name__)
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer cl_...`")
 
 
 async def current_user(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    principal = await authenticate(session, credentials.credentials if credentials else None)
+    token = credentials.credentials if credentials else None
+    external: ExternalAuth | None = getattr(request.app.state, "external_auth", None)
+    # With an external auth service, chatlens's own `cl_` keys still work (the CLI's
+    # admin keys); every other bearer token is the auth service's to judge.
+    if external is not None and token and not keys.looks_like_key(token):
+        try:
+            principal = await external.authenticate(session, token)
+        except AuthUnavailable as exc:
+            metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+            if metrics is not None:
+                metrics.errors.labels(exc.error_type, "auth").inc()
+            log.warning("auth_unavailable", reason=exc.message)
+            raise
+    else:
+        principal = await authenticate(session, token)
     bind(user_id=str(principal.user_id))
     return principal
 

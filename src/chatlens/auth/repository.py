@@ -16,6 +16,10 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await session.get(User, user_id)
 
 
+async def get_user_by_external_id(session: AsyncSession, external_id: str) -> User | None:
+    return await session.scalar(select(User).where(User.external_id == external_id))
+
+
 async def get_user_by_name(session: AsyncSession, name: str) -> User | None:
     return await session.scalar(select(User).where(User.name == name))
 

@@ -13,4 +13,6 @@ class User(IdMixin, Model):
 
     name: Mapped[str] = mapped_column(String(128), unique=True)
     is_admin: Mapped[bool] = mapped_column(default=False)
+    # The user's id at the external auth service (CHATLENS_AUTH_VALIDATE_URL), if from there.
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
