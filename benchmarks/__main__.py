@@ -11,13 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks import instructions
+from benchmarks import instructions, relay
 from benchmarks.chat import LoadRun, bench_chat
 from benchmarks.matching import REQUIRED_MEDIAN_US, bench_matching
 from benchmarks.observability import Side, bench_observability
 from benchmarks.server import split_cpus
 
-BENCHMARKS = ("matching", "chat", "observability", "instructions")
+BENCHMARKS = ("matching", "chat", "observability", "relay", "instructions")
 WARMUP_S = 1.0
 OBSERVABILITY_WARMUP_S = 2.0
 
@@ -146,6 +146,40 @@ def run_observability(args: argparse.Namespace) -> None:
     )
 
 
+def run_relay(args: argparse.Namespace) -> None:
+    """/v1/chat/completions: directly, through chatlens, through LiteLLM."""
+    print(
+        f"\n== relay: /v1/chat/completions against a fake upstream (20 chunks, no delays); "
+        f"non-streamed, {args.concurrency} clients, {args.duration:g} s; then time to first "
+        f"content byte, streamed, one client, 200 requests"
+    )
+    if relay.litellm_executable() is None:
+        print(
+            f"  LiteLLM not installed (python -m venv {relay.LITELLM_VENV.relative_to(Path.cwd())} "
+            f"&& {relay.LITELLM_VENV.name}/bin/pip install 'litellm[proxy]'): not measured"
+        )
+    results = relay.bench_relay(
+        duration_s=args.duration,
+        concurrency=args.concurrency,
+        cpus=None if args.no_pin else split_cpus(),
+    )
+    for result in results:
+        s = result.load
+        cpu = "n/a" if result.cpu_pct is None else f"{result.cpu_pct:.0f} %"
+        print(
+            f"  {result.name:<18} rps {_fmt(s['rps'])}  errors {s['errors']}  "
+            f"p50 {_fmt(s['p50_ms'], 2)} ms  p99 {_fmt(s['p99_ms'], 2)} ms  CPU {cpu}  "
+            f"TTFB p50 {_fmt(result.ttfb_p50, 2)} ms  p90 {_fmt(result.ttfb_p90, 2)} ms"
+        )
+    direct = results[0]
+    for result in results[1:]:
+        added = result.ttfb_p50 - direct.ttfb_p50
+        print(f"  {result.name}: adds {_fmt(added, 2)} ms to the median time to first byte")
+    if len(results) == 3:
+        ratio = results[1].load["rps"] / results[2].load["rps"] if results[2].load["rps"] else 0
+        print(f"  chatlens relays {_fmt(ratio)}x LiteLLM's requests/s")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse options, run the chosen benchmarks; speed never changes the exit code."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
@@ -203,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             run_chat(args)
         elif name == "observability":
             run_observability(args)
+        elif name == "relay":
+            run_relay(args)
         else:
             print()
             instructions.main([])

@@ -5,6 +5,7 @@ Models (the request's `model` picks the behaviour; `name:N` means "the first N c
 - `no-usage` — three words and a finish reason, no usage chunk
 - `slow-first:S` — headers at once, the first word after S seconds
 - `slow-headers:S` — nothing at all for S seconds, then as `ok`
+- `slow-words:S` — each word S seconds after the previous one
 - `disconnect` — two words, then the connection is dropped
 - `rate-limit:N` — 429 with `Retry-After: 0` for the first N calls, then as `ok`
 - `fail:N` — 500 for the first N calls, then as `ok` (`fail` alone: always 500)
@@ -34,7 +35,7 @@ from tests.helpers import free_port
 
 WORDS = ("Hello", " from", " upstream")
 USAGE = {"prompt_tokens": 11, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 4}}
-MODELS = ("ok", "no-usage", "gpt-4o-mini", "fail", "garbage")
+MODELS = ("ok", "no-usage", "gpt-4o-mini", "fail", "garbage", "slow-words:0.3")
 
 
 def _chunk(model: str, **delta: Any) -> bytes:
@@ -116,6 +117,8 @@ class FakeUpstream:
             yield b": waiting\n\n"
             await asyncio.sleep(float(arg))
         for index, word in enumerate(WORDS):
+            if name == "slow-words" and index:
+                await asyncio.sleep(float(arg))
             if name == "disconnect" and index == 2:
                 raise ConnectionResetError("dropped by the fake upstream")
             if name == "mid-error" and index == 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -184,3 +185,26 @@ def test_upstream_failures_reach_the_sdk(relayed: Running) -> None:
     with pytest.raises(openai.APIError) as mid_stream:
         list(stream)
     assert "invalid JSON" in mid_stream.value.message
+
+
+def test_a_client_that_leaves_mid_stream_still_gets_the_answer_stored(relayed: Running) -> None:
+    headers = {"Authorization": f"Bearer {relayed.key}"}
+    body = {"model": "slow-words:0.3", "messages": QUESTION, "stream": True}
+    with httpx.stream(
+        "POST", f"{relayed.server.url}/v1/chat/completions", json=body, headers=headers
+    ) as response:
+        assert response.status_code == 200
+        conversation_id = response.headers["x-chatlens-conversation-id"]
+        for line in response.iter_lines():
+            if '"content":"Hello"' in line:
+                break  # the first word is in: leave
+    deadline = time.monotonic() + 10
+    messages: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        messages = relayed.api(f"/api/conversations/{conversation_id}/messages").json()["items"]
+        if len(messages) == 2:
+            break
+        time.sleep(0.1)
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[1]["status"] == "incomplete"
+    assert str(messages[1]["content"]).startswith("Hello")

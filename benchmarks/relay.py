@@ -1,0 +1,262 @@
+"""The relay: /v1/chat/completions through chatlens (and LiteLLM) against the upstream directly.
+
+One fast fake upstream (`benchmarks/fake_upstream.py`: 20 chunks, no delays) on 127.0.0.1.
+Measured in one run, one worker each: requests/s of non-streamed completions (8 clients,
+closed loop) and time to the first content byte of streamed ones (one client, sequential),
+directly at the upstream, through `chatlens serve` (openai backend, SQLite persistence and
+observability on, as a user runs it) and, when installed, through LiteLLM's proxy.
+
+LiteLLM runs from its own virtualenv, never the project's: create it once with
+`python -m venv benchmarks/.litellm && benchmarks/.litellm/bin/pip install 'litellm[proxy]'`
+(or point CHATLENS_BENCH_LITELLM at a `litellm` executable). It starts offline with
+`LITELLM_LOCAL_MODEL_COST_MAP=True` and a random master key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from benchmarks.load import LoadStats, percentile, run_load
+from benchmarks.server import (
+    HOST,
+    CpuSplit,
+    bench_env,
+    chatlens_command,
+    free_port,
+    process_cpu_seconds,
+    running,
+)
+
+_ROOT = Path(__file__).resolve().parents[1]
+LITELLM_VENV = _ROOT / "benchmarks" / ".litellm"
+MODEL = "bench-model"
+QUESTION = [{"role": "user", "content": "Where is my order?"}]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str  # the API root, ending in /v1
+    headers: dict[str, str]
+    pid: int
+
+
+@dataclass(frozen=True)
+class RelayResult:
+    name: str
+    load: LoadStats
+    cpu_pct: float | None
+    ttfb_ms: list[float]
+
+    @property
+    def ttfb_p50(self) -> float:
+        return statistics.median(self.ttfb_ms) if self.ttfb_ms else float("nan")
+
+    @property
+    def ttfb_p90(self) -> float:
+        return percentile(sorted(self.ttfb_ms), 0.90)
+
+
+def litellm_executable() -> Path | None:
+    configured = os.environ.get("CHATLENS_BENCH_LITELLM")
+    candidate = Path(configured) if configured else LITELLM_VENV / "bin" / "litellm"
+    return candidate if candidate.is_file() else None
+
+
+def _wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited early:\n{log.read_text(errors='replace')[-2000:]}")
+        try:
+            httpx.get(f"http://{HOST}:{port}/", timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(
+        f"did not start in {timeout:.0f} s:\n{log.read_text(errors='replace')[-2000:]}"
+    )
+
+
+@contextmanager
+def _process(
+    command: list[str],
+    port: int,
+    *,
+    env: dict[str, str],
+    cpus: frozenset[int] | None,
+    timeout: float,
+) -> Iterator[int]:
+    with tempfile.TemporaryDirectory(prefix="chatlens-relay-") as tmp:
+        log = Path(tmp) / "out.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                command, cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            if cpus is not None:
+                os.sched_setaffinity(process.pid, cpus)
+            _wait_for_port(process, port, log, timeout)
+            yield process.pid
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=15)
+
+
+@contextmanager
+def fake_upstream(cpus: CpuSplit | None) -> Iterator[Target]:
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.fake_upstream", "--port", str(port)]
+    env = bench_env({"PYTHONPATH": str(_ROOT)})
+    # The upstream shares the client's CPU: the relay being measured has the other to itself.
+    with _process(command, port, env=env, cpus=cpus.client if cpus else None, timeout=30) as pid:
+        yield Target("upstream directly", f"http://{HOST}:{port}/v1", {}, pid)
+
+
+@contextmanager
+def chatlens(upstream: Target, cpus: CpuSplit | None) -> Iterator[Target]:
+    env = {
+        "LOG_LEVEL": "INFO",
+        "CHATLENS_INFERENCE_BACKEND": "openai",
+        "CHATLENS_OPENAI_BASE_URL": upstream.url,
+        "CHATLENS_MODEL": MODEL,
+    }
+    with running([*chatlens_command(), "serve"], env=env, cpus=cpus) as server:
+        yield Target(
+            "through chatlens",
+            f"{server.url}/v1",
+            {"Authorization": f"Bearer {server.key}"},
+            server.pid,
+        )
+
+
+@contextmanager
+def litellm(upstream: Target, cpus: CpuSplit | None, executable: Path) -> Iterator[Target]:
+    port = free_port()
+    master = f"sk-{secrets.token_hex(16)}"
+    with tempfile.TemporaryDirectory(prefix="chatlens-litellm-") as tmp:
+        config = Path(tmp) / "config.yaml"
+        config.write_text(
+            "model_list:\n"
+            f"  - model_name: {MODEL}\n"
+            "    litellm_params:\n"
+            f"      model: openai/{MODEL}\n"
+            f"      api_base: {upstream.url}\n"
+            "      api_key: sk-upstream\n"
+        )
+        env = bench_env({"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_MASTER_KEY": master})
+        command = [
+            str(executable),
+            "--config",
+            str(config),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+        ]
+        with _process(
+            command, port, env=env, cpus=cpus.server if cpus else None, timeout=180
+        ) as pid:
+            yield Target(
+                "through LiteLLM",
+                f"http://{HOST}:{port}/v1",
+                {"Authorization": f"Bearer {master}"},
+                pid,
+            )
+
+
+async def _ttfb(target: Target, requests: int) -> list[float]:
+    """Time to the first content byte of streamed completions, one at a time."""
+    body = {"model": MODEL, "messages": QUESTION, "stream": True}
+    times: list[float] = []
+    async with httpx.AsyncClient(base_url=target.url, headers=target.headers, timeout=10) as c:
+        for index in range(requests + 5):
+            started = time.perf_counter()
+            first: float | None = None
+            async with c.stream("POST", "/chat/completions", json=body) as response:
+                response.raise_for_status()
+                async for line in response.aiter_lines():
+                    if (
+                        first is None
+                        and line.startswith("data:")
+                        and '"content":"' in line
+                        and '"content":""' not in line
+                    ):
+                        first = time.perf_counter()
+            if index >= 5 and first is not None:  # the first five warm up
+                times.append((first - started) * 1000)
+    return times
+
+
+def measure(
+    target: Target, *, duration_s: float, concurrency: int, ttfb_requests: int
+) -> RelayResult:
+    body = {"model": MODEL, "messages": QUESTION}
+
+    async def send(client: httpx.AsyncClient, _: int) -> httpx.Response:
+        return await client.post("/chat/completions", json=body)
+
+    cpu_before = process_cpu_seconds(target.pid)
+    started = time.perf_counter()
+    load = asyncio.run(
+        run_load(
+            send,
+            base_url=target.url,
+            headers=target.headers,
+            duration_s=duration_s,
+            concurrency=concurrency,
+        )
+    )
+    wall = time.perf_counter() - started
+    cpu_after = process_cpu_seconds(target.pid)
+    cpu = (
+        None
+        if cpu_before is None or cpu_after is None
+        else round(100 * (cpu_after - cpu_before) / wall, 1)
+    )
+    ttfb = asyncio.run(_ttfb(target, ttfb_requests))
+    return RelayResult(target.name, load, cpu, ttfb)
+
+
+def bench_relay(
+    *, duration_s: float, concurrency: int, cpus: CpuSplit | None, ttfb_requests: int = 200
+) -> list[RelayResult]:
+    results: list[RelayResult] = []
+    with fake_upstream(cpus) as upstream:
+        kwargs = {
+            "duration_s": duration_s,
+            "concurrency": concurrency,
+            "ttfb_requests": ttfb_requests,
+        }
+        # The upstream directly: pinned alone on the server CPU for this part.
+        if cpus is not None:
+            os.sched_setaffinity(upstream.pid, cpus.server)
+        results.append(measure(upstream, **kwargs))  # type: ignore[arg-type]
+        if cpus is not None:
+            os.sched_setaffinity(upstream.pid, cpus.client)
+        with chatlens(upstream, cpus) as target:
+            results.append(measure(target, **kwargs))  # type: ignore[arg-type]
+        executable = litellm_executable()
+        if executable is not None:
+            with litellm(upstream, cpus, executable) as target:
+                results.append(measure(target, **kwargs))  # type: ignore[arg-type]
+    return results
