@@ -55,6 +55,7 @@ class Call:
     model: str
     headers: dict[str, str]
     body: dict[str, Any]
+    client_port: int  # the same port twice: the relay reused its connection
 
 
 @dataclass
@@ -87,7 +88,10 @@ class FakeUpstream:
     async def _completions(self, request: Request) -> Response:
         body = orjson.loads(await request.body())
         model = str(body.get("model"))
-        self.calls.append(Call(model=model, headers=dict(request.headers), body=body))
+        port = request.client.port if request.client else 0
+        self.calls.append(
+            Call(model=model, headers=dict(request.headers), body=body, client_port=port)
+        )
         self._counts[model] += 1
         name, _, arg = model.partition(":")
         count = self._counts[model]

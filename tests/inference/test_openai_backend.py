@@ -66,6 +66,17 @@ async def test_streams_words_then_the_upstreams_usage(upstream: FakeUpstream) ->
     assert call.headers["authorization"] == "Bearer sk-test-key"
 
 
+async def test_the_upstream_connection_is_reused(upstream: FakeUpstream) -> None:
+    backend = make_backend(upstream.url)
+    try:
+        for _ in range(3):
+            await collect(backend, "ok")
+    finally:
+        await backend.aclose()
+    # Each stream is read to its end, so its connection goes back to the pool.
+    assert len({call.client_port for call in upstream.calls}) == 1
+
+
 async def test_without_a_usage_chunk_tokens_are_counted_and_marked(
     upstream: FakeUpstream,
 ) -> None:

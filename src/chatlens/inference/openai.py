@@ -137,7 +137,9 @@ class OpenAIBackend:
                 payload = line[5:].strip()
                 if payload == "[DONE]":
                     done = True
-                    break
+                    continue  # read to the end, so the connection goes back to the pool
+                if done:
+                    continue
                 event = _parse_event(payload)
                 answered_model = event.get("model") or answered_model
                 for choice in event.get("choices") or ():
