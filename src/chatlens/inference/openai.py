@@ -125,31 +125,42 @@ class OpenAIBackend:
         done = False
         settled = False
         try:
-            lines = response.aiter_lines()
-            while True:
+            # Read what the network delivers and take every complete line of it: the
+            # deltas of one read go out as one chunk (a read usually holds several events),
+            # so the per-event cost is paid per read, not per word.
+            reads = response.aiter_bytes()
+            pending = b""
+            ended = False
+            while not ended:
                 limit = first_token_deadline if not parts else deadline
                 try:
-                    line = await _next_line(lines, limit)
+                    pending += await _next_read(reads, limit)
                 except StopAsyncIteration:
-                    break
-                if not line.startswith("data:"):
-                    continue  # blank separators, comments, `event:` lines
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    done = True
-                    continue  # read to the end, so the connection goes back to the pool
-                if done:
-                    continue
-                event = _parse_event(payload)
-                answered_model = event.get("model") or answered_model
-                for choice in event.get("choices") or ():
-                    delta = (choice.get("delta") or {}).get("content")
-                    if delta:
-                        parts.append(delta)
-                        yield Chunk(delta=delta)
-                    finish_reason = choice.get("finish_reason") or finish_reason
-                if event.get("usage"):
-                    usage = _usage(event["usage"])
+                    ended = True
+                    pending += b"\n"  # a last line without its newline still counts
+                *lines, pending = pending.split(b"\n")
+                text: list[str] = []
+                for raw in lines:
+                    line = raw.strip()
+                    if done or not line.startswith(b"data:"):
+                        continue  # separators, comments, `event:` lines, anything after [DONE]
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        done = True  # read on to the end: the connection goes back to the pool
+                        continue
+                    event = _parse_event(payload)
+                    answered_model = event.get("model") or answered_model
+                    for choice in event.get("choices") or ():
+                        delta = (choice.get("delta") or {}).get("content")
+                        if delta:
+                            text.append(delta)
+                        finish_reason = choice.get("finish_reason") or finish_reason
+                    if event.get("usage"):
+                        usage = _usage(event["usage"])
+                if text:
+                    piece = "".join(text)
+                    parts.append(piece)
+                    yield Chunk(delta=piece)
             if not done and finish_reason is None:
                 raise UpstreamBadResponse("the model's stream broke off before the answer ended")
             self.breaker.success()
@@ -329,15 +340,15 @@ class OpenAIBackend:
         await self._client.aclose()
 
 
-async def _next_line(lines: AsyncIterator[str], deadline: float) -> str:
+async def _next_read(reads: AsyncIterator[bytes], deadline: float) -> bytes:
     try:
         async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-            return await anext(lines)
+            return await anext(reads)
     except TimeoutError:
         raise UpstreamTimeout("the model took too long to answer") from None
 
 
-def _parse_event(payload: str) -> dict[str, Any]:
+def _parse_event(payload: bytes) -> dict[str, Any]:
     try:
         event = orjson.loads(payload)
     except orjson.JSONDecodeError:
