@@ -16,6 +16,8 @@ from prometheus_client import multiprocess
 from redis.asyncio import Redis
 
 from chatlens import __version__
+from chatlens.analytics.router import router as analytics_router
+from chatlens.analytics.service import CriticalWords
 from chatlens.auth.external import ExternalAuth
 from chatlens.auth.router import admin as admin_router
 from chatlens.auth.router import router as auth_router
@@ -229,11 +231,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
+    app.state.critical_words = CriticalWords(settings.critical_word_list)
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(openai_router)
     app.include_router(models_router)
+    app.include_router(analytics_router)
     app.include_router(auth_router)
     app.include_router(admin_router)
     app.include_router(health_router)

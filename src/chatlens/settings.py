@@ -31,6 +31,13 @@ class Environment(StrEnum):
     production = "production"
 
 
+# Feedback comments with any of these (whole words, any case) are flagged for a person.
+DEFAULT_CRITICAL_WORDS = (
+    "fraud,scam,scammer,scammers,lawyer,lawsuit,sue,court,police,chargeback,"
+    "мошенник,мошенники,мошенничество,обман,суд,суда,юрист,адвокат,полиция"
+)
+
+
 class SettingsError(ValueError):
     """Invalid configuration; str() is one line naming the setting."""
 
@@ -136,6 +143,11 @@ class Settings(BaseSettings):
     auth_timeout_s: Annotated[float, Field(gt=0)] = Field(
         5.0, validation_alias=_env("AUTH_TIMEOUT_SECONDS")
     )
+    critical_words: str = Field(
+        DEFAULT_CRITICAL_WORDS,
+        validation_alias=_env("CRITICAL_WORDS"),
+        description="Comma-separated words that flag a feedback comment as critical.",
+    )
     active_model_refresh_s: Annotated[float, Field(gt=0)] = Field(
         5.0, validation_alias=_env("ACTIVE_MODEL_REFRESH_SECONDS")
     )
@@ -230,6 +242,10 @@ class Settings(BaseSettings):
     @property
     def should_auto_migrate(self) -> bool:
         return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    @property
+    def critical_word_list(self) -> list[str]:
+        return [w.strip() for w in self.critical_words.split(",") if w.strip()]
 
     @property
     def version(self) -> str:

@@ -39,3 +39,12 @@ def create_backend(settings: Settings) -> InferenceBackend:
     if settings.fallback_to_builtin:
         return FallbackBackend(upstream, builtin)
     return upstream
+
+
+def intent_names(backend: InferenceBackend) -> list[str]:
+    """The knowledge base's intents of a backend (through a fallback wrapper too)."""
+    inner = getattr(backend, "primary", backend)
+    knowledge_base = getattr(inner, "knowledge_base", None)
+    if knowledge_base is None:
+        return []
+    return sorted(intent.name for intent in knowledge_base.intents)

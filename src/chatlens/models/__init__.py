@@ -3,6 +3,7 @@
 from chatlens.models.api_key import ApiKey
 from chatlens.models.conversation import Conversation, ConversationStatus
 from chatlens.models.conversation_metrics import ConversationMetrics
+from chatlens.models.feedback import Feedback, FeedbackKind
 from chatlens.models.message import Message, MessageRole, MessageStatus
 from chatlens.models.runtime_setting import RuntimeSetting
 from chatlens.models.user import User
@@ -12,6 +13,8 @@ __all__ = [
     "Conversation",
     "ConversationMetrics",
     "ConversationStatus",
+    "Feedback",
+    "FeedbackKind",
     "Message",
     "MessageRole",
     "MessageStatus",

@@ -53,3 +53,7 @@ class Message(IdMixin, Model):
     status: Mapped[MessageStatus] = mapped_column(
         str_enum(MessageStatus, "message_status"), default=MessageStatus.complete
     )
+    # An operator's label of the true intent (PUT /api/messages/{id}/intent): intent accuracy.
+    labeled_intent: Mapped[str | None] = mapped_column(String(64))
+    labeled_by: Mapped[uuid.UUID | None]
+    labeled_at: Mapped[datetime | None]

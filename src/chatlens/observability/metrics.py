@@ -24,6 +24,10 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
+# A minute to three days: chat support resolves in minutes, tickets in days.
+RESOLUTION_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 259200)
+
+
 def multiprocess_dir() -> str | None:
     """The directory prometheus_client's multiprocess mode writes to, when it is on."""
     # prometheus_client itself decides by this variable; reading it here keeps us in step.
@@ -124,6 +128,43 @@ class Metrics:
             "escalations_total",
             "Conversations handed to a human operator, by platform and reason.",
             ["platform", "reason"],
+            registry=r,
+        )
+        # Support outcomes.
+        self.feedback = Counter(
+            "feedback_total",
+            "Feedback received: kind rating (value up|down), csat (1-5) or nps (0-10).",
+            ["kind", "value"],
+            registry=r,
+        )
+        self.negative_feedback = Counter(
+            "negative_feedback_total",
+            "Feedback comments containing a critical word (fraud, lawyer, ...), by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.satisfaction_score = Histogram(
+            "satisfaction_score",
+            "CSAT scores given (1-5).",
+            buckets=(1, 2, 3, 4, 5),
+            registry=r,
+        )
+        self.nps_score = Histogram(
+            "nps_score",
+            "NPS scores given (0-10).",
+            buckets=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
+            registry=r,
+        )
+        self.conversations_resolved = Counter(
+            "conversations_resolved_total",
+            "Conversations closed, by outcome (resolved, converted, abandoned) and platform.",
+            ["outcome", "platform"],
+            registry=r,
+        )
+        self.conversation_resolution = Histogram(
+            "conversation_resolution_seconds",
+            "From a conversation's start to its resolution.",
+            buckets=RESOLUTION_BUCKETS,
             registry=r,
         )
         self.sse_streams_active = Gauge(

@@ -1,0 +1,1 @@
+"""Support analytics: feedback, CSAT/NPS, conversation lifecycle (and, later, reports)."""

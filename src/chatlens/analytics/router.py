@@ -1,0 +1,192 @@
+"""Feedback on answers, CSAT/NPS, intent labels, escalation and resolution."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response, status
+
+from chatlens.analytics import service
+from chatlens.analytics.schemas import (
+    CsatCreate,
+    EscalateRequest,
+    FeedbackRead,
+    IntentLabel,
+    IntentLabelRead,
+    NpsCreate,
+    RatingCreate,
+    ResolveRequest,
+)
+from chatlens.auth.deps import AdminUser, CurrentUser
+from chatlens.chat.router import PipelineDep
+from chatlens.chat.schemas import ConversationRead
+from chatlens.db.session import SessionDep
+from chatlens.inference.factory import intent_names
+from chatlens.models import FeedbackKind
+from chatlens.observability.metrics import Metrics
+from chatlens.responses import errors
+
+router = APIRouter(prefix="/api", tags=["feedback"], responses=errors(401, 404, 422))
+
+
+def _context(request: Request) -> service.FeedbackContext:
+    return service.FeedbackContext(
+        critical=request.app.state.critical_words, metrics=request.app.state.metrics
+    )
+
+
+def _metrics(request: Request) -> Metrics | None:
+    metrics: Metrics | None = request.app.state.metrics
+    return metrics
+
+
+FeedbackDep = Annotated[service.FeedbackContext, Depends(_context)]
+MetricsDep = Annotated[Metrics | None, Depends(_metrics)]
+
+
+def _answer(saved: service.Saved, response: Response) -> FeedbackRead:
+    response.status_code = status.HTTP_201_CREATED if saved.created else status.HTTP_200_OK
+    return FeedbackRead.model_validate(saved.feedback)
+
+
+@router.post(
+    "/messages/{message_id}/feedback",
+    response_model=FeedbackRead,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "Replaced your earlier rating of this answer"}},
+)
+async def rate_answer(
+    message_id: uuid.UUID,
+    body: RatingCreate,
+    response: Response,
+    session: SessionDep,
+    user: CurrentUser,
+    ctx: FeedbackDep,
+) -> FeedbackRead:
+    """Rate an answer up or down (stored with the answer's trace id)."""
+    saved = await service.rate_message(
+        session, ctx, user=user, message_id=message_id, up=body.rating == "up", comment=body.comment
+    )
+    return _answer(saved, response)
+
+
+@router.post(
+    "/conversations/{conversation_id}/csat",
+    response_model=FeedbackRead,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "Replaced the conversation's earlier CSAT"}},
+)
+async def give_csat(
+    conversation_id: uuid.UUID,
+    body: CsatCreate,
+    response: Response,
+    session: SessionDep,
+    user: CurrentUser,
+    ctx: FeedbackDep,
+) -> FeedbackRead:
+    """Customer satisfaction, 1-5; one per conversation (a second replaces it)."""
+    saved = await service.rate_conversation(
+        session,
+        ctx,
+        user=user,
+        conversation_id=conversation_id,
+        kind=FeedbackKind.csat,
+        score=body.score,
+        comment=body.comment,
+    )
+    return _answer(saved, response)
+
+
+@router.post(
+    "/conversations/{conversation_id}/nps",
+    response_model=FeedbackRead,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "Replaced the conversation's earlier NPS"}},
+)
+async def give_nps(
+    conversation_id: uuid.UUID,
+    body: NpsCreate,
+    response: Response,
+    session: SessionDep,
+    user: CurrentUser,
+    ctx: FeedbackDep,
+) -> FeedbackRead:
+    """Net promoter score, 0-10; one per conversation (a second replaces it)."""
+    saved = await service.rate_conversation(
+        session,
+        ctx,
+        user=user,
+        conversation_id=conversation_id,
+        kind=FeedbackKind.nps,
+        score=body.score,
+        comment=body.comment,
+    )
+    return _answer(saved, response)
+
+
+@router.put("/messages/{message_id}/intent", response_model=IntentLabelRead, responses=errors(403))
+async def label_intent(
+    message_id: uuid.UUID,
+    body: IntentLabel,
+    session: SessionDep,
+    admin: AdminUser,
+    pipeline: PipelineDep,
+) -> IntentLabelRead:
+    """An operator's label of an answer's true intent, for intent accuracy (admins)."""
+    message = await service.label_intent(
+        session,
+        admin=admin,
+        message_id=message_id,
+        intent=body.intent,
+        valid=intent_names(pipeline.backend),
+    )
+    assert message.labeled_intent is not None
+    return IntentLabelRead(
+        message_id=message.id,
+        intent=message.intent,
+        labeled_intent=message.labeled_intent,
+        correct=None if message.intent is None else message.intent == message.labeled_intent,
+    )
+
+
+@router.post(
+    "/conversations/{conversation_id}/escalate",
+    response_model=ConversationRead,
+    responses=errors(409),
+)
+async def escalate(
+    conversation_id: uuid.UUID,
+    session: SessionDep,
+    user: CurrentUser,
+    metrics: MetricsDep,
+    body: EscalateRequest | None = None,
+) -> ConversationRead:
+    """Hand an open conversation to a person (409 unless it is open)."""
+    conversation = await service.escalate(
+        session,
+        metrics,
+        user=user,
+        conversation_id=conversation_id,
+        reason=(body or EscalateRequest()).reason,
+    )
+    return ConversationRead.model_validate(conversation)
+
+
+@router.post(
+    "/conversations/{conversation_id}/resolve",
+    response_model=ConversationRead,
+    responses=errors(409),
+)
+async def resolve(
+    conversation_id: uuid.UUID,
+    body: ResolveRequest,
+    session: SessionDep,
+    user: CurrentUser,
+    metrics: MetricsDep,
+) -> ConversationRead:
+    """Close a conversation: resolved, converted or abandoned (409 if it already is)."""
+    conversation = await service.resolve(
+        session, metrics, user=user, conversation_id=conversation_id, outcome=body.outcome
+    )
+    return ConversationRead.model_validate(conversation)

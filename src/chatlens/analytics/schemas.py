@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Comment = Annotated[str, Field(max_length=2000)]
+
+
+class RatingCreate(BaseModel):
+    rating: Literal["up", "down"]
+    comment: Comment | None = None
+
+
+class CsatCreate(BaseModel):
+    score: Annotated[int, Field(ge=1, le=5)]
+    comment: Comment | None = None
+
+
+class NpsCreate(BaseModel):
+    score: Annotated[int, Field(ge=0, le=10)]
+    comment: Comment | None = None
+
+
+class FeedbackRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID | None
+    kind: str
+    score: int
+    comment: str | None
+    critical: bool = Field(description="The comment contains a critical word")
+    trace_id: str | None = Field(description="The rated answer's trace")
+    created_at: datetime
+    updated_at: datetime
+
+
+class IntentLabel(BaseModel):
+    intent: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class IntentLabelRead(BaseModel):
+    message_id: uuid.UUID
+    intent: str | None = Field(description="What the bot detected")
+    labeled_intent: str
+    correct: bool | None = Field(description="Detected == labeled; null for no detection")
+
+
+class EscalateRequest(BaseModel):
+    reason: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$")] = "manual"
+
+
+class ResolveRequest(BaseModel):
+    outcome: Literal["resolved", "converted", "abandoned"]
