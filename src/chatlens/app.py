@@ -16,6 +16,7 @@ from prometheus_client import multiprocess
 from redis.asyncio import Redis
 
 from chatlens import __version__
+from chatlens.analytics import sla
 from chatlens.analytics.router import router as analytics_router
 from chatlens.analytics.service import CriticalWords
 from chatlens.auth.external import ExternalAuth
@@ -40,6 +41,7 @@ from chatlens.observability.errors import capture_log_errors, init_sentry
 from chatlens.observability.logging import configure_logging
 from chatlens.observability.metrics import Metrics, multiprocess_dir
 from chatlens.observability.middleware import ObservabilityMiddleware
+from chatlens.observability.request_stats import RequestStats
 from chatlens.observability.router import router as metrics_router
 from chatlens.observability.tracing import configure_tracing, shutdown_tracing
 from chatlens.settings import Settings, load_settings
@@ -98,6 +100,14 @@ async def _refresh_gauges(
             metrics.inference_up.labels(backend.name).set(0)
             log.warning("gauge_refresh_failed", gauge="inference_up", error_type=type(exc).__name__)
         await asyncio.sleep(settings.active_sessions_refresh_s)
+
+
+async def _flush_request_stats(app: FastAPI, interval_s: float) -> None:
+    """Every `interval_s`, this process's per-minute request counts go to request_stats."""
+    while True:
+        await asyncio.sleep(interval_s)
+        with contextlib.suppress(Exception):  # logged by flush; the counts are kept for later
+            await sla.flush(app.state.request_stats, app.state.sessionmaker)
 
 
 async def _follow_active_model(app: FastAPI, interval_s: float) -> None:
@@ -159,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.external_auth = external_auth
         refresher: asyncio.Task[None] | None = None
         follower: asyncio.Task[None] | None = None
+        flusher: asyncio.Task[None] | None = None
         try:
             revision = await migrate.current_revision(engine)
             if revision is None and settings.should_auto_migrate:
@@ -189,6 +200,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             follower = asyncio.create_task(
                 _follow_active_model(app, settings.active_model_refresh_s)
             )
+            flusher = asyncio.create_task(_flush_request_stats(app, settings.request_stats_flush_s))
             if metrics is not None:
                 metrics.app_info.labels(__version__, settings.environment.value).set(1)
                 refresher = asyncio.create_task(_refresh_gauges(app, metrics, backend, settings))
@@ -204,11 +216,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             yield
         finally:
-            for task in (refresher, follower):
+            for task in (refresher, follower, flusher):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            if flusher is not None:
+                # The last seconds' counts too: the SLA survives restarts.
+                with contextlib.suppress(Exception):
+                    await sla.flush(app.state.request_stats, app.state.sessionmaker)
             if redis is not None:
                 await redis.aclose()
             if external_auth is not None:
@@ -232,6 +248,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.critical_words = CriticalWords(settings.critical_word_list)
+    request_stats = RequestStats()
+    app.state.request_stats = request_stats
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(chat_router)
@@ -251,5 +269,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         tracing=settings.tracing_enabled,
         access_log=settings.access_log,
+        request_stats=request_stats,
     )
     return app

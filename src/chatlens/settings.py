@@ -148,6 +148,15 @@ class Settings(BaseSettings):
         validation_alias=_env("CRITICAL_WORDS"),
         description="Comma-separated words that flag a feedback comment as critical.",
     )
+    sla_uptime_target: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.999, validation_alias=_env("SLA_UPTIME_TARGET")
+    )
+    sla_response_time_target_s: Annotated[float, Field(gt=0)] = Field(
+        2.0, validation_alias=_env("SLA_RESPONSE_TIME_TARGET")
+    )
+    request_stats_flush_s: Annotated[float, Field(gt=0)] = Field(
+        15.0, validation_alias=_env("REQUEST_STATS_FLUSH_SECONDS")
+    )
     active_model_refresh_s: Annotated[float, Field(gt=0)] = Field(
         5.0, validation_alias=_env("ACTIVE_MODEL_REFRESH_SECONDS")
     )

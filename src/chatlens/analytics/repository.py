@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatlens.models import Conversation, Feedback, FeedbackKind, Message
+from chatlens.models import Conversation, Feedback, FeedbackKind, Message, RequestStat
+from chatlens.observability.request_stats import LATENCY_BOUNDS_MS
 
 
 async def get_message_for_user(
@@ -38,3 +40,23 @@ async def get_feedback(
 
 def add(session: AsyncSession, row: Feedback) -> None:
     session.add(row)
+
+
+def add_request_stats(session: AsyncSession, rows: list[RequestStat]) -> None:
+    session.add_all(rows)
+
+
+async def sum_request_stats(session: AsyncSession, *, since: datetime) -> dict[str, float]:
+    """Totals since `since`: requests, 5xx, latency sum and the cumulative buckets."""
+    columns = {
+        "count": func.sum(RequestStat.count),
+        "errors": func.sum(case((RequestStat.status_class == "5xx", RequestStat.count), else_=0)),
+        "latency_sum_ms": func.sum(RequestStat.latency_sum_ms),
+        **{
+            name: func.sum(getattr(RequestStat, name))
+            for name in (f"le_{bound}" for bound in LATENCY_BOUNDS_MS)
+        },
+    }
+    query = select(*(c.label(n) for n, c in columns.items())).where(RequestStat.minute >= since)
+    row = (await session.execute(query)).one()
+    return {name: float(getattr(row, name) or 0) for name in columns}

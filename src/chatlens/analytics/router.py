@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from chatlens.analytics import service
+from chatlens.analytics import service, sla
 from chatlens.analytics.schemas import (
+    AvailabilityRead,
     CsatCreate,
     EscalateRequest,
     FeedbackRead,
@@ -17,6 +18,8 @@ from chatlens.analytics.schemas import (
     NpsCreate,
     RatingCreate,
     ResolveRequest,
+    ResponseTimeRead,
+    SlaRead,
 )
 from chatlens.auth.deps import AdminUser, CurrentUser
 from chatlens.chat.router import PipelineDep
@@ -190,3 +193,49 @@ async def resolve(
         session, metrics, user=user, conversation_id=conversation_id, outcome=body.outcome
     )
     return ConversationRead.model_validate(conversation)
+
+
+@router.get("/sla", response_model=SlaRead, tags=["analytics"], responses=errors(403))
+async def read_sla(
+    request: Request,
+    session: SessionDep,
+    _: AdminUser,
+    window: Annotated[str, Query(description="e.g. 30d, 12h, 90m (at most 366d)")] = "30d",
+) -> SlaRead:
+    """Availability (non-5xx share) and response time against the SLA targets, every replica
+    counted (admins)."""
+    settings = request.app.state.settings
+    stats = request.app.state.request_stats
+    if stats is not None:
+        # This replica's latest counts too. The request's session lets its connection go
+        # first: on SQLite the pool holds one.
+        await session.commit()
+        await sla.flush(stats, request.app.state.sessionmaker)
+    result = await sla.compute(
+        session,
+        window=window,
+        uptime_target=settings.sla_uptime_target,
+        response_time_target=settings.sla_response_time_target_s,
+    )
+    p95 = result.p95_seconds
+    return SlaRead(
+        window=result.window,
+        start=result.start,
+        end=result.end,
+        requests=result.requests,
+        availability=AvailabilityRead(
+            current=result.availability,
+            target=result.availability_target,
+            compliant=None
+            if result.availability is None
+            else result.availability >= result.availability_target,
+            errors=result.errors,
+            error_budget_remaining=result.error_budget_remaining,
+        ),
+        response_time=ResponseTimeRead(
+            mean_seconds=result.mean_seconds,
+            p95_seconds=p95,
+            target_seconds=result.response_time_target,
+            compliant=None if p95 is None else p95 <= result.response_time_target,
+        ),
+    )

@@ -56,3 +56,29 @@ class EscalateRequest(BaseModel):
 
 class ResolveRequest(BaseModel):
     outcome: Literal["resolved", "converted", "abandoned"]
+
+
+class AvailabilityRead(BaseModel):
+    current: float | None = Field(description="Share of requests not answered 5xx")
+    target: float
+    compliant: bool | None
+    errors: int
+    error_budget_remaining: float | None = Field(
+        description="1 - errors / allowed errors: 1 is untouched, 0 spent, below 0 overspent"
+    )
+
+
+class ResponseTimeRead(BaseModel):
+    mean_seconds: float | None
+    p95_seconds: float | None = Field(description="Interpolated from latency buckets")
+    target_seconds: float
+    compliant: bool | None = Field(description="p95 within the target")
+
+
+class SlaRead(BaseModel):
+    window: str
+    start: datetime
+    end: datetime
+    requests: int
+    availability: AvailabilityRead
+    response_time: ResponseTimeRead

@@ -5,6 +5,7 @@ from chatlens.models.conversation import Conversation, ConversationStatus
 from chatlens.models.conversation_metrics import ConversationMetrics
 from chatlens.models.feedback import Feedback, FeedbackKind
 from chatlens.models.message import Message, MessageRole, MessageStatus
+from chatlens.models.request_stat import RequestStat
 from chatlens.models.runtime_setting import RuntimeSetting
 from chatlens.models.user import User
 
@@ -18,6 +19,7 @@ __all__ = [
     "Message",
     "MessageRole",
     "MessageStatus",
+    "RequestStat",
     "RuntimeSetting",
     "User",
 ]

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chatlens.observability.asgi import send_json
 from chatlens.observability.context import set_request_id
 from chatlens.observability.metrics import UNMATCHED_ROUTE, Metrics
+from chatlens.observability.request_stats import RequestStats
 
 log = structlog.get_logger(__name__)
 
@@ -115,10 +116,12 @@ class ObservabilityMiddleware:
         metrics: Metrics | None,
         tracing: bool,
         access_log: bool,
+        request_stats: RequestStats | None = None,
     ) -> None:
         self.app = app
         self.routes = RouteTable(routes)
         self.metrics = metrics
+        self.request_stats = request_stats
         self.tracing = tracing
         self.access_log = access_log
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -240,6 +243,9 @@ class ObservabilityMiddleware:
                 span.end()
                 if token is not None:
                     otel_context.detach(token)
+            if self.request_stats is not None and not path.startswith(_QUIET_PREFIXES):
+                # For the SLA: probes and scrapes are not the service's traffic.
+                self.request_stats.record(route, status, ended - started)
             if self.access_log:
                 self._log_access(scope, path, status, (ended - started) * 1000)
 

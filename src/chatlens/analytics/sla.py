@@ -1,0 +1,113 @@
+"""The SLA: request-based availability and response time over a window, from request_stats."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chatlens.analytics import repository as repo
+from chatlens.db.base import utcnow
+from chatlens.errors import ValidationFailed
+from chatlens.models import RequestStat
+from chatlens.observability.request_stats import (
+    LATENCY_BOUNDS_MS,
+    RequestStats,
+    quantile_from_buckets,
+)
+
+log = structlog.get_logger(__name__)
+
+_WINDOW = re.compile(r"^(\d{1,6})([mhd])$")
+_UNIT = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
+MAX_WINDOW = timedelta(days=366)
+
+
+def parse_window(text: str) -> timedelta:
+    """`30d`, `12h`, `90m`: at least a minute, at most 366 days (else 422)."""
+    match = _WINDOW.match(text)
+    if match is None:
+        raise ValidationFailed("window: use a number and m, h or d, e.g. 30d")
+    window = int(match.group(1)) * _UNIT[match.group(2)]
+    if not timedelta(minutes=1) <= window <= MAX_WINDOW:
+        raise ValidationFailed("window: between 1m and 366d")
+    return window
+
+
+async def flush(stats: RequestStats, sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """Write what this process counted since the last flush; keep it for later on failure."""
+    drained = stats.drain()
+    if not drained:
+        return 0
+    rows = [
+        RequestStat(
+            id=uuid.uuid4(),
+            minute=datetime.fromtimestamp(item.minute, UTC),
+            route=item.route,
+            status_class=item.status_class,
+            count=item.count,
+            latency_sum_ms=item.latency_sum_ms,
+            **{f"le_{b}": n for b, n in zip(LATENCY_BOUNDS_MS, item.buckets, strict=True)},
+        )
+        for item in drained
+    ]
+    try:
+        async with sessionmaker() as session, session.begin():
+            repo.add_request_stats(session, rows)
+    except Exception as exc:
+        stats.restore(drained)
+        log.warning("request_stats_not_flushed", error=type(exc).__name__, rows=len(rows))
+        raise
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class Sla:
+    window: str
+    start: datetime
+    end: datetime
+    requests: int
+    errors: int
+    availability: float | None
+    availability_target: float
+    error_budget_remaining: float | None
+    mean_seconds: float | None
+    p95_seconds: float | None
+    response_time_target: float
+
+
+async def compute(
+    session: AsyncSession,
+    *,
+    window: str,
+    uptime_target: float,
+    response_time_target: float,
+) -> Sla:
+    span = parse_window(window)
+    end = utcnow()
+    start = end - span
+    totals = await repo.sum_request_stats(session, since=start)
+    count = int(totals["count"])
+    errors = int(totals["errors"])
+    buckets = [int(totals[f"le_{b}"]) for b in LATENCY_BOUNDS_MS]
+    availability = (count - errors) / count if count else None
+    allowed = (1 - uptime_target) * count
+    budget = None if not count else (1 - errors / allowed if allowed > 0 else None)
+    p95 = quantile_from_buckets(0.95, buckets, count)
+    return Sla(
+        window=window,
+        start=start,
+        end=end,
+        requests=count,
+        errors=errors,
+        availability=availability,
+        availability_target=uptime_target,
+        error_budget_remaining=budget,
+        mean_seconds=totals["latency_sum_ms"] / count / 1000 if count else None,
+        p95_seconds=p95 / 1000 if p95 is not None else None,
+        response_time_target=response_time_target,
+    )
