@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from chatlens.analytics import service, sla
+from chatlens.analytics import service, sla, summary
 from chatlens.analytics.schemas import (
     AvailabilityRead,
     CsatCreate,
@@ -20,10 +21,11 @@ from chatlens.analytics.schemas import (
     ResolveRequest,
     ResponseTimeRead,
     SlaRead,
+    SummaryRead,
 )
 from chatlens.auth.deps import AdminUser, CurrentUser
 from chatlens.chat.router import PipelineDep
-from chatlens.chat.schemas import ConversationRead
+from chatlens.chat.schemas import ConversationRead, Platform
 from chatlens.db.session import SessionDep
 from chatlens.inference.factory import intent_names
 from chatlens.models import FeedbackKind
@@ -239,3 +241,22 @@ async def read_sla(
             compliant=None if p95 is None else p95 <= result.response_time_target,
         ),
     )
+
+
+@router.get(
+    "/analytics/summary", response_model=SummaryRead, tags=["analytics"], responses=errors(403)
+)
+async def read_summary(
+    session: SessionDep,
+    _: AdminUser,
+    start: Annotated[date | None, Query(description="First day (UTC), inclusive")] = None,
+    end: Annotated[date | None, Query(description="Last day (UTC), exclusive")] = None,
+    project_id: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
+    platform: Platform | None = None,
+) -> SummaryRead:
+    """The support numbers of a range (default: the last 30 days): AI, business, cost,
+    technical. Formulas: docs/analytics.md (admins)."""
+    last = end or (datetime.now(UTC).date() + timedelta(days=1))
+    first = start or (last - timedelta(days=30))
+    filters = summary.Filters.from_dates(first, last, project_id, platform)
+    return SummaryRead.model_validate(await summary.summary(session, filters))

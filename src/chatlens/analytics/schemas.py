@@ -82,3 +82,50 @@ class SlaRead(BaseModel):
     requests: int
     availability: AvailabilityRead
     response_time: ResponseTimeRead
+
+
+class AiSummary(BaseModel):
+    turns: int
+    avg_response_ms: float | None
+    p95_response_ms: float | None
+    avg_ttft_ms: float | None
+    intent_accuracy: float | None
+    labeled_turns: int
+    positive_rating_ratio: float | None
+    escalation_rate: float | None
+    escalations: int
+
+
+class BusinessSummary(BaseModel):
+    conversations: int
+    csat: float | None = Field(description="Share of CSAT responses that are 4 or 5")
+    csat_mean: float | None
+    csat_responses: int
+    nps: float | None = Field(description="Promoters minus detractors, in points (-100..100)")
+    nps_responses: int
+    conversion_rate: float | None
+    avg_resolution_seconds: float | None
+    median_resolution_seconds: float | None
+    repeat_contact_rate: float | None
+
+
+class CostSummary(BaseModel):
+    tokens: int
+    cost_usd: float
+    cost_per_conversation: float | None
+    cost_per_resolved: float | None
+
+
+class TechnicalSummary(BaseModel):
+    requests: int
+    error_rate: float | None
+    availability: float | None
+
+
+class SummaryRead(BaseModel):
+    start: datetime
+    end: datetime
+    ai: AiSummary
+    business: BusinessSummary
+    cost: CostSummary
+    technical: TechnicalSummary

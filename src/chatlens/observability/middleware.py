@@ -230,10 +230,11 @@ class ObservabilityMiddleware:
                 status = 500
         finally:
             ended = time.perf_counter()
+            # A stream's duration is up to its first byte: its length is the answer's.
+            until = first_byte if streaming and first_byte is not None else ended
             if duration_child is not None and in_progress is not None:
                 in_progress.dec()
                 self._count(method, route, status)
-                until = first_byte if streaming and first_byte is not None else ended
                 exemplar = {"trace_id": trace_id} if trace_id is not None else None
                 duration_child.observe(until - started, exemplar)
             if span is not None:
@@ -245,7 +246,7 @@ class ObservabilityMiddleware:
                     otel_context.detach(token)
             if self.request_stats is not None and not path.startswith(_QUIET_PREFIXES):
                 # For the SLA: probes and scrapes are not the service's traffic.
-                self.request_stats.record(route, status, ended - started)
+                self.request_stats.record(route, status, until - started)
             if self.access_log:
                 self._log_access(scope, path, status, (ended - started) * 1000)
 
