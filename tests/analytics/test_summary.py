@@ -89,7 +89,8 @@ async def seed(sessionmaker: Any, user_id: uuid.UUID) -> None:
     a4 = answer(c4, "greeting", None)
 
     def fact(c: Conversation, m: Message, when: datetime, ms: float, ttft: float | None,
-             tokens: int, cost: str) -> ConversationMetrics:  # fmt: skip
+             tokens: int, cost: str, confidence: float = 0.5,
+             escalated: bool = False) -> ConversationMetrics:  # fmt: skip
         return ConversationMetrics(
             id=uuid.uuid4(),
             timestamp=when,
@@ -105,8 +106,10 @@ async def seed(sessionmaker: Any, user_id: uuid.UUID) -> None:
             tokens_used=tokens,
             cost_usd=Decimal(cost),
             resolved=False,
-            escalated=False,
+            escalated=escalated,
             status="complete",
+            intent=m.intent,
+            confidence=confidence,
         )
 
     def feedback(
@@ -126,9 +129,9 @@ async def seed(sessionmaker: Any, user_id: uuid.UUID) -> None:
 
     rows: list[Any] = [c0, c1, c2, c3, c4, a1, a2, a3, a4]
     rows += [
-        fact(c1, a1, at(2), 100, 10, 30, "0.01"),
-        fact(c2, a2, at(3), 200, 20, 40, "0.02"),
-        fact(c3, a3, at(4, 12), 300, None, 50, "0.03"),
+        fact(c1, a1, at(2), 100, 10, 30, "0.01", confidence=0.9),
+        fact(c2, a2, at(3), 200, 20, 40, "0.02", confidence=0.6, escalated=True),
+        fact(c3, a3, at(4, 12), 300, None, 50, "0.03", confidence=0.8),
         fact(c4, a4, at(5), 1000, 40, 60, "0.04"),
         fact(c4, a4, at(9), 5000, 50, 70, "9.99"),  # the day after the range
     ]
@@ -249,3 +252,30 @@ async def test_bad_ranges_are_422(
 async def test_only_admins(client: httpx.AsyncClient, account: Any) -> None:
     response = await client.get("/api/analytics/summary", headers=account.headers)
     assert response.status_code == 403
+
+
+async def test_intents_table(client: httpx.AsyncClient, admin: Any, sessionmaker: Any) -> None:
+    await seed(sessionmaker, admin.id)
+    response = await client.get("/api/analytics/intents", params=WEEK, headers=admin.headers)
+    assert response.status_code == 200, response.text
+    rows = {row["intent"]: row for row in response.json()["intents"]}
+    assert list(rows) == ["delivery_time", "greeting", "order_status", "refund"]  # ties: by name
+    assert rows["order_status"] == {
+        "intent": "order_status",
+        "turns": 1,
+        "share": 0.25,
+        "avg_confidence": pytest.approx(0.9),
+        "escalation_rate": 0.0,
+        "labeled_turns": 1,
+        "accuracy": 1.0,
+        "positive_rating_ratio": 1.0,
+    }
+    assert rows["refund"]["escalation_rate"] == 1.0
+    assert rows["refund"]["accuracy"] == 0.0  # detected refund, labeled cancel_order
+    assert rows["refund"]["positive_rating_ratio"] == 0.0
+    assert rows["delivery_time"]["accuracy"] is None
+    assert rows["greeting"]["positive_rating_ratio"] is None
+    shop = await client.get(
+        "/api/analytics/intents", params={**WEEK, "project_id": "shop"}, headers=admin.headers
+    )
+    assert "greeting" not in {row["intent"] for row in shop.json()["intents"]}

@@ -16,6 +16,8 @@ from chatlens.analytics.schemas import (
     FeedbackRead,
     IntentLabel,
     IntentLabelRead,
+    IntentRow,
+    IntentsRead,
     NpsCreate,
     RatingCreate,
     ResolveRequest,
@@ -256,7 +258,31 @@ async def read_summary(
 ) -> SummaryRead:
     """The support numbers of a range (default: the last 30 days): AI, business, cost,
     technical. Formulas: docs/analytics.md (admins)."""
+    filters = _filters(start, end, project_id, platform)
+    return SummaryRead.model_validate(await summary.summary(session, filters))
+
+
+def _filters(
+    start: date | None, end: date | None, project_id: str | None, platform: str | None
+) -> summary.Filters:
     last = end or (datetime.now(UTC).date() + timedelta(days=1))
     first = start or (last - timedelta(days=30))
-    filters = summary.Filters.from_dates(first, last, project_id, platform)
-    return SummaryRead.model_validate(await summary.summary(session, filters))
+    return summary.Filters.from_dates(first, last, project_id, platform)
+
+
+@router.get(
+    "/analytics/intents", response_model=IntentsRead, tags=["analytics"], responses=errors(403)
+)
+async def read_intents(
+    session: SessionDep,
+    _: AdminUser,
+    start: Annotated[date | None, Query(description="First day (UTC), inclusive")] = None,
+    end: Annotated[date | None, Query(description="Last day (UTC), exclusive")] = None,
+    project_id: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
+    platform: Platform | None = None,
+) -> IntentsRead:
+    """Per intent, most frequent first: turns, share, confidence, escalation rate, labeled
+    accuracy, positive ratings — the top intents and their problems (admins)."""
+    filters = _filters(start, end, project_id, platform)
+    rows = await summary.intents(session, filters)
+    return IntentsRead(start=filters.start, end=filters.end, intents=[IntentRow(**r) for r in rows])

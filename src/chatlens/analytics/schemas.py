@@ -129,3 +129,20 @@ class SummaryRead(BaseModel):
     business: BusinessSummary
     cost: CostSummary
     technical: TechnicalSummary
+
+
+class IntentRow(BaseModel):
+    intent: str
+    turns: int
+    share: float | None
+    avg_confidence: float | None
+    escalation_rate: float | None = Field(description="Share of the intent's turns that escalated")
+    labeled_turns: int
+    accuracy: float | None = Field(description="Labeled turns detected correctly ÷ labeled turns")
+    positive_rating_ratio: float | None
+
+
+class IntentsRead(BaseModel):
+    start: datetime
+    end: datetime
+    intents: list[IntentRow]

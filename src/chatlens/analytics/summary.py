@@ -285,3 +285,72 @@ async def summary(session: AsyncSession, f: Filters) -> dict[str, Any]:
         },
         "technical": await technical_numbers(session, f),
     }
+
+
+async def intents(session: AsyncSession, f: Filters) -> list[dict[str, Any]]:
+    """Per detected intent, most frequent first: the "top intents and problems" table."""
+    unknown = func.coalesce(ConversationMetrics.intent, "unknown")
+    rows = (
+        await session.execute(
+            select(
+                unknown.label("intent"),
+                func.count().label("turns"),
+                func.avg(ConversationMetrics.confidence).label("confidence"),
+                func.sum(case((ConversationMetrics.escalated, 1), else_=0)).label("escalated"),
+            )
+            .where(*f.facts())
+            .group_by(unknown)
+        )
+    ).all()
+    total = sum(int(r.turns) for r in rows)
+    in_range = [Message.created_at >= f.start, Message.created_at < f.end]
+    detected = func.coalesce(Message.intent, "unknown")
+    labels = {
+        r[0]: (int(r[1]), int(r[2]))
+        for r in (
+            await session.execute(
+                select(
+                    detected,
+                    func.count(),
+                    func.sum(case((Message.intent == Message.labeled_intent, 1), else_=0)),
+                )
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(Message.labeled_intent.is_not(None), *in_range, *f.conversations())
+                .group_by(detected)
+            )
+        ).all()
+    }
+    ratings = {
+        r[0]: (int(r[1]), int(r[2] or 0))
+        for r in (
+            await session.execute(
+                select(detected, func.count(), func.sum(Feedback.score))
+                .join(Message, Message.id == Feedback.message_id)
+                .join(Conversation, Conversation.id == Feedback.conversation_id)
+                .where(
+                    Feedback.kind == FeedbackKind.rating,
+                    Feedback.created_at >= f.start,
+                    Feedback.created_at < f.end,
+                    *f.conversations(),
+                )
+                .group_by(detected)
+            )
+        ).all()
+    }
+    result = []
+    for row in sorted(rows, key=lambda r: (-int(r.turns), r.intent)):
+        labeled, correct = labels.get(row.intent, (0, 0))
+        rated, positive = ratings.get(row.intent, (0, 0))
+        result.append(
+            {
+                "intent": row.intent,
+                "turns": int(row.turns),
+                "share": _ratio(int(row.turns), total),
+                "avg_confidence": float(row.confidence) if row.confidence is not None else None,
+                "escalation_rate": _ratio(int(row.escalated or 0), int(row.turns)),
+                "labeled_turns": labeled,
+                "accuracy": _ratio(correct, labeled),
+                "positive_rating_ratio": _ratio(positive, rated),
+            }
+        )
+    return result
