@@ -279,3 +279,49 @@ async def test_intents_table(client: httpx.AsyncClient, admin: Any, sessionmaker
         "/api/analytics/intents", params={**WEEK, "project_id": "shop"}, headers=admin.headers
     )
     assert "greeting" not in {row["intent"] for row in shop.json()["intents"]}
+
+
+async def series(
+    client: httpx.AsyncClient, admin: Any, metric: str, interval: str = "day", **params: str
+) -> list[tuple[str, Any]]:
+    response = await client.get(
+        "/api/analytics/timeseries",
+        params={**WEEK, "metric": metric, "interval": interval, **params},
+        headers=admin.headers,
+    )
+    assert response.status_code == 200, response.text
+    return [(p["start"][:13], p["value"]) for p in response.json()["points"]]
+
+
+async def test_timeseries_per_day_week_and_hour(
+    client: httpx.AsyncClient, admin: Any, sessionmaker: Any
+) -> None:
+    await seed(sessionmaker, admin.id)
+    turns = await series(client, admin, "turns")
+    assert turns == [
+        ("2026-01-01T00", 0),
+        ("2026-01-02T00", 1),
+        ("2026-01-03T00", 1),
+        ("2026-01-04T00", 1),
+        ("2026-01-05T00", 1),
+        ("2026-01-06T00", 0),
+        ("2026-01-07T00", 0),
+    ]
+    assert [v for _, v in await series(client, admin, "csat")] == [
+        None, 1.0, 0.0, 1.0, None, None, None,
+    ]  # fmt: skip
+    assert [v for _, v in await series(client, admin, "nps")][1:4] == [100.0, -100.0, 0.0]
+    weeks = await series(client, admin, "turns", "week")
+    assert weeks == [("2025-12-29T00", 3), ("2026-01-05T00", 1)]  # weeks start on Monday
+    hours = dict(await series(client, admin, "cost_usd", "hour", end="2026-01-03"))
+    assert hours["2026-01-02T10"] == pytest.approx(0.01)
+    assert hours["2026-01-02T11"] == 0.0
+    assert len(hours) == 48
+
+
+async def test_timeseries_rejects_unknown_metrics(client: httpx.AsyncClient, admin: Any) -> None:
+    response = await client.get(
+        "/api/analytics/timeseries", params={"metric": "happiness"}, headers=admin.headers
+    )
+    assert response.status_code == 422
+    assert "turns" in response.json()["error"]["message"]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from chatlens.analytics import service, sla, summary
+from chatlens.analytics import service, sla, summary, timeseries
 from chatlens.analytics.schemas import (
     AvailabilityRead,
     CsatCreate,
@@ -19,11 +19,13 @@ from chatlens.analytics.schemas import (
     IntentRow,
     IntentsRead,
     NpsCreate,
+    Point,
     RatingCreate,
     ResolveRequest,
     ResponseTimeRead,
     SlaRead,
     SummaryRead,
+    TimeseriesRead,
 )
 from chatlens.auth.deps import AdminUser, CurrentUser
 from chatlens.chat.router import PipelineDep
@@ -286,3 +288,30 @@ async def read_intents(
     filters = _filters(start, end, project_id, platform)
     rows = await summary.intents(session, filters)
     return IntentsRead(start=filters.start, end=filters.end, intents=[IntentRow(**r) for r in rows])
+
+
+@router.get(
+    "/analytics/timeseries",
+    response_model=TimeseriesRead,
+    tags=["analytics"],
+    responses=errors(403),
+)
+async def read_timeseries(
+    session: SessionDep,
+    _: AdminUser,
+    metric: Annotated[str, Query(description="e.g. turns, avg_response_ms, csat, nps, cost_usd")],
+    interval: timeseries.Interval = "day",
+    start: Annotated[date | None, Query(description="First day (UTC), inclusive")] = None,
+    end: Annotated[date | None, Query(description="Last day (UTC), exclusive")] = None,
+    project_id: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
+    platform: Platform | None = None,
+) -> TimeseriesRead:
+    """One summary number per hour, day or week of the range, empty intervals included
+    (admins)."""
+    filters = _filters(start, end, project_id, platform)
+    points = await timeseries.timeseries(session, filters, metric=metric, interval=interval)
+    return TimeseriesRead(
+        metric=metric,
+        interval=interval,
+        points=[Point(start=moment, value=value) for moment, value in points],
+    )

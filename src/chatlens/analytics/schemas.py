@@ -146,3 +146,14 @@ class IntentsRead(BaseModel):
     start: datetime
     end: datetime
     intents: list[IntentRow]
+
+
+class Point(BaseModel):
+    start: datetime
+    value: float | None
+
+
+class TimeseriesRead(BaseModel):
+    metric: str
+    interval: str
+    points: list[Point]
