@@ -103,3 +103,42 @@ def test_serve_refuses_a_malformed_knowledge_base(tmp_path: Path) -> None:
     assert len(lines) == 1, result.output
     assert str(broken) in lines[0]
     assert not (tmp_path / "x.db").exists()  # nothing was started or created
+
+
+async def test_cli_export_writes_the_same_rows_as_the_api(
+    fresh_database_url: Any, tmp_path: Path
+) -> None:
+    from tests.analytics.test_summary import seed
+
+    url = await fresh_database_url("cli-export")
+    settings = make_settings(url)
+    from chatlens.auth import service as auth
+    from chatlens.db import migrate
+    from chatlens.db.engine import create_engine, create_sessionmaker
+
+    await migrate.upgrade(settings)
+    engine = create_engine(settings)
+    try:
+        maker = create_sessionmaker(engine)
+        async with maker() as session, session.begin():
+            user = await auth.create_user(session, name="owner")
+        await seed(maker, user.id)
+    finally:
+        await engine.dispose()
+
+    def run() -> None:
+        out = tmp_path / "facts.csv"
+        done = invoke(
+            url, "export", "--dataset", "conversation_metrics", "--start", "2026-01-01",
+            "--end", "2026-01-08", "--format", "csv", "-o", str(out),
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+        assert "wrote" in done.output
+        lines = out.read_text().splitlines()
+        assert lines[0].startswith("timestamp,")
+        assert len(lines) == 1 + 4
+        wrong = invoke(url, "export", "--dataset", "users")
+        assert wrong.exit_code == 2
+        assert "--dataset" in wrong.output
+
+    await asyncio.to_thread(run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import shutil
 import tempfile
@@ -14,6 +15,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens import __version__
+from chatlens.analytics import export, summary
 from chatlens.app import configure_process
 from chatlens.auth import service as auth
 from chatlens.db import migrate
@@ -309,6 +311,55 @@ def keys_revoke(
         return str((await auth.revoke_key(session, key_id_or_prefix=key)).id)
 
     typer.echo(f"key {run_in_session(settings, action)} revoked")
+
+
+@app.command("export")
+def export_command(
+    dataset: Annotated[
+        str, typer.Option(help="conversation_metrics, conversations or messages")
+    ] = "conversation_metrics",
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD (UTC), inclusive")] = "",
+    end: Annotated[str, typer.Option(help="Last day, YYYY-MM-DD (UTC), exclusive")] = "",
+    fmt: Annotated[str, typer.Option("--format", help="csv, json (lines) or xlsx")] = "csv",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: the usual name)")
+    ] = None,
+    project_id: Annotated[str | None, typer.Option(help="Only this project")] = None,
+    platform: Annotated[str | None, typer.Option(help="Only this platform")] = None,
+) -> None:
+    """Write a dataset of a date range to a file, as GET /api/analytics/export streams it."""
+    settings = settings_or_exit()
+    if dataset not in export.SOURCES:
+        fail(f"--dataset: one of {', '.join(export.SOURCES)}")
+    if fmt not in export.MEDIA_TYPES:
+        fail(f"--format: one of {', '.join(export.MEDIA_TYPES)}")
+    try:
+        last = dt.date.fromisoformat(end) if end else dt.datetime.now(dt.UTC).date()
+        first = dt.date.fromisoformat(start) if start else last - dt.timedelta(days=30)
+        filters = summary.Filters.from_dates(first, last, project_id, platform)
+    except ValueError as exc:
+        fail(f"--start/--end: {exc}")
+    except ChatlensError as exc:
+        fail(exc.message)
+    target = output or Path(export.file_name(dataset, filters, fmt))  # type: ignore[arg-type]
+
+    async def write() -> int:
+        engine = create_engine(settings)
+        written = 0
+        try:
+            if await migrate.current_revision(engine) is None:
+                fail("the database has no schema yet: run `chatlens db upgrade` first")
+            maker = create_sessionmaker(engine)
+            with target.open("wb") as file:
+                async for chunk in export.stream(maker, dataset, filters, fmt):  # type: ignore[arg-type]
+                    file.write(chunk)
+                    written += len(chunk)
+        finally:
+            await engine.dispose()
+        return written
+
+    size = asyncio.run(write())
+    typer.echo(f"wrote {target} ({size:,} bytes)")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 
-from chatlens.analytics import service, sla, summary, timeseries
+from chatlens.analytics import export, service, sla, summary, timeseries
 from chatlens.analytics.schemas import (
     AvailabilityRead,
     CsatCreate,
@@ -314,4 +315,41 @@ async def read_timeseries(
         metric=metric,
         interval=interval,
         points=[Point(start=moment, value=value) for moment, value in points],
+    )
+
+
+@router.get(
+    "/analytics/export",
+    tags=["analytics"],
+    responses={
+        **errors(403),
+        200: {
+            "description": "The rows as a file download (CSV, JSON lines or XLSX)",
+            "content": {
+                media: {"schema": {"type": "string"}} for media in export.MEDIA_TYPES.values()
+            },
+        },
+    },
+)
+async def export_rows(
+    request: Request,
+    session: SessionDep,
+    _: AdminUser,
+    dataset: export.Dataset,
+    start_date: Annotated[date, Query(description="First day (UTC), inclusive")],
+    end_date: Annotated[date, Query(description="Last day (UTC), exclusive")],
+    format: export.Format = "csv",
+    project_id: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
+    platform: Platform | None = None,
+) -> StreamingResponse:
+    """A dataset of a range, streamed as it is read: `conversation_metrics` (one row per
+    answer, ready for ClickHouse), `conversations` or `messages` (admins)."""
+    filters = summary.Filters.from_dates(start_date, end_date, project_id, platform)
+    # The rows are read by their own session: this one lets its connection go first.
+    await session.commit()
+    name = export.file_name(dataset, filters, format)
+    return StreamingResponse(
+        export.stream(request.app.state.sessionmaker, dataset, filters, format),
+        media_type=export.MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
