@@ -9,13 +9,14 @@ import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
+import orjson
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens import __version__
-from chatlens.analytics import export, summary
+from chatlens.analytics import export, report, summary
 from chatlens.app import configure_process
 from chatlens.auth import service as auth
 from chatlens.db import migrate
@@ -360,6 +361,41 @@ def export_command(
 
     size = asyncio.run(write())
     typer.echo(f"wrote {target} ({size:,} bytes)")
+
+
+@app.command("report")
+def report_command(
+    period: Annotated[str, typer.Option(help="day, week or month")] = "week",
+    day: Annotated[str, typer.Option("--date", help="A day of the period (default: today)")] = "",
+    fmt: Annotated[str, typer.Option("--format", help="md or json")] = "md",
+    project_id: Annotated[str | None, typer.Option(help="Only this project")] = None,
+    platform: Annotated[str | None, typer.Option(help="Only this platform")] = None,
+) -> None:
+    """Print a period's report: summary, change against the period before, anomalies."""
+    settings = settings_or_exit()
+    if period not in ("day", "week", "month"):
+        fail("--period: day, week or month")
+    if fmt not in ("md", "json"):
+        fail("--format: md or json")
+    try:
+        when = dt.date.fromisoformat(day) if day else dt.datetime.now(dt.UTC).date()
+    except ValueError as exc:
+        fail(f"--date: {exc}")
+
+    async def build(session: AsyncSession) -> dict[str, Any]:
+        return await report.report(
+            session,
+            period=period,  # type: ignore[arg-type]
+            day=when,
+            project_id=project_id,
+            platform=platform,
+        )
+
+    data = run_in_session(settings, build)
+    if fmt == "json":
+        typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    else:
+        typer.echo(report.markdown(data), nl=False)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from chatlens.analytics import export, service, sla, summary, timeseries
+from chatlens.analytics import export, report, service, sla, summary, timeseries
 from chatlens.analytics.schemas import (
     AvailabilityRead,
     CsatCreate,
@@ -22,6 +22,7 @@ from chatlens.analytics.schemas import (
     NpsCreate,
     Point,
     RatingCreate,
+    ReportRead,
     ResolveRequest,
     ResponseTimeRead,
     SlaRead,
@@ -353,3 +354,28 @@ async def export_rows(
         media_type=export.MEDIA_TYPES[format],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+@router.get(
+    "/analytics/report", response_model=ReportRead, tags=["analytics"], responses=errors(403)
+)
+async def read_report(
+    session: SessionDep,
+    _: AdminUser,
+    period: report.Period = "week",
+    day: Annotated[
+        date | None, Query(alias="date", description="A day of the period (default: today)")
+    ] = None,
+    project_id: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
+    platform: Platform | None = None,
+) -> ReportRead:
+    """The period's summary, each number's change against the period before, and anomalous
+    days (more than 3 standard deviations from the trailing 28-day mean) (admins)."""
+    data = await report.report(
+        session,
+        period=period,
+        day=day or datetime.now(UTC).date(),
+        project_id=project_id,
+        platform=platform,
+    )
+    return ReportRead.model_validate(data)

@@ -157,3 +157,30 @@ class TimeseriesRead(BaseModel):
     metric: str
     interval: str
     points: list[Point]
+
+
+class Change(BaseModel):
+    current: float | None
+    previous: float | None
+    change: float | None = Field(description="current - previous")
+    change_pct: float | None = Field(description="change / |previous|; null when previous is 0")
+
+
+class Anomaly(BaseModel):
+    metric: str
+    date: str
+    value: float
+    mean: float = Field(description="Mean of the 28 days before")
+    stdev: float
+    z: float = Field(description="(value - mean) / stdev; reported beyond ±3")
+
+
+class ReportRead(BaseModel):
+    period: str
+    start: str
+    end: str = Field(description="Exclusive")
+    previous_start: str
+    previous_end: str
+    summary: SummaryRead
+    changes: dict[str, Change] = Field(description="Every summary number, e.g. `ai.turns`")
+    anomalies: list[Anomaly]
