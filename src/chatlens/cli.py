@@ -16,7 +16,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens import __version__
-from chatlens.analytics import export, report, summary
+from chatlens.analytics import export, report, simulate, summary
 from chatlens.app import configure_process
 from chatlens.auth import service as auth
 from chatlens.db import migrate
@@ -396,6 +396,37 @@ def report_command(
         typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
     else:
         typer.echo(report.markdown(data), nl=False)
+
+
+@app.command("simulate")
+def simulate_command(
+    conversations: Annotated[int, typer.Option(min=1, help="Conversations to run")] = 200,
+    days: Annotated[int, typer.Option(min=1, max=366, help="Spread over the last N days")] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same traffic")] = 1,
+) -> None:
+    """Fill the analytics with realistic support traffic, through the real service code."""
+    settings = settings_or_exit()
+    kb = load_knowledge_base(settings.knowledge_base or default_knowledge_base_path())
+
+    async def run() -> simulate.Tally:
+        from chatlens.app import create_app  # the whole service, for this command only
+
+        application = create_app(settings)
+        async with application.router.lifespan_context(application):
+            return await simulate.simulate(
+                application, kb, conversations=conversations, days=days, seed=seed
+            )
+
+    try:
+        tally = asyncio.run(run())
+    except (ChatlensError, RuntimeError) as exc:
+        fail(str(exc), 1)
+    resolved = ", ".join(f"{k} {v}" for k, v in sorted(tally.resolved.items())) or "none"
+    typer.echo(
+        f"simulated {tally.conversations} conversations over {days} days: {tally.turns} turns "
+        f"({tally.streamed} streamed), {tally.ratings} ratings, {tally.csat} CSAT, "
+        f"{tally.nps} NPS, {tally.escalated} escalated; closed: {resolved}"
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, Uuid
@@ -20,8 +23,24 @@ NAMING_CONVENTION = {
 }
 
 
+# `chatlens simulate` replays traffic on past days: inside `shifted_clock()` every timestamp
+# the service writes is moved by the shift. Outside it (always, in the service) it is None.
+_clock_shift: ContextVar[timedelta | None] = ContextVar("chatlens_clock_shift", default=None)
+
+
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    shift = _clock_shift.get()
+    now = datetime.now(UTC)
+    return now if shift is None else now + shift
+
+
+@contextmanager
+def shifted_clock(shift: timedelta) -> Iterator[None]:
+    token = _clock_shift.set(shift)
+    try:
+        yield
+    finally:
+        _clock_shift.reset(token)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
