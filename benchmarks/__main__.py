@@ -11,13 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks import instructions, relay
+from benchmarks import analytics, instructions, relay
 from benchmarks.chat import LoadRun, bench_chat
 from benchmarks.matching import REQUIRED_MEDIAN_US, bench_matching
 from benchmarks.observability import Side, bench_observability
 from benchmarks.server import split_cpus
 
-BENCHMARKS = ("matching", "chat", "observability", "relay", "instructions")
+BENCHMARKS = ("matching", "chat", "observability", "relay", "analytics", "instructions")
 WARMUP_S = 1.0
 OBSERVABILITY_WARMUP_S = 2.0
 
@@ -146,6 +146,23 @@ def run_observability(args: argparse.Namespace) -> None:
     )
 
 
+def run_analytics(args: argparse.Namespace) -> None:
+    """summary, intents, timeseries and exports over --rows conversation_metrics rows."""
+    print(
+        f"\n== analytics: {args.rows:,} conversation_metrics rows over 30 days, on PostgreSQL "
+        f"and SQLite; 30-day queries, then CSV and XLSX exports of every row"
+    )
+    for result in analytics.bench_analytics(args.rows):
+        print(f"  {result.backend}: loaded in {result.load_s:.1f} s (bulk path)")
+        for timing in result.queries:
+            print(f"    {timing.name:<28} {timing.seconds * 1000:8.0f} ms")
+        for run in result.exports:
+            print(
+                f"    export {run.fmt:<4} {run.bytes / 1e6:8.1f} MB in {run.seconds:6.1f} s, "
+                f"RSS growth {run.rss_growth_mb:6.1f} MB"
+            )
+
+
 def run_relay(args: argparse.Namespace) -> None:
     """/v1/chat/completions: directly, through chatlens, through LiteLLM."""
     print(
@@ -207,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         help="observability: seconds of load per slice, alternating sides (default 1)",
     )
     parser.add_argument(
+        "--rows",
+        type=int,
+        default=1_000_000,
+        help="analytics: conversation_metrics rows to load (default 1,000,000)",
+    )
+    parser.add_argument(
         "--control",
         action="store_true",
         help="observability: both sides off, to show what the method reads with no difference",
@@ -239,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             run_observability(args)
         elif name == "relay":
             run_relay(args)
+        elif name == "analytics":
+            run_analytics(args)
         else:
             print()
             instructions.main([])
