@@ -325,3 +325,21 @@ async def test_timeseries_rejects_unknown_metrics(client: httpx.AsyncClient, adm
     )
     assert response.status_code == 422
     assert "turns" in response.json()["error"]["message"]
+
+
+async def test_timeseries_of_ratios_and_with_filters(
+    client: httpx.AsyncClient, admin: Any, sessionmaker: Any
+) -> None:
+    await seed(sessionmaker, admin.id)
+    ratings = [v for _, v in await series(client, admin, "positive_rating_ratio")]
+    assert ratings[1:4] == [1.0, 0.0, 1.0]  # a1 up, a2 down, a3 up
+    accuracy = [v for _, v in await series(client, admin, "intent_accuracy")]
+    assert accuracy[1:3] == [1.0, 0.0]
+    assert accuracy[3] is None  # a3 is not labeled
+    availability = [v for _, v in await series(client, admin, "availability")]
+    assert availability[1] == pytest.approx(0.99)
+    # A platform filter reaches the feedback through its conversation, counted once.
+    telegram = [v for _, v in await series(client, admin, "csat", platform="telegram")]
+    assert telegram == [None, None, None, 1.0, None, None, None]
+    shop = await series(client, admin, "conversations", project_id="shop")
+    assert sum(v for _, v in shop) == 3

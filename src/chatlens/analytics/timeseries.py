@@ -13,7 +13,15 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from chatlens.analytics.summary import Filters
 from chatlens.errors import ValidationFailed
-from chatlens.models import Conversation, ConversationMetrics, Feedback, FeedbackKind, RequestStat
+from chatlens.models import (
+    Conversation,
+    ConversationMetrics,
+    Feedback,
+    FeedbackKind,
+    Message,
+    MessageRole,
+    RequestStat,
+)
 
 Interval = Literal["hour", "day", "week"]
 _STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
@@ -64,14 +72,30 @@ def _conversations(f: Filters) -> list[Any]:
     return f.conversations()
 
 
+def _labeled(f: Filters) -> list[Any]:
+    # Labeled answers; the project and platform are the conversation's.
+    owned = select(Conversation.id).where(*f.conversations())
+    clauses: list[Any] = [
+        Message.labeled_intent.is_not(None),
+        Message.role == MessageRole.assistant,
+    ]
+    if f.conversations():
+        clauses.append(Message.conversation_id.in_(owned))
+    return clauses
+
+
 def _feedback(kind: FeedbackKind) -> Callable[[Filters], list[Any]]:
     def where(f: Filters) -> list[Any]:
-        return [Feedback.kind == kind, *f.conversations()]
+        clauses: list[Any] = [Feedback.kind == kind]
+        if f.conversations():
+            owned = select(Conversation.id).where(*f.conversations())
+            clauses.append(Feedback.conversation_id.in_(owned))
+        return clauses
 
     return where
 
 
-CM, C, FB, RS = ConversationMetrics, Conversation, Feedback, RequestStat
+CM, C, FB, RS, M = ConversationMetrics, Conversation, Feedback, RequestStat, Message
 SERIES: dict[str, Series] = {
     "turns": Series(CM.timestamp, [func.count()], lambda r: int(r[0]), _facts),
     "avg_response_ms": Series(
@@ -117,7 +141,31 @@ SERIES: dict[str, Series] = {
         lambda r: None if not r[1] else 100 * float(r[0]) / float(r[1]),
         _feedback(FeedbackKind.nps),
     ),
+    "positive_rating_ratio": Series(
+        FB.created_at,
+        [func.sum(FB.score), func.count()],
+        lambda r: _ratio(r[0], r[1]),
+        _feedback(FeedbackKind.rating),
+    ),
+    "intent_accuracy": Series(
+        M.created_at,
+        [func.sum(case((M.intent == M.labeled_intent, 1), else_=0)), func.count()],
+        lambda r: _ratio(r[0], r[1]),
+        _labeled,
+    ),
+    "escalations": Series(
+        C.created_at,
+        [func.sum(case((C.escalated_at.is_not(None), 1), else_=0))],
+        lambda r: int(r[0] or 0),
+        _conversations,
+    ),
     "requests": Series(RS.minute, [func.sum(RS.count)], lambda r: int(r[0] or 0), lambda _: []),
+    "availability": Series(
+        RS.minute,
+        [func.sum(case((RS.status_class == "5xx", RS.count), else_=0)), func.sum(RS.count)],
+        lambda r: None if not r[1] else 1 - float(r[0]) / float(r[1]),
+        lambda _: [],
+    ),
     "error_rate": Series(
         RS.minute,
         [func.sum(case((RS.status_class == "5xx", RS.count), else_=0)), func.sum(RS.count)],
