@@ -35,6 +35,18 @@ NOISE = (
 HOURS = [(h, 3 if 9 <= h < 18 else 1) for h in range(24)]
 
 
+class _Clock:
+    """The conversation's own time: each step happens a plausible while after the last."""
+
+    def __init__(self, start: datetime, rng: random.Random) -> None:
+        self.now = start
+        self.rng = rng
+
+    def after(self, low_s: float, high_s: float) -> Any:
+        self.now += timedelta(seconds=self.rng.uniform(low_s, high_s))
+        return shifted_clock(self.now - datetime.now(UTC))
+
+
 @dataclass
 class Tally:
     conversations: int = 0
@@ -78,13 +90,17 @@ async def simulate(
             day = today - timedelta(days=rng.randrange(days))
             hour = rng.choices([h for h, _ in HOURS], weights=[w for _, w in HOURS])[0]
             moment = day + timedelta(hours=hour, minutes=rng.randrange(60))
-            with shifted_clock(moment - datetime.now(UTC)):
-                await _conversation(client, rng, kb, tally, number)
+            await _conversation(client, rng, kb, tally, number, _Clock(moment, rng))
     return tally
 
 
 async def _conversation(
-    client: httpx.AsyncClient, rng: random.Random, kb: KnowledgeBase, tally: Tally, number: int
+    client: httpx.AsyncClient,
+    rng: random.Random,
+    kb: KnowledgeBase,
+    tally: Tally,
+    number: int,
+    clock: _Clock,
 ) -> None:
     body: dict[str, Any] = {
         "message": _question(rng, kb),
@@ -93,24 +109,27 @@ async def _conversation(
         "user": f"customer-{rng.randrange(max(2, number // 3 + 2))}",  # some come back
         "stream": rng.random() < 0.4,
     }
-    answer = await _ask(client, "/chat", body, tally)
+    with clock.after(0, 0):
+        answer = await _ask(client, "/chat", body, tally)
     conversation = answer["conversation_id"]
     escalated = bool(answer["escalated"])
     for _ in range(rng.choice((0, 0, 1, 1, 2))):
         follow = {"message": _question(rng, kb), "stream": rng.random() < 0.4}
-        answer = await _ask(client, f"/api/conversations/{conversation}/messages", follow, tally)
+        with clock.after(20, 180):  # the customer reads and types
+            answer = await _ask(
+                client, f"/api/conversations/{conversation}/messages", follow, tally
+            )
         escalated = escalated or bool(answer["escalated"])
     tally.conversations += 1
     if rng.random() < 0.45:
         up = rng.random() < (0.45 if escalated else 0.8)
-        await _post(
-            client,
-            f"/api/messages/{answer['message_id']}/feedback",
-            {"rating": "up" if up else "down"},
-        )
+        rating = {"rating": "up" if up else "down"}
+        with clock.after(5, 60):
+            await _post(client, f"/api/messages/{answer['message_id']}/feedback", rating)
         tally.ratings += 1
     if not escalated and rng.random() < 0.07:
-        await _post(client, f"/api/conversations/{conversation}/escalate", {"reason": "manual"})
+        with clock.after(30, 600):
+            await _post(client, f"/api/conversations/{conversation}/escalate", {"reason": "manual"})
         escalated = True
     if escalated:
         tally.escalated += 1
@@ -118,17 +137,23 @@ async def _conversation(
         weights = (2, 3, 8, 30, 57) if not escalated else (15, 15, 25, 25, 20)
         score = rng.choices(range(1, 6), weights=weights)[0]
         comment = "это мошенники, пойду в суд" if score == 1 and rng.random() < 0.1 else None
-        await _post(
-            client, f"/api/conversations/{conversation}/csat", {"score": score, "comment": comment}
-        )
+        with clock.after(10, 120):
+            await _post(
+                client,
+                f"/api/conversations/{conversation}/csat",
+                {"score": score, "comment": comment},
+            )
         tally.csat += 1
     if rng.random() < 0.2:
         score = rng.choices(range(11), weights=(2, 1, 1, 2, 2, 4, 6, 10, 18, 25, 29))[0]
-        await _post(client, f"/api/conversations/{conversation}/nps", {"score": score})
+        with clock.after(10, 120):
+            await _post(client, f"/api/conversations/{conversation}/nps", {"score": score})
         tally.nps += 1
     if rng.random() < (0.5 if escalated else 0.85):
         outcome = rng.choices(("resolved", "converted", "abandoned"), weights=(65, 15, 20))[0]
-        await _post(client, f"/api/conversations/{conversation}/resolve", {"outcome": outcome})
+        # A person takes minutes to hours on an escalated conversation; the bot's are quick.
+        with clock.after(*((600, 14400) if escalated else (60, 900))):
+            await _post(client, f"/api/conversations/{conversation}/resolve", {"outcome": outcome})
         tally.resolved[outcome] = tally.resolved.get(outcome, 0) + 1
 
 
