@@ -249,29 +249,32 @@ async def read_sla(
     )
 
 
+def range_filters(
+    start: Annotated[date | None, Query(description="First day (UTC), inclusive")] = None,
+    end: Annotated[date | None, Query(description="Last day (UTC), exclusive")] = None,
+    project_id: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
+    platform: Platform | None = None,
+) -> summary.Filters:
+    """The analytics range: default the last 30 days, today included."""
+    last = end or (datetime.now(UTC).date() + timedelta(days=1))
+    first = start or (last - timedelta(days=30))
+    return summary.Filters.from_dates(first, last, project_id, platform)
+
+
+RangeDep = Annotated[summary.Filters, Depends(range_filters)]
+
+
 @router.get(
     "/analytics/summary", response_model=SummaryRead, tags=["analytics"], responses=errors(403)
 )
 async def read_summary(
     session: SessionDep,
     _: AdminUser,
-    start: Annotated[date | None, Query(description="First day (UTC), inclusive")] = None,
-    end: Annotated[date | None, Query(description="Last day (UTC), exclusive")] = None,
-    project_id: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
-    platform: Platform | None = None,
+    filters: RangeDep,
 ) -> SummaryRead:
     """The support numbers of a range (default: the last 30 days): AI, business, cost,
     technical. Formulas: docs/analytics.md (admins)."""
-    filters = _filters(start, end, project_id, platform)
     return SummaryRead.model_validate(await summary.summary(session, filters))
-
-
-def _filters(
-    start: date | None, end: date | None, project_id: str | None, platform: str | None
-) -> summary.Filters:
-    last = end or (datetime.now(UTC).date() + timedelta(days=1))
-    first = start or (last - timedelta(days=30))
-    return summary.Filters.from_dates(first, last, project_id, platform)
 
 
 @router.get(
@@ -280,14 +283,10 @@ def _filters(
 async def read_intents(
     session: SessionDep,
     _: AdminUser,
-    start: Annotated[date | None, Query(description="First day (UTC), inclusive")] = None,
-    end: Annotated[date | None, Query(description="Last day (UTC), exclusive")] = None,
-    project_id: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
-    platform: Platform | None = None,
+    filters: RangeDep,
 ) -> IntentsRead:
     """Per intent, most frequent first: turns, share, confidence, escalation rate, labeled
     accuracy, positive ratings — the top intents and their problems (admins)."""
-    filters = _filters(start, end, project_id, platform)
     rows = await summary.intents(session, filters)
     return IntentsRead(start=filters.start, end=filters.end, intents=[IntentRow(**r) for r in rows])
 
@@ -302,15 +301,11 @@ async def read_timeseries(
     session: SessionDep,
     _: AdminUser,
     metric: Annotated[str, Query(description="e.g. turns, avg_response_ms, csat, nps, cost_usd")],
+    filters: RangeDep,
     interval: timeseries.Interval = "day",
-    start: Annotated[date | None, Query(description="First day (UTC), inclusive")] = None,
-    end: Annotated[date | None, Query(description="Last day (UTC), exclusive")] = None,
-    project_id: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
-    platform: Platform | None = None,
 ) -> TimeseriesRead:
     """One summary number per hour, day or week of the range, empty intervals included
     (admins)."""
-    filters = _filters(start, end, project_id, platform)
     points = await timeseries.timeseries(session, filters, metric=metric, interval=interval)
     return TimeseriesRead(
         metric=metric,
