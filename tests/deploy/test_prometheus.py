@@ -1,0 +1,72 @@
+"""The Prometheus config, recording rules and alerts, checked by the real promtool."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.helpers import require
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("promtool")
+    require(tool is not None, "promtool (Debian package prometheus)")
+    assert tool is not None
+    return subprocess.run(
+        [tool, *args], cwd=PROMETHEUS, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def alerts() -> list[dict[str, object]]:
+    groups = yaml.safe_load((PROMETHEUS / "rules" / "alerts.yml").read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def test_config_and_rules_are_valid() -> None:
+    done = promtool("check", "config", "prometheus.yml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 rule files found" in done.stdout
+
+
+def test_every_alert_rule_unit_test_passes() -> None:
+    tests = sorted(str(p.relative_to(PROMETHEUS)) for p in (PROMETHEUS / "tests").glob("*.yml"))
+    done = promtool("test", "rules", *tests)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("SUCCESS") == len(tests)
+
+
+def _anchors() -> set[str]:
+    headings = re.findall(r"^#+ (.+)$", RUNBOOK.read_text(), flags=re.MULTILINE)
+    return {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_alert_is_labelled_annotated_and_has_a_runbook_section() -> None:
+    anchors = _anchors()
+    for rule in alerts():
+        labels = rule.get("labels") or {}
+        annotations = rule.get("annotations") or {}
+        assert isinstance(labels, dict) and isinstance(annotations, dict)
+        assert labels.get("severity") in ("critical", "warning", "info"), rule["alert"]
+        assert {"summary", "description", "runbook_url"} <= set(annotations), rule["alert"]
+        anchor = str(annotations["runbook_url"]).rsplit("#", 1)[-1]
+        assert anchor in anchors, f"{rule['alert']}: no section #{anchor} in docs/runbook.md"
+
+
+def test_every_alert_is_shown_firing_and_silent() -> None:
+    fired: set[str] = set()
+    silent: set[str] = set()
+    for path in (PROMETHEUS / "tests").glob("*.yml"):
+        for test in yaml.safe_load(path.read_text())["tests"]:
+            for case in test.get("alert_rule_test", []):
+                (fired if case.get("exp_alerts") else silent).add(case["alertname"])
+    names = {str(rule["alert"]) for rule in alerts()}
+    assert names - fired == set(), "alerts never shown firing"
+    assert names - silent == set(), "alerts never shown silent"
