@@ -15,6 +15,7 @@ from chatlens.auth.service import Principal
 from chatlens.chat.service import get_conversation_or_raise
 from chatlens.db.base import utcnow
 from chatlens.errors import Conflict, NotFound, ValidationFailed
+from chatlens.inference.intents import UNKNOWN_INTENT
 from chatlens.models import (
     Conversation,
     ConversationStatus,
@@ -26,8 +27,6 @@ from chatlens.models import (
 from chatlens.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
-
-UNKNOWN_INTENT = "unknown"
 
 
 class CriticalWords:

@@ -23,6 +23,7 @@ from chatlens.chat.schemas import ChatResponse, UsageRead
 from chatlens.db.base import utcnow
 from chatlens.errors import ChatlensError, Conflict, NotFound
 from chatlens.inference.base import ChatMessage, Chunk, InferenceBackend, Usage
+from chatlens.inference.intents import last_question
 from chatlens.inference.pricing import Pricing, load_pricing
 from chatlens.inference.tokens import count_prompt_tokens, count_tokens
 from chatlens.models import (
@@ -206,10 +207,6 @@ class Turn:
     span: Span | None = None
     # The model asked for; None: the pipeline's active model.
     model: str | None = None
-
-
-def _last_question(context: Sequence[ChatMessage]) -> str:
-    return next((m.content for m in reversed(context) if m.role == "user"), "")
 
 
 def _as_context(messages: Sequence[Message]) -> list[ChatMessage]:
@@ -670,7 +667,7 @@ class Answer:
                 escalation=escalation if newly_escalated else None,
             )
         content = (
-            {"question": _last_question(turn.context), "reply": text}
+            {"question": last_question(turn.context), "reply": text}
             if self.pipeline.log_content
             else {}
         )

@@ -7,16 +7,12 @@ import re
 import time
 from collections.abc import AsyncGenerator, Sequence
 
-from opentelemetry import trace
-
 from chatlens.inference.base import BackendHealth, ChatMessage, Chunk, Usage
-from chatlens.inference.intents import IntentMatcher
+from chatlens.inference.intents import UNKNOWN_INTENT, IntentMatcher, detect, last_question
 from chatlens.inference.knowledge_base import KnowledgeBase, detect_language
 from chatlens.inference.tokens import count_prompt_tokens, count_tokens
 
 BUILTIN_MODEL = "builtin-kb"
-tracer = trace.get_tracer("chatlens.inference")
-UNKNOWN_INTENT = "unknown"
 # A word with the white space after it, so the pieces join back into the exact answer.
 _WORD = re.compile(r"\S+\s*")
 
@@ -46,12 +42,8 @@ class BuiltinBackend:
     async def stream(
         self, messages: Sequence[ChatMessage], *, model: str | None = None
     ) -> AsyncGenerator[Chunk, None]:
-        question = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        with tracer.start_as_current_span("intent.detect") as span:
-            match = self.matcher.match(question)
-            span.set_attributes(
-                {"chatlens.intent": match.intent, "chatlens.intent.confidence": match.confidence}
-            )
+        question = last_question(messages)
+        match = detect(self.matcher, question)
         language = detect_language(question)
         intent = self.knowledge_base.get(match.intent)
         escalation: str | None = None

@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import orjson
 import structlog
-from opentelemetry import trace
 
 from chatlens.inference.base import BackendHealth, ChatMessage, Chunk, Usage
 from chatlens.inference.breaker import BreakerState, CircuitBreaker
@@ -24,14 +23,12 @@ from chatlens.inference.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from chatlens.inference.intents import IntentMatcher
+from chatlens.inference.intents import UNKNOWN_INTENT, IntentMatcher, detect, last_question
 from chatlens.inference.knowledge_base import KnowledgeBase
 from chatlens.inference.tokens import count_prompt_tokens, count_tokens
 
 log = structlog.get_logger(__name__)
-tracer = trace.get_tracer("chatlens.inference")
 
-UNKNOWN_INTENT = "unknown"
 _BACKOFF_BASE_S = 0.25
 _MAX_RETRY_AFTER_S = 30.0
 _MODELS_TTL_S = 60.0
@@ -105,12 +102,8 @@ class OpenAIBackend:
         self, messages: Sequence[ChatMessage], *, model: str | None = None
     ) -> AsyncGenerator[Chunk, None]:
         model = model or self.default_model
-        question = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        with tracer.start_as_current_span("intent.detect") as span:
-            match = self.matcher.match(question)
-            span.set_attributes(
-                {"chatlens.intent": match.intent, "chatlens.intent.confidence": match.confidence}
-            )
+        question = last_question(messages)
+        match = detect(self.matcher, question)
         intent = self.knowledge_base.get(match.intent)
         escalation = "user_request" if intent is not None and intent.escalate else None
 
