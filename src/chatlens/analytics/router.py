@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens.analytics import export, report, service, sla, summary, timeseries
 from chatlens.analytics.schemas import (
@@ -30,6 +31,7 @@ from chatlens.analytics.schemas import (
     TimeseriesRead,
 )
 from chatlens.auth.deps import AdminUser, CurrentUser
+from chatlens.auth.service import Principal
 from chatlens.chat.router import PipelineDep
 from chatlens.chat.schemas import ConversationRead, Platform
 from chatlens.db.session import SessionDep
@@ -82,6 +84,27 @@ async def rate_answer(
     return _answer(saved, response)
 
 
+async def _score(
+    kind: FeedbackKind,
+    conversation_id: uuid.UUID,
+    body: CsatCreate | NpsCreate,
+    response: Response,
+    session: AsyncSession,
+    user: Principal,
+    ctx: service.FeedbackContext,
+) -> FeedbackRead:
+    saved = await service.rate_conversation(
+        session,
+        ctx,
+        user=user,
+        conversation_id=conversation_id,
+        kind=kind,
+        score=body.score,
+        comment=body.comment,
+    )
+    return _answer(saved, response)
+
+
 @router.post(
     "/conversations/{conversation_id}/csat",
     response_model=FeedbackRead,
@@ -97,16 +120,7 @@ async def give_csat(
     ctx: FeedbackDep,
 ) -> FeedbackRead:
     """Customer satisfaction, 1-5; one per conversation (a second replaces it)."""
-    saved = await service.rate_conversation(
-        session,
-        ctx,
-        user=user,
-        conversation_id=conversation_id,
-        kind=FeedbackKind.csat,
-        score=body.score,
-        comment=body.comment,
-    )
-    return _answer(saved, response)
+    return await _score(FeedbackKind.csat, conversation_id, body, response, session, user, ctx)
 
 
 @router.post(
@@ -124,16 +138,7 @@ async def give_nps(
     ctx: FeedbackDep,
 ) -> FeedbackRead:
     """Net promoter score, 0-10; one per conversation (a second replaces it)."""
-    saved = await service.rate_conversation(
-        session,
-        ctx,
-        user=user,
-        conversation_id=conversation_id,
-        kind=FeedbackKind.nps,
-        score=body.score,
-        comment=body.comment,
-    )
-    return _answer(saved, response)
+    return await _score(FeedbackKind.nps, conversation_id, body, response, session, user, ctx)
 
 
 @router.put("/messages/{message_id}/intent", response_model=IntentLabelRead, responses=errors(403))

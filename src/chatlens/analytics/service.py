@@ -105,8 +105,10 @@ async def rate_conversation(
     )
     if ctx.metrics is not None:
         ctx.metrics.feedback.labels(kind.value, str(score)).inc()
-        histogram = ctx.metrics.satisfaction_score if kind is FeedbackKind.csat else None
-        (histogram or ctx.metrics.nps_score).observe(score)
+        scores = (
+            ctx.metrics.satisfaction_score if kind is FeedbackKind.csat else ctx.metrics.nps_score
+        )
+        scores.observe(score)
     return saved
 
 
