@@ -125,10 +125,13 @@ async def test_critical_words_are_whole_words_in_any_case() -> None:
 
 
 async def test_intent_labels_are_for_admins_and_known_intents(
-    client: httpx.AsyncClient, account: Any, admin: Any, sessionmaker: Any
+    app: Any, client: httpx.AsyncClient, account: Any, admin: Any, sessionmaker: Any
 ) -> None:
     turn = await ask(client, account)
+    assert turn["intent"] == "order_status"
     url = f"/api/messages/{turn['message_id']}/intent"
+    wrong = metric(app, "intent_labels_total", intent="order_status", correct="false")
+    right = metric(app, "intent_labels_total", intent="order_status", correct="true")
     forbidden = await client.put(url, json={"intent": "refund"}, headers=account.headers)
     assert forbidden.status_code == 403
     unknown = await client.put(url, json={"intent": "teleport"}, headers=admin.headers)
@@ -140,8 +143,12 @@ async def test_intent_labels_are_for_admins_and_known_intents(
         "message_id": turn["message_id"],
         "intent": turn["intent"],
         "labeled_intent": "refund",
-        "correct": turn["intent"] == "refund",
+        "correct": False,
     }
+    assert metric(app, "intent_labels_total", intent="order_status", correct="false") == wrong + 1
+    relabeled = await client.put(url, json={"intent": "order_status"}, headers=admin.headers)
+    assert relabeled.json()["correct"] is True
+    assert metric(app, "intent_labels_total", intent="order_status", correct="true") == right + 1
 
 
 async def test_escalate_and_resolve_follow_the_allowed_transitions(

@@ -46,7 +46,19 @@ async def test_a_chat_turn_moves_every_related_metric(
         json={"message": "Where is my order?", "platform": "telegram", "project_id": "shop-m"},
         headers=account.headers,
     )
-    await client.post("/chat", json={"message": "let me talk to a human"}, headers=account.headers)
+    second = await client.post(
+        "/chat", json={"message": "let me talk to a human"}, headers=account.headers
+    )
+    await client.post(  # a second turn of a conversation is not a new conversation
+        "/chat",
+        json={"message": "thanks", "conversation_id": second.json()["conversation_id"]},
+        headers=account.headers,
+    )
+    await client.post(
+        "/api/conversations",
+        json={"platform": "slack", "project_id": "shop-m"},
+        headers=account.headers,
+    )
     await client.get("/api/conversations/not-a-uuid", headers=account.headers)
     await client.get("/no/such/path")
     after = await scrape(client)
@@ -54,7 +66,7 @@ async def test_a_chat_turn_moves_every_related_metric(
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert delta("http_requests_total", method="POST", route="/chat", status="200") == 2
+    assert delta("http_requests_total", method="POST", route="/chat", status="200") == 3
     assert (
         delta(
             "http_requests_total",
@@ -65,15 +77,18 @@ async def test_a_chat_turn_moves_every_related_metric(
         == 1
     )
     assert delta("http_requests_total", method="GET", route="__unmatched__", status="404") == 1
-    assert delta("http_request_duration_seconds_count", method="POST", route="/chat") == 2
+    assert delta("http_request_duration_seconds_count", method="POST", route="/chat") == 3
     assert value(after, "http_requests_in_progress", method="POST", route="/chat") == 0
     assert delta("chat_requests_total", project_id="shop-m", platform="telegram") == 1
+    assert delta("conversations_total", project_id="shop-m", platform="telegram") == 1
+    assert delta("conversations_total", project_id="default", platform="web") == 1
+    assert delta("conversations_total", project_id="shop-m", platform="slack") == 1
     assert delta("messages_total", platform="telegram", intent="order_status") == 1
     assert delta("escalations_total", platform="web", reason="user_request") == 1
     assert delta("ai_tokens_total", model="builtin-kb", type="prompt") > 0
     assert delta("ai_tokens_total", model="builtin-kb", type="completion") > 0
-    assert delta("ai_time_to_first_token_seconds_count", model="builtin-kb") == 2
-    assert delta("response_time_seconds_count", service="ai", endpoint="/chat") == 2
+    assert delta("ai_time_to_first_token_seconds_count", model="builtin-kb") == 3
+    assert delta("response_time_seconds_count", service="ai", endpoint="/chat") == 3
     assert delta("intent_confidence_count", intent="order_status") == 1
     assert value(after, "inference_up", backend="builtin") == 1
     assert value(after, "app_info", version="0.1.0", environment="test") == 1

@@ -148,10 +148,12 @@ async def label_intent(
     session: SessionDep,
     admin: AdminUser,
     pipeline: PipelineDep,
+    metrics: MetricsDep,
 ) -> IntentLabelRead:
     """An operator's label of an answer's true intent, for intent accuracy (admins)."""
     message = await service.label_intent(
         session,
+        metrics,
         admin=admin,
         message_id=message_id,
         intent=body.intent,

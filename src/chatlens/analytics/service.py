@@ -163,6 +163,7 @@ async def _save(
 
 async def label_intent(
     session: AsyncSession,
+    metrics: Metrics | None,
     *,
     admin: Principal,
     message_id: uuid.UUID,
@@ -190,6 +191,9 @@ async def label_intent(
         labeled=intent,
         admin_user_id=str(admin.user_id),
     )
+    if metrics is not None:
+        detected = message.intent or UNKNOWN_INTENT
+        metrics.intent_labels.labels(detected, "true" if detected == intent else "false").inc()
     return message
 
 

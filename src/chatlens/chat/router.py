@@ -166,7 +166,10 @@ async def list_conversations(
     responses=errors(401, 422),
 )
 async def create_conversation(
-    session: SessionDep, user: CurrentUser, body: ConversationCreate | None = None
+    session: SessionDep,
+    user: CurrentUser,
+    pipeline: PipelineDep,
+    body: ConversationCreate | None = None,
 ) -> ConversationRead:
     """Start an empty conversation."""
     body = body or ConversationCreate()
@@ -177,6 +180,7 @@ async def create_conversation(
         platform=body.platform,
         external_user_id=body.user,
         title=body.title,
+        metrics=pipeline.metrics,
     )
     return ConversationRead.model_validate(conversation)
 

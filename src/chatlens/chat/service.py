@@ -101,6 +101,7 @@ async def create_conversation(
     platform: str,
     external_user_id: str | None,
     title: str | None = None,
+    metrics: Metrics | None = None,
 ) -> Conversation:
     conversation = Conversation(
         user_id=user.user_id,
@@ -110,12 +111,15 @@ async def create_conversation(
         title=title,
     )
     await repo.add(session, conversation)
+    await session.commit()
     log.info(
         "conversation_created",
         conversation_id=str(conversation.id),
         project_id=project_id,
         platform=platform,
     )
+    if metrics is not None:
+        metrics.conversations.labels(project_id, platform).inc()
     return conversation
 
 
@@ -362,6 +366,8 @@ class ChatPipeline:
         repo.stage(session, question)
         # Nothing the user sent may be lost: it is durable before the model sees it.
         await session.commit()
+        if conversation_id is None and self.metrics is not None:
+            self.metrics.conversations.labels(conversation.project_id, conversation.platform).inc()
         turn.conversation_id = conversation.id
         turn.project_id = conversation.project_id
         turn.platform = conversation.platform

@@ -70,6 +70,12 @@ class Metrics:
             ["project_id", "platform"],
             registry=r,
         )
+        self.conversations = Counter(
+            "conversations_total",
+            "Conversations started, by project and platform.",
+            ["project_id", "platform"],
+            registry=r,
+        )
         self.messages = Counter(
             "messages_total",
             "Assistant answers stored (complete, cut off or failed), by platform and intent.",
@@ -141,6 +147,12 @@ class Metrics:
             "negative_feedback_total",
             "Feedback comments containing a critical word (fraud, lawyer, ...), by kind.",
             ["kind"],
+            registry=r,
+        )
+        self.intent_labels = Counter(
+            "intent_labels_total",
+            "Operators' intent labels on answers, by detected intent and whether it was correct.",
+            ["intent", "correct"],
             registry=r,
         )
         self.satisfaction_score = Histogram(
