@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from tests.deploy.dashboards import label_values, load, queries
+from tests.deploy.test_runbook import runbook_queries
 from tests.helpers import Server, free_port, require
 from tests.upstream import FakeUpstream
 
@@ -364,3 +365,8 @@ def test_a_critical_comment_fires_negative_feedback_and_the_annotation_shows_it(
     ]
     shown = stack.query(annotation.for_prometheus(JOB))["result"]
     assert "NegativeFeedback" in {s["metric"]["alertname"] for s in shown}
+
+
+def test_every_query_in_the_runbook_evaluates(stack: Stack) -> None:
+    for expr in runbook_queries():
+        stack.query(expr)
