@@ -19,6 +19,7 @@ from chatlens import __version__
 from chatlens.analytics import export, report, simulate, summary
 from chatlens.app import configure_process
 from chatlens.auth import service as auth
+from chatlens.db import backup as backups
 from chatlens.db import migrate
 from chatlens.db.engine import create_engine, create_sessionmaker
 from chatlens.errors import ChatlensError
@@ -312,6 +313,40 @@ def keys_revoke(
         return str((await auth.revoke_key(session, key_id_or_prefix=key)).id)
 
     typer.echo(f"key {run_in_session(settings, action)} revoked")
+
+
+@app.command("backup")
+def backup_command(
+    directory: Annotated[Path, typer.Option("--dir", help="Folder of the backups")] = Path(
+        "backups"
+    ),
+    keep: Annotated[
+        int | None, typer.Option(min=1, help="Keep only the newest N backups in the folder")
+    ] = None,
+) -> None:
+    """Back up the database (PostgreSQL: pg_dump -Fc; SQLite: online backup); print the file."""
+    settings = settings_or_exit()
+    try:
+        path = backups.backup(settings, directory, keep)
+    except (backups.BackupError, OSError) as exc:
+        fail(str(exc), 1)
+    typer.echo(str(path))
+
+
+@app.command("restore")
+def restore_command(
+    file: Annotated[Path, typer.Argument(help="A file written by `chatlens backup`")],
+    force: Annotated[
+        bool, typer.Option(help="Replace a database that holds data (it is lost)")
+    ] = False,
+) -> None:
+    """Restore a backup into the configured database; stop the service first."""
+    settings = settings_or_exit()
+    try:
+        backups.restore(settings, file, force=force)
+    except (backups.BackupError, OSError) as exc:
+        fail(str(exc), 1)
+    typer.echo(f"restored {file}")
 
 
 @app.command("export")
