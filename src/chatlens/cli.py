@@ -16,7 +16,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens import __version__
-from chatlens.analytics import export, report, simulate, summary
+from chatlens.analytics import export, report, s3, simulate, summary
 from chatlens.app import configure_process
 from chatlens.auth import service as auth
 from chatlens.db import backup as backups
@@ -362,6 +362,14 @@ def export_command(
     ] = None,
     project_id: Annotated[str | None, typer.Option(help="Only this project")] = None,
     platform: Annotated[str | None, typer.Option(help="Only this platform")] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="Upload to S3-compatible storage instead: s3://bucket/prefix/ "
+            "[CHATLENS_S3_ENDPOINT_URL for MinIO]",
+        ),
+    ] = None,
 ) -> None:
     """Write a dataset of a date range to a file, as GET /api/analytics/export streams it."""
     settings = settings_or_exit()
@@ -377,7 +385,17 @@ def export_command(
         fail(f"--start/--end: {exc}")
     except ChatlensError as exc:
         fail(exc.message)
-    target = output or Path(export.file_name(dataset, filters, fmt))  # type: ignore[arg-type]
+    name = export.file_name(dataset, filters, fmt)  # type: ignore[arg-type]
+    location = None
+    if to is not None:
+        if output is not None:
+            fail("--to and --output: choose one")
+        try:
+            location = s3.parse(to, name)
+        except s3.S3Error as exc:
+            fail(f"--to: {exc}")
+    staging = tempfile.TemporaryDirectory(prefix="chatlens-export-") if location else None
+    target = Path(staging.name) / name if staging else output or Path(name)
 
     async def write() -> int:
         engine = create_engine(settings)
@@ -394,8 +412,19 @@ def export_command(
             await engine.dispose()
         return written
 
-    size = asyncio.run(write())
-    typer.echo(f"wrote {target} ({size:,} bytes)")
+    try:
+        size = asyncio.run(write())
+        if location is None:
+            typer.echo(f"wrote {target} ({size:,} bytes)")
+            return
+        try:
+            s3.upload(target, location, endpoint_url=settings.s3_endpoint_url)
+        except s3.S3Error as exc:
+            fail(str(exc), 1)
+        typer.echo(f"uploaded {location.url} ({size:,} bytes)")
+    finally:
+        if staging is not None:
+            staging.cleanup()
 
 
 @app.command("report")

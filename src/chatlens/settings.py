@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("CHATLENS_REDIS_URL", "REDIS_URL")
     )
+    s3_endpoint_url: str | None = Field(None, validation_alias=_env("S3_ENDPOINT_URL"))
     active_sessions_window_s: Annotated[int, Field(ge=60)] = Field(
         900, validation_alias=_env("ACTIVE_SESSIONS_WINDOW_SECONDS")
     )
@@ -201,7 +202,7 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
 
-    @field_validator("openai_base_url", "auth_validate_url")
+    @field_validator("openai_base_url", "auth_validate_url", "s3_endpoint_url")
     @classmethod
     def _check_base_url(cls, value: str | None) -> str | None:
         if not value:
