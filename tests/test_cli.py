@@ -142,3 +142,45 @@ async def test_cli_export_writes_the_same_rows_as_the_api(
         assert "--dataset" in wrong.output
 
     await asyncio.to_thread(run)
+
+
+async def test_export_to_stdout_is_only_the_data_and_includes_today(
+    fresh_database_url: Any, env_without_chatlens: dict[str, str]
+) -> None:
+    """`-o -` pipes the export into another tool (e.g. ClickHouse): the status line goes to
+    stderr, and the default range, like the API's, ends with today."""
+    import subprocess
+    import sys
+
+    import orjson
+
+    from chatlens.auth import service as auth
+    from chatlens.db import migrate
+
+    url = await fresh_database_url("cli-stdout")
+    settings = make_settings(url)
+    await migrate.upgrade(settings)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with app.state.sessionmaker() as session, session.begin():
+            user = await auth.create_user(session, name="owner")
+            _, key = await auth.create_key(session, user=user)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            asked = await client.post(
+                "/chat",
+                json={"message": "where is my order"},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            assert asked.status_code == 200
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "chatlens.cli", "export", "--format", "json", "-o", "-"],
+        env=env_without_chatlens | {"DATABASE_URL": url},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [row["message_id"] for row in rows] == [asked.json()["message_id"]]
+    assert b"wrote - (" in done.stderr

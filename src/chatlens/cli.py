@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, BinaryIO, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -355,10 +357,15 @@ def export_command(
         str, typer.Option(help="conversation_metrics, conversations or messages")
     ] = "conversation_metrics",
     start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD (UTC), inclusive")] = "",
-    end: Annotated[str, typer.Option(help="Last day, YYYY-MM-DD (UTC), exclusive")] = "",
+    end: Annotated[
+        str, typer.Option(help="Last day, YYYY-MM-DD (UTC), exclusive (default: tomorrow)")
+    ] = "",
     fmt: Annotated[str, typer.Option("--format", help="csv, json (lines) or xlsx")] = "csv",
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="File to write (default: the usual name)")
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="File to write, - for stdout (default: the usual name)"
+        ),
     ] = None,
     project_id: Annotated[str | None, typer.Option(help="Only this project")] = None,
     platform: Annotated[str | None, typer.Option(help="Only this platform")] = None,
@@ -378,7 +385,9 @@ def export_command(
     if fmt not in export.MEDIA_TYPES:
         fail(f"--format: one of {', '.join(export.MEDIA_TYPES)}")
     try:
-        last = dt.date.fromisoformat(end) if end else dt.datetime.now(dt.UTC).date()
+        # As the API: the last 30 days, today included.
+        today = dt.datetime.now(dt.UTC).date()
+        last = dt.date.fromisoformat(end) if end else today + dt.timedelta(days=1)
         first = dt.date.fromisoformat(start) if start else last - dt.timedelta(days=30)
         filters = summary.Filters.from_dates(first, last, project_id, platform)
     except ValueError as exc:
@@ -397,31 +406,34 @@ def export_command(
     staging = tempfile.TemporaryDirectory(prefix="chatlens-export-") if location else None
     target = Path(staging.name) / name if staging else output or Path(name)
 
-    async def write() -> int:
+    async def write(file: BinaryIO) -> int:
         engine = create_engine(settings)
         written = 0
         try:
             if await migrate.current_revision(engine) is None:
                 fail("the database has no schema yet: run `chatlens db upgrade` first")
             maker = create_sessionmaker(engine)
-            with target.open("wb") as file:
-                async for chunk in export.stream(maker, dataset, filters, fmt):  # type: ignore[arg-type]
-                    file.write(chunk)
-                    written += len(chunk)
+            async for chunk in export.stream(maker, dataset, filters, fmt):  # type: ignore[arg-type]
+                file.write(chunk)
+                written += len(chunk)
         finally:
             await engine.dispose()
         return written
 
+    to_stdout = str(target) == "-"
     try:
-        size = asyncio.run(write())
+        with contextlib.nullcontext(sys.stdout.buffer) if to_stdout else target.open("wb") as file:
+            size = asyncio.run(write(file))
+            file.flush()
         if location is None:
-            typer.echo(f"wrote {target} ({size:,} bytes)")
+            # On stderr: stdout may be the export itself (-o -), piped into another tool.
+            typer.echo(f"wrote {target} ({size:,} bytes)", err=True)
             return
         try:
             s3.upload(target, location, endpoint_url=settings.s3_endpoint_url)
         except s3.S3Error as exc:
             fail(str(exc), 1)
-        typer.echo(f"uploaded {location.url} ({size:,} bytes)")
+        typer.echo(f"uploaded {location.url} ({size:,} bytes)", err=True)
     finally:
         if staging is not None:
             staging.cleanup()

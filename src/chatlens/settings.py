@@ -197,7 +197,7 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
-    @field_validator("sentry_dsn", "redis_url", "otel_exporter_otlp_endpoint")
+    @field_validator("sentry_dsn", "redis_url", "otel_exporter_otlp_endpoint", "model")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
