@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench up down clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "chatlens needs Python 3.11 or newer")'
@@ -38,6 +38,30 @@ format: $(VENV)/.installed-dev
 ## Start the service as a user would and measure it; figures go to benchmarks/README.md.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks
+
+# promtail ships the logs to Loki; `make up COMPOSE_PROFILES=clickhouse` uses Vector and
+# ClickHouse instead.
+COMPOSE_PROFILES ?= promtail
+export COMPOSE_PROFILES
+COMPOSE := docker compose -f deploy/compose.yaml
+SECRETS := deploy/secrets/slack_webhook_url deploy/secrets/smtp_password
+
+$(SECRETS):
+	touch $@
+
+## The whole stack in containers (deploy/compose.yaml); `make down` stops it, data stays.
+up: | $(SECRETS)
+	$(COMPOSE) up -d --build
+	@echo
+	@echo "chatlens      http://localhost:8000  (API docs: /docs; the admin key: $(COMPOSE) logs chatlens | grep -m1 cl_)"
+	@echo "Grafana       http://localhost:3000  (dashboards: chatlens / Operational, AI performance, Business, Node health)"
+	@echo "Prometheus    http://localhost:9090  (alerts: /alerts)"
+	@echo "Alertmanager  http://localhost:9093"
+	@echo "Loki          http://localhost:3100  (query it from Grafana's Explore)"
+	@echo "Tempo         http://localhost:3200  (traces: from Grafana, or an exemplar on a latency panel)"
+
+down:
+	$(COMPOSE) down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
