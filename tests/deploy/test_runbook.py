@@ -17,6 +17,7 @@ INCIDENTS = [
     "The database does not answer",
     "The tests fail",
     "Roll back a release",
+    "Back up and restore",
 ]
 PARTS = ("**What it means.**", "**First commands.**", "**Mitigate.**", "**Escalate.**")
 # Read by the test suite and CI, and by deploy/compose.yaml (the image), not by the service.
