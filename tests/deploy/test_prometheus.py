@@ -70,3 +70,13 @@ def test_every_alert_is_shown_firing_and_silent() -> None:
     names = {str(rule["alert"]) for rule in alerts()}
     assert names - fired == set(), "alerts never shown firing"
     assert names - silent == set(), "alerts never shown silent"
+
+
+def test_rule_group_names_are_unique_across_files() -> None:
+    """One PrometheusRule may carry several files' groups; a repeated name is refused."""
+    names = [
+        group["name"]
+        for path in sorted((PROMETHEUS / "rules").glob("*.yml"))
+        for group in yaml.safe_load(path.read_text())["groups"]
+    ]
+    assert len(names) == len(set(names)), names
