@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import uuid
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import Table, select
 from typer.testing import CliRunner
 
@@ -19,9 +21,20 @@ from chatlens.cli import app as cli
 from chatlens.db import migrate
 from chatlens.db.base import Model
 from chatlens.db.engine import create_engine
-from tests.helpers import make_settings
+from tests.helpers import make_settings, require
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _pg_dump(backend_name: str) -> None:
+    if backend_name == "postgresql":
+        require(
+            shutil.which("pg_dump") is not None and shutil.which("pg_restore") is not None,
+            "pg_dump and pg_restore (Debian package postgresql-client)",
+        )
+
+
 TABLES = ("users", "api_keys", "conversations", "messages", "conversation_metrics", "feedback")
 
 
