@@ -53,15 +53,17 @@ $(SECRETS):
 up: | $(SECRETS)
 	$(COMPOSE) up -d --build
 	@echo
-	@echo "chatlens      http://localhost:8000  (API docs: /docs; the admin key: $(COMPOSE) logs chatlens | grep -m1 cl_)"
+	@echo "chatlens      http://localhost:8000  (API docs: /docs; the admin key, printed on first start:"
+	@echo "              $(COMPOSE) logs --no-log-prefix chatlens | grep -oE 'cl_[A-Za-z0-9_-]{43}' | head -1)"
 	@echo "Grafana       http://localhost:3000  (dashboards: chatlens / Operational, AI performance, Business, Node health)"
 	@echo "Prometheus    http://localhost:9090  (alerts: /alerts)"
 	@echo "Alertmanager  http://localhost:9093"
 	@echo "Loki          http://localhost:3100  (query it from Grafana's Explore)"
 	@echo "Tempo         http://localhost:3200  (traces: from Grafana, or an exemplar on a latency panel)"
 
+# Every profile, so that whichever log shipper `make up` started stops too.
 down:
-	$(COMPOSE) down
+	COMPOSE_PROFILES=promtail,clickhouse $(COMPOSE) down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

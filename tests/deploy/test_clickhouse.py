@@ -334,7 +334,7 @@ def test_vector_pipeline(clickhouse: ClickHouse) -> None:
 
     [source] = sources.values()
     assert source["type"] == "docker_logs"
-    assert source["include_labels"] == ["com.docker.compose.service=chatlens"]
+    assert source["include_labels"] == ["com.docker.compose.project=chatlens"]
     [remap] = transforms.values()
     assert remap["type"] == "remap"
     assert 'if .stream != "stdout"' in remap["source"]  # not the banner with the admin key

@@ -273,3 +273,26 @@ def test_one_log_shipper_per_profile(compose: dict[str, Any]) -> None:
     loki = _yaml(DEPLOY / "loki" / "loki.yaml")
     assert loki["limits_config"]["allow_structured_metadata"] is True
     assert loki["schema_config"]["configs"][0]["store"] == "tsdb"
+
+
+def test_both_log_shippers_take_the_same_containers(compose: dict[str, Any]) -> None:
+    """Docker ANDs label filters, so each shipper filters on the compose project and then
+    keeps chatlens's own services by name; both keep the same ones, and they exist."""
+    project = f"com.docker.compose.project={compose['name']}"
+    [job] = _yaml(DEPLOY / "promtail" / "promtail.yaml")["scrape_configs"]
+    [docker] = job["docker_sd_configs"]
+    assert docker["filters"] == [{"name": "label", "values": [project]}]
+    [keep] = [rule for rule in job["relabel_configs"] if rule.get("action") == "keep"]
+    assert keep["source_labels"] == ["__meta_docker_container_label_com_docker_compose_service"]
+    by_promtail = set(keep["regex"].split("|"))
+
+    vector = _yaml(DEPLOY / "vector" / "vector.yaml")
+    [source] = vector["sources"].values()
+    assert source["include_labels"] == [project]
+    [remap] = vector["transforms"].values()
+    listed = re.search(r"includes\(\[([^\]]+)\], compose_service\)", remap["source"])
+    assert listed is not None
+    by_vector = {name.strip().strip('"') for name in listed.group(1).split(",")}
+
+    assert by_promtail == by_vector == {"chatlens", "migrate", "backup"}
+    assert by_promtail <= set(compose["services"])

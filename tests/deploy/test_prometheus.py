@@ -55,6 +55,9 @@ def test_every_alert_is_labelled_annotated_and_has_a_runbook_section() -> None:
         annotations = rule.get("annotations") or {}
         assert isinstance(labels, dict) and isinstance(annotations, dict)
         assert labels.get("severity") in ("critical", "warning", "info"), rule["alert"]
+        # Alertmanager groups and inhibits on `service`. The compose Prometheus adds it as an
+        # external label, but a shared one (kube-prometheus-stack) does not: the rule must.
+        assert labels.get("service") == "chatlens", rule["alert"]
         assert {"summary", "description", "runbook_url"} <= set(annotations), rule["alert"]
         anchor = str(annotations["runbook_url"]).rsplit("#", 1)[-1]
         assert anchor in anchors, f"{rule['alert']}: no section #{anchor} in docs/runbook.md"

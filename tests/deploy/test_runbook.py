@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
+import httpx
 import yaml
 
 from chatlens.settings import Settings, env_name
+from tests.helpers import Server, require
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK = ROOT / "docs" / "runbook.md"
@@ -75,3 +82,100 @@ def test_every_setting_the_docs_name_exists() -> None:
 
 def test_the_runbook_has_queries_for_the_end_to_end_check() -> None:
     assert len(runbook_queries()) >= 20
+
+
+def _code_spans() -> list[str]:
+    """Inline code, a span possibly wrapped over two lines; fenced blocks left out."""
+    text = re.sub(r"^```.*?^```", "", RUNBOOK.read_text(), flags=re.MULTILINE | re.DOTALL)
+    return [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", text)]
+
+
+def _chatlens_invocations() -> list[list[str]]:
+    """The argument lists the runbook gives the chatlens CLI: directly, or through a compose
+    service whose entrypoint is chatlens (`run … chatlens ARGS`, `--entrypoint chatlens SVC
+    ARGS`)."""
+    found = []
+    for span in _code_spans():
+        span = re.sub(r"<[^>]+>", "X", span)  # <file>, <revision of the old release>, ...
+        for command in re.split(r"&&|\|", span):
+            command = command.strip()
+            is_run = command.startswith("docker compose") and " run " in command
+            if not (command.startswith("chatlens ") or is_run):
+                continue  # jq programs, PromQL, curl: not the CLI's
+            words = shlex.split(command)
+            if words[0] == "chatlens":
+                found.append(words[1:])
+            elif words[:2] == ["docker", "compose"] and "run" in words:
+                rest = words[words.index("run") + 1 :]
+                entrypoint = None
+                while rest[0].startswith("--"):  # compose's own options, up to the service
+                    if rest[0] == "--entrypoint":
+                        entrypoint = rest[1]
+                        rest = rest[1:]
+                    rest = rest[1:]
+                service, args = rest[0], rest[1:]
+                if entrypoint == "chatlens" or (entrypoint is None and service == "chatlens"):
+                    found.append(args)
+    return found
+
+
+def test_every_chatlens_command_in_the_runbook_parses() -> None:
+    """Subcommands exist, options exist, required options are given (nothing is run).
+
+    Typer carries its own copy of click, so groups are told apart by what they can do and
+    usage errors by their `format_message`.
+    """
+    import typer
+
+    from chatlens.cli import app
+
+    invocations = _chatlens_invocations()
+    assert len(invocations) >= 10
+    root = typer.main.get_command(app)
+    for args in invocations:
+        command: Any = root
+        context = command.make_context("chatlens", list(args), resilient_parsing=True)
+        rest = list(args)
+        while hasattr(command, "resolve_command"):  # a group: go down to the subcommand
+            name, command, rest = command.resolve_command(context, rest)
+            assert command is not None, args
+            context = command.make_context(name, list(rest), parent=context,
+                                           resilient_parsing=True)  # fmt: skip
+        try:
+            # resilient_parsing is inherited from the parent: switched off to check for real.
+            command.make_context(command.name, list(rest), parent=context.parent,
+                                 resilient_parsing=False)  # fmt: skip
+        except Exception as error:
+            if not hasattr(error, "format_message"):
+                raise
+            raise AssertionError(f"chatlens {' '.join(args)}: {error.format_message()}") from None
+
+
+def test_every_jq_filter_in_the_runbook_reads_real_log_lines(tmp_path: Path) -> None:
+    """Run against what `docker compose logs --no-log-prefix` shows: the JSON lines of a real
+    `chatlens serve` mixed with its plain-text banner."""
+    jq = shutil.which("jq")
+    require(jq is not None, "jq (Debian package jq)")
+    assert jq is not None
+    programs = re.findall(r"\| jq -cR '([^']+)'", RUNBOOK.read_text())
+    assert len(programs) >= 6
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLENS_")}
+    env.pop("DATABASE_URL", None)
+    server = Server(tmp_path, env)
+    try:
+        key = re.findall(r"cl_[A-Za-z0-9_-]{43}", server.output)[0]
+        headers = {"Authorization": f"Bearer {key}"}
+        httpx.post(f"{server.url}/chat", json={"message": "hi"}, headers=headers, timeout=10)
+        httpx.get(f"{server.url}/no/such/page", timeout=10)
+    finally:
+        server.stop()
+    shown = server.log.read_text() + server.stdout.read_text()
+    assert '"event":"http_request"' in shown
+    for program in programs:
+        done = subprocess.run(
+            [jq, "-cR", program], input=shown, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, f"{program}: {done.stderr}"
+    access = re.findall(r"\| jq -cR '(fromjson\? \| select\(\.event==\"http_request\"[^']+)'",
+                        RUNBOOK.read_text())  # fmt: skip
+    assert access, "the 5xx filter is gone"

@@ -84,7 +84,7 @@ class Metrics:
         )
         self.errors = Counter(
             "errors_total",
-            "Errors, by type and by the service that failed (api, ai, db, auth, external).",
+            "Errors, by type and by the service that failed (api, ai, db, auth).",
             ["error_type", "service"],
             registry=r,
         )
