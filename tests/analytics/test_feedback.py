@@ -187,3 +187,44 @@ async def test_escalate_and_resolve_follow_the_allowed_transitions(
     )
     assert metric(app, "escalations_total", platform="web", reason="vip") >= 1
     assert metric(app, "conversation_resolution_seconds_count") >= 1
+
+
+async def test_csat_and_resolution_reach_every_turn_row_of_the_conversation(
+    client: httpx.AsyncClient, account: Any, sessionmaker: Any
+) -> None:
+    """conversation_metrics (what exports and column stores get) carries each conversation's
+    latest CSAT and whether it was resolved; other conversations keep theirs."""
+    from chatlens.models import ConversationMetrics
+
+    first = await ask(client, account)
+    await client.post(
+        "/chat",
+        json={"message": "and a refund?", "conversation_id": first["conversation_id"]},
+        headers=account.headers,
+    )
+    other = await ask(client, account, "how long does delivery take?")
+    base = f"/api/conversations/{first['conversation_id']}"
+    for score in (4, 2):  # the second replaces the first
+        given = await client.post(f"{base}/csat", json={"score": score}, headers=account.headers)
+        assert given.status_code in (200, 201)
+    closed = await client.post(
+        f"{base}/resolve", json={"outcome": "converted"}, headers=account.headers
+    )
+    assert closed.status_code == 200
+    abandoned = await client.post(
+        f"/api/conversations/{other['conversation_id']}/resolve",
+        json={"outcome": "abandoned"},
+        headers=account.headers,
+    )
+    assert abandoned.status_code == 200
+
+    async with sessionmaker() as session:
+        rows = (await session.scalars(select(ConversationMetrics))).all()
+    by_conversation: dict[str, list[Any]] = {}
+    for row in rows:
+        by_conversation.setdefault(str(row.conversation_id), []).append(row)
+    mine = by_conversation[first["conversation_id"]]
+    assert len(mine) == 2
+    assert {(row.satisfaction_score, row.resolved) for row in mine} == {(2, True)}
+    [theirs] = by_conversation[other["conversation_id"]]
+    assert (theirs.satisfaction_score, theirs.resolved) == (None, False)

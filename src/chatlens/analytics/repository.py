@@ -5,10 +5,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatlens.models import Conversation, Feedback, FeedbackKind, Message, RequestStat
+from chatlens.models import (
+    Conversation,
+    ConversationMetrics,
+    Feedback,
+    FeedbackKind,
+    Message,
+    RequestStat,
+)
 from chatlens.observability.request_stats import LATENCY_BOUNDS_MS
 
 
@@ -35,6 +42,17 @@ async def get_feedback(
             Feedback.kind == kind,
             Feedback.subject == subject,
         )
+    )
+
+
+async def update_turn_facts(
+    session: AsyncSession, conversation_id: uuid.UUID, **values: int | bool
+) -> None:
+    """Fill a conversation's CSAT or resolution into the fact rows of all its turns."""
+    await session.execute(
+        update(ConversationMetrics)
+        .where(ConversationMetrics.conversation_id == conversation_id)
+        .values(**values)
     )
 
 

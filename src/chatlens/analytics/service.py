@@ -143,6 +143,9 @@ async def _save(
         repo.add(session, row)
     row.score, row.comment, row.critical, row.trace_id = score, comment, critical, trace_id
     row.updated_at = now
+    if kind is FeedbackKind.csat:
+        # The export's per-turn rows carry their conversation's latest CSAT.
+        await repo.update_turn_facts(session, conversation.id, satisfaction_score=score)
     await session.commit()
     fields = {
         "kind": kind.value,
@@ -241,6 +244,8 @@ async def resolve(
     conversation.outcome = outcome
     conversation.resolved_at = now
     conversation.updated_at = now
+    # Resolved for the export's per-turn rows: closed with the customer helped.
+    await repo.update_turn_facts(session, conversation.id, resolved=outcome != "abandoned")
     await session.commit()
     seconds = max(0.0, (now - conversation.created_at).total_seconds())
     if metrics is not None:

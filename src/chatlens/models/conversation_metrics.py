@@ -11,8 +11,11 @@ from chatlens.db.base import IdMixin, Model, utcnow
 
 
 class ConversationMetrics(IdMixin, Model):
-    """Append-only fact table, one row per assistant turn; what reports and exports read.
+    """Fact table, one row per assistant turn; what reports and exports read.
 
+    A row is written when its turn is stored. Only two columns change later, on every row
+    of the conversation: `satisfaction_score` when a CSAT score is given (the latest one),
+    and `resolved` when the conversation is resolved with an outcome other than abandoned.
     It keeps no foreign keys: a turn that happened stays counted when its conversation is
     deleted, and the rows can be shipped as they are to a column store.
     """
