@@ -16,7 +16,7 @@ from contextlib import closing
 from pathlib import Path
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import literal, select
 from sqlalchemy.engine import URL
 
 from chatlens.db.base import Model
@@ -113,23 +113,24 @@ def prune(directory: Path, kind: str, keep: int) -> list[Path]:
     return old
 
 
-async def _rows(settings: Settings) -> int:
-    """Rows in chatlens's tables, 0 when they are empty or do not exist yet."""
+async def _table_with_data(settings: Settings) -> str | None:
+    """The first of chatlens's tables that holds a row, None when all are empty or absent.
+
+    One row is enough to refuse: no table is counted through.
+    """
     engine = create_engine(settings)
     try:
         async with engine.connect() as connection:
             present = await connection.run_sync(
                 lambda sync: set(sync.dialect.get_table_names(sync))
             )
-            total = 0
             for table in Model.metadata.sorted_tables:
-                if table.name in present:
-                    total += int(
-                        (
-                            await connection.execute(select(func.count()).select_from(table))
-                        ).scalar_one()
-                    )
-            return total
+                if table.name not in present:
+                    continue
+                row = await connection.execute(select(literal(1)).select_from(table).limit(1))
+                if row.first() is not None:
+                    return table.name
+            return None
     finally:
         await engine.dispose()
 
@@ -145,10 +146,10 @@ def restore(settings: Settings, file: Path, *, force: bool = False) -> None:
         other = next((k for k, magic in MAGIC.items() if head.startswith(magic)), None)
         found = f"a {other} backup" if other else "not a chatlens backup"
         raise BackupError(f"{file} is {found}; the configured database is {kind}")
-    rows = asyncio.run(_rows(settings))
-    if rows and not force:
+    holding = asyncio.run(_table_with_data(settings))
+    if holding is not None and not force:
         raise BackupError(
-            f"the database is not empty ({rows} rows); restore replaces it: add --force"
+            f"the database holds data (table {holding}); restore replaces it: add --force"
         )
     if kind == "sqlite":
         target = settings.database_path
@@ -171,4 +172,4 @@ def restore(settings: Settings, file: Path, *, force: bool = False) -> None:
             ],
             env,
         )
-    log.info("backup_restored", path=str(file), database=kind, replaced_rows=rows)
+    log.info("backup_restored", path=str(file), database=kind, replaced_data=holding is not None)
