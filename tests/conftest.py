@@ -21,6 +21,7 @@ from chatlens.auth import service as auth
 from chatlens.db import migrate
 from chatlens.db.base import Model
 from chatlens.settings import Settings
+from tests import helpers
 from tests.helpers import STRICT, make_settings, require
 
 PG_URL_ENV = "CHATLENS_TEST_DATABASE_URL"
@@ -189,8 +190,4 @@ def repo_root() -> Path:
 @pytest.fixture
 def env_without_chatlens() -> dict[str, str]:
     """The process environment minus chatlens/database variables, for CLI subprocesses."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("CHATLENS_") and k not in ("DATABASE_URL", "LOG_LEVEL")
-    }
+    return helpers.env_without_chatlens()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,41 @@ def require(available: bool, what: str) -> None:
     if STRICT:
         pytest.fail(f"{what} is required (CHATLENS_STRICT_TESTS=1)")
     pytest.skip(f"{what} is not available")
+
+
+def require_tool(name: str, where_from: str) -> str:
+    """The path of a command-line tool, on PATH or beside this Python (PyPI packages that
+    ship a binary put it there); skips, or fails under CHATLENS_STRICT_TESTS=1, without it."""
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    require(path is not None, f"{name} ({where_from})")
+    assert path is not None
+    return path
+
+
+def env_without_chatlens() -> dict[str, str]:
+    """The process environment minus chatlens/database variables, for CLI subprocesses."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CHATLENS_") and k not in ("DATABASE_URL", "LOG_LEVEL")
+    }
+
+
+@asynccontextmanager
+async def api_on(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """The whole service on a migrated database, through ASGI, with a new user's key:
+    (client, headers). For tests that bring their own database."""
+    from chatlens.app import create_app
+    from chatlens.auth import service as auth
+
+    app = create_app(make_settings(database_url))
+    async with app.router.lifespan_context(app):
+        async with app.state.sessionmaker() as session, session.begin():
+            user = await auth.create_user(session, name=f"u-{uuid.uuid4().hex[:8]}")
+            _, key = await auth.create_key(session, user=user)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://chatlens.test") as c:
+            yield c, {"Authorization": f"Bearer {key}"}
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:

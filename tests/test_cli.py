@@ -108,23 +108,9 @@ def test_serve_refuses_a_malformed_knowledge_base(tmp_path: Path) -> None:
 async def test_cli_export_writes_the_same_rows_as_the_api(
     fresh_database_url: Any, tmp_path: Path
 ) -> None:
-    from tests.analytics.test_summary import seed
+    from tests.analytics.test_summary import seeded_database
 
-    url = await fresh_database_url("cli-export")
-    settings = make_settings(url)
-    from chatlens.auth import service as auth
-    from chatlens.db import migrate
-    from chatlens.db.engine import create_engine, create_sessionmaker
-
-    await migrate.upgrade(settings)
-    engine = create_engine(settings)
-    try:
-        maker = create_sessionmaker(engine)
-        async with maker() as session, session.begin():
-            user = await auth.create_user(session, name="owner")
-        await seed(maker, user.id)
-    finally:
-        await engine.dispose()
+    url = await seeded_database(fresh_database_url, "cli-export")
 
     def run() -> None:
         out = tmp_path / "facts.csv"
@@ -154,25 +140,14 @@ async def test_export_to_stdout_is_only_the_data_and_includes_today(
 
     import orjson
 
-    from chatlens.auth import service as auth
     from chatlens.db import migrate
+    from tests.helpers import api_on
 
     url = await fresh_database_url("cli-stdout")
-    settings = make_settings(url)
-    await migrate.upgrade(settings)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        async with app.state.sessionmaker() as session, session.begin():
-            user = await auth.create_user(session, name="owner")
-            _, key = await auth.create_key(session, user=user)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            asked = await client.post(
-                "/chat",
-                json={"message": "where is my order"},
-                headers={"Authorization": f"Bearer {key}"},
-            )
-            assert asked.status_code == 200
+    await migrate.upgrade(make_settings(url))
+    async with api_on(url) as (client, headers):
+        asked = await client.post("/chat", json={"message": "where is my order"}, headers=headers)
+        assert asked.status_code == 200
     done = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "chatlens.cli", "export", "--format", "json", "-o", "-"],

@@ -14,11 +14,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from chatlens.auth import service as auth
 from chatlens.cli import app as cli
-from chatlens.db import migrate
-from chatlens.db.engine import create_engine, create_sessionmaker
-from tests.helpers import free_port, make_settings, require
+from tests.analytics.test_summary import seeded_database
+from tests.helpers import free_port, require
 
 runner = CliRunner()
 CREDENTIALS = {
@@ -56,23 +54,6 @@ def _client(endpoint: str) -> Any:
     )
 
 
-async def _seeded(fresh_database_url: Any) -> str:
-    from tests.analytics.test_summary import seed
-
-    url = await fresh_database_url("s3-export")
-    settings = make_settings(url)
-    await migrate.upgrade(settings)
-    engine = create_engine(settings)
-    try:
-        maker = create_sessionmaker(engine)
-        async with maker() as session, session.begin():
-            user = await auth.create_user(session, name="owner")
-        await seed(maker, user.id)
-    finally:
-        await engine.dispose()
-    return url
-
-
 def invoke(url: str, endpoint: str, *args: str) -> Any:
     env = {"DATABASE_URL": url, "CHATLENS_S3_ENDPOINT_URL": endpoint, **CREDENTIALS}
     return runner.invoke(cli, list(args), env=env)
@@ -81,7 +62,7 @@ def invoke(url: str, endpoint: str, *args: str) -> Any:
 async def test_export_to_a_prefix_lands_under_the_usual_name(
     fresh_database_url: Any, s3_endpoint: str, tmp_path: Path
 ) -> None:
-    url = await _seeded(fresh_database_url)
+    url = await seeded_database(fresh_database_url, "s3-export")
     s3 = _client(s3_endpoint)
     s3.create_bucket(Bucket="support-archive")
 
@@ -114,7 +95,7 @@ async def test_export_to_a_prefix_lands_under_the_usual_name(
 async def test_a_missing_bucket_or_a_bad_url_is_a_clear_error(
     fresh_database_url: Any, s3_endpoint: str
 ) -> None:
-    url = await _seeded(fresh_database_url)
+    url = await seeded_database(fresh_database_url, "s3-export")
 
     def run() -> None:
         missing = invoke(url, s3_endpoint, "export", *RANGE, "--to", "s3://no-such-bucket/x/")

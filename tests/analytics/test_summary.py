@@ -343,3 +343,24 @@ async def test_timeseries_of_ratios_and_with_filters(
     assert telegram == [None, None, None, 1.0, None, None, None]
     shop = await series(client, admin, "conversations", project_id="shop")
     assert sum(v for _, v in shop) == 3
+
+
+async def seeded_database(fresh_database_url: Any, label: str) -> str:
+    """A fresh, migrated database holding `seed`'s conversations; returns its URL."""
+    from chatlens.auth import service as auth
+    from chatlens.db import migrate
+    from chatlens.db.engine import create_engine, create_sessionmaker
+    from tests.helpers import make_settings
+
+    url: str = await fresh_database_url(label)
+    settings = make_settings(url)
+    await migrate.upgrade(settings)
+    engine = create_engine(settings)
+    try:
+        maker = create_sessionmaker(engine)
+        async with maker() as session, session.begin():
+            user = await auth.create_user(session, name="owner")
+        await seed(maker, user.id)
+    finally:
+        await engine.dispose()
+    return url

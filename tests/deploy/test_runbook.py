@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import httpx
 import yaml
 
 from chatlens.settings import Settings, env_name
-from tests.helpers import Server, require
+from tests.helpers import Server, env_without_chatlens, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK = ROOT / "docs" / "runbook.md"
@@ -154,14 +152,10 @@ def test_every_chatlens_command_in_the_runbook_parses() -> None:
 def test_every_jq_filter_in_the_runbook_reads_real_log_lines(tmp_path: Path) -> None:
     """Run against what `docker compose logs --no-log-prefix` shows: the JSON lines of a real
     `chatlens serve` mixed with its plain-text banner."""
-    jq = shutil.which("jq")
-    require(jq is not None, "jq (Debian package jq)")
-    assert jq is not None
+    jq = require_tool("jq", "Debian package jq")
     programs = re.findall(r"\| jq -cR '([^']+)'", RUNBOOK.read_text())
     assert len(programs) >= 6
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLENS_")}
-    env.pop("DATABASE_URL", None)
-    server = Server(tmp_path, env)
+    server = Server(tmp_path, env_without_chatlens())
     try:
         key = re.findall(r"cl_[A-Za-z0-9_-]{43}", server.output)[0]
         headers = {"Authorization": f"Bearer {key}"}
