@@ -80,6 +80,18 @@ async def test_header_spans_and_stored_rows_share_the_trace(
     ids = {s.context.span_id for s in finished}
     assert all(s.parent is not None and s.parent.span_id in ids for s in sql)
     assert all(s.name.startswith(str((s.attributes or {})["db.operation.name"])) for s in sql)
+    # Leaf spans (statements, intent detection) lie within their parents' time.
+    by_id = {s.context.span_id: s for s in finished}
+    for leaf in [*sql, intent]:
+        assert leaf.parent is not None
+        parent = by_id[leaf.parent.span_id]
+        assert leaf.start_time is not None and leaf.end_time is not None
+        assert parent.start_time is not None and parent.end_time is not None
+        assert parent.start_time <= leaf.start_time <= leaf.end_time <= parent.end_time
+        assert leaf.resource == server.resource
+        assert leaf.context.trace_flags.sampled
+    assert {s.context.span_id for s in finished} == by_id.keys()  # no id twice
+    assert (intent.attributes or {})["chatlens.intent"] == response.json()["intent"]
 
     async with sessionmaker() as session:
         query = select(Message).where(
@@ -105,6 +117,22 @@ async def test_incoming_traceparent_is_joined(
     assert server.parent is not None
     assert format(server.parent.span_id, "016x") == "00f067aa0ba902b7"
     assert server.parent.is_remote
+
+
+async def test_an_unsampled_incoming_trace_records_no_spans(
+    client: httpx.AsyncClient, account: Any, spans: InMemorySpanExporter
+) -> None:
+    # The caller decided not to sample (flags 00): the parent-based sampler follows it for
+    # the server span, and every child (statements and intent detection included) follows.
+    parent_trace = "5bf92f3577b34da6a3ce929d0e0e4736"
+    response = await client.post(
+        "/chat",
+        json={"message": "how do I reset my password"},
+        headers={**account.headers, "traceparent": f"00-{parent_trace}-00f067aa0ba902b7-00"},
+    )
+    assert response.status_code == 200
+    assert response.headers["x-trace-id"] == parent_trace
+    assert spans.get_finished_spans() == ()
 
 
 async def test_streamed_answer_span_ends_with_the_stream_and_errors_mark_spans(
