@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import orjson
 import pytest
@@ -30,9 +31,11 @@ from chatlens.observability.redaction import redact
     ],
 )
 def test_each_kind_is_masked(text: str, secret: str, mask: str) -> None:
-    masked = redact(text)
-    assert secret not in masked
-    assert mask in masked
+    # Short strings' masked forms are remembered, long ones masked afresh: both, and twice.
+    for value in (text, text, f"{text} {'.' * 300}", f"{'.' * 300} {text}"):
+        masked = redact(value)
+        assert secret not in masked
+        assert mask in masked
 
 
 @pytest.mark.parametrize(
@@ -67,3 +70,43 @@ def test_every_string_field_of_a_line_is_redacted() -> None:
     assert line["nested"]["phone"] == "[phone]"
     assert line["nested"]["list"] == ["[card]"]
     assert line["level"] == "WARNING"
+
+
+def test_request_fields_stay_with_their_request() -> None:
+    """Fields bound in a task started from a request never reach the request's own lines."""
+    import asyncio
+
+    from chatlens.observability.logging import bind, context, start_request
+
+    stream = io.BytesIO()
+    options = {"level": "INFO", "fmt": "json", "service": "chatlens", "version": "t"}
+    configure_logging(**options, environment="test", stream=stream)
+    log = structlog.get_logger("chatlens.test.context")
+
+    async def background() -> None:
+        bind(conversation_id="from-the-task")
+        log.info("in_task")
+
+    async def request(request_id: str) -> None:
+        start_request({"request_id": request_id})
+        bind(user_id="u1")
+        await asyncio.create_task(background())
+        log.info("in_request")
+
+    try:
+        asyncio.run(request("r1"))
+        asyncio.run(request("r2"))
+        assert context() == {}
+    finally:
+        configure_logging(**options, environment="test")
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(ln["event"], ln["request_id"], ln["user_id"]) for ln in lines] == [
+        ("in_task", "r1", "u1"),
+        ("in_request", "r1", "u1"),
+        ("in_task", "r2", "u1"),
+        ("in_request", "r2", "u1"),
+    ]
+    assert [ln.get("conversation_id") for ln in lines] == ["from-the-task", None] * 2
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ln["timestamp"]) for ln in lines
+    )

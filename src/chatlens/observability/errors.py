@@ -10,7 +10,6 @@ from types import TracebackType
 from typing import Any, cast
 
 import sentry_sdk
-import structlog
 from opentelemetry import trace
 from sentry_sdk.integrations.fastapi import FastApiIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
@@ -19,6 +18,7 @@ from sentry_sdk.types import Breadcrumb, BreadcrumbHint, Event, Hint
 from sentry_sdk.utils import event_from_exception
 from structlog.typing import EventDict, WrappedLogger
 
+from chatlens.observability.logging import context as log_context
 from chatlens.observability.redaction import redact
 from chatlens.settings import Settings
 
@@ -189,7 +189,7 @@ def _from_rendered(stacks: list[Any]) -> list[dict[str, Any]]:
 
 def scrub_event(event: Event, _: Hint) -> Event:
     """The event tagged with the request, its user as an id alone, every string redacted."""
-    fields = structlog.contextvars.get_contextvars()
+    fields = log_context()
     scrubbed = cast(Event, _scrub(event))
     tags = scrubbed.setdefault("tags", {})
     request_id = fields.get("request_id")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping
+from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -40,12 +42,34 @@ _SCALARS = frozenset({int, float, bool, type(None)})
 _LEVELS = {"exception": "ERROR", "warn": "WARNING", "fatal": "CRITICAL"}
 
 
+# (whole second, its "YYYY-MM-DDTHH:MM:SS" in UTC): lines of the same second share it.
+_second: tuple[int, str] = (-1, "")
+
+
+# The fields bound to every line of the current request, as one mapping that is replaced,
+# never changed in place: a task started from the request copies the context, and what it
+# binds stays its own. structlog.contextvars keeps a variable per key instead, and its merge
+# walks every context variable of the process (OpenTelemetry's, anyio's, ...) on each line.
+_bound: ContextVar[Mapping[str, Any]] = ContextVar(
+    "chatlens_log_fields", default=MappingProxyType({})
+)
+
+
+def _merge_bound(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    bound = _bound.get()
+    return {**bound, **event_dict} if bound else event_dict
+
+
 def _timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    # UTC, milliseconds, "Z": strftime on a cached second is far cheaper than isoformat().
+    # UTC, milliseconds, "Z", the second formatted once: far cheaper than isoformat().
+    global _second
     now = time.time()
-    event_dict["timestamp"] = (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
-    )
+    whole = int(now)
+    second, text = _second
+    if whole != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second = (whole, text)
+    event_dict["timestamp"] = f"{text}.{int((now - whole) * 1000):03d}Z"
     return event_dict
 
 
@@ -55,9 +79,12 @@ def _level(_: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDi
 
 
 def _trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    # Inside a request the middleware has bound the server span's ids already.
+    if "trace_id" in event_dict:
+        return event_dict
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
-        event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
+        event_dict["trace_id"] = format(context.trace_id, "032x")
         event_dict.setdefault("span_id", format(context.span_id, "016x"))
     return event_dict
 
@@ -137,7 +164,7 @@ def shared_processors(
 ) -> list[Processor]:
     """The processors every line goes through, structlog's and the standard library's."""
     return [
-        structlog.contextvars.merge_contextvars,
+        _merge_bound,
         _logger_name,
         _level,
         _timestamp,
@@ -221,12 +248,18 @@ def _bytes_to_str(renderer: Processor) -> Processor:
 
 def bind(**fields: Any) -> None:
     """Add fields to every line logged for the rest of the current request."""
-    structlog.contextvars.bind_contextvars(**fields)
+    _bound.set({**_bound.get(), **fields})
+
+
+def start_request(fields: Mapping[str, Any]) -> None:
+    """Bind exactly these fields, dropping whatever an earlier request left in the context."""
+    _bound.set(fields)
 
 
 def clear() -> None:
-    structlog.contextvars.clear_contextvars()
+    _bound.set(MappingProxyType({}))
 
 
-def context() -> MutableMapping[str, Any]:
-    return structlog.contextvars.get_contextvars()
+def context() -> dict[str, Any]:
+    """A copy of the fields bound to the current request."""
+    return dict(_bound.get())

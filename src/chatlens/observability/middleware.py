@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatlens.observability.asgi import send_json
 from chatlens.observability.context import set_request_id
+from chatlens.observability.logging import start_request
 from chatlens.observability.metrics import UNMATCHED_ROUTE, Metrics
 from chatlens.observability.request_stats import RequestStats
 
@@ -159,7 +160,6 @@ class ObservabilityMiddleware:
         route = self.routes.template(scope)
         request_id = _request_id(scope)
         set_request_id(request_id)
-        structlog.contextvars.clear_contextvars()
         fields: dict[str, Any] = {"request_id": request_id, "method": method, "route": route}
 
         span = None
@@ -185,7 +185,7 @@ class ObservabilityMiddleware:
                 trace_id = format(span_context.trace_id, "032x")
                 fields["trace_id"] = trace_id
                 fields["span_id"] = format(span_context.span_id, "016x")
-        structlog.contextvars.bind_contextvars(**fields)
+        start_request(fields)
 
         duration_child = in_progress = None
         if self.metrics is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -47,8 +48,25 @@ def _phone(match: re.Match[str]) -> str:
     return MASK_PHONE if 7 <= digits <= 15 else match.group()
 
 
+# Short strings recur from line to line (user agents, paths, platforms, error types): their
+# masked form is remembered instead of running the five patterns again. A user agent has
+# digits, so without this every access line took all five passes.
+_CACHED_LENGTH = 256
+
+
 def redact(text: str) -> str:
     """The text with personal data and secrets masked."""
+    if len(text) <= _CACHED_LENGTH:
+        return _redact_short(text)
+    return _redact(text)
+
+
+@lru_cache(maxsize=4096)
+def _redact_short(text: str) -> str:
+    return _redact(text)
+
+
+def _redact(text: str) -> str:
     if _TRIGGER.search(text) is None:
         return text
     text = _CHATLENS_KEY.sub(MASK_SECRET, text)
