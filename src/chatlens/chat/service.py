@@ -36,11 +36,10 @@ from chatlens.models import (
 )
 from chatlens.observability.logging import bind
 from chatlens.observability.metrics import Metrics
-from chatlens.observability.tracing import current_ids
+from chatlens.observability.tracing import current_ids, start_span
 from chatlens.pagination import Cursor, Slice
 
 log = structlog.get_logger(__name__)
-tracer = trace.get_tracer("chatlens.chat")
 
 
 TITLE_LENGTH = 60
@@ -266,7 +265,7 @@ class ChatPipeline:
         """
         started = time.perf_counter()
         trace_id, span_id = current_ids()
-        span = tracer.start_span("chat.pipeline", attributes={"chatlens.endpoint": endpoint})
+        span = _pipeline_span(endpoint)
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             return await self._start_turn(
@@ -428,7 +427,7 @@ class ChatPipeline:
             endpoint=endpoint,
             trace_id=trace_id,
             span_id=span_id,
-            span=tracer.start_span("chat.pipeline", attributes={"chatlens.endpoint": endpoint}),
+            span=_pipeline_span(endpoint),
         )
         self._announce(turn)
         return turn
@@ -445,6 +444,10 @@ class ChatPipeline:
         finally:
             response = await answer.save()
         return response
+
+
+def _pipeline_span(endpoint: str) -> Span:
+    return start_span("chatlens.chat", "chat.pipeline", attributes={"chatlens.endpoint": endpoint})
 
 
 class Answer:
@@ -467,7 +470,8 @@ class Answer:
     async def deltas(self) -> AsyncIterator[str]:
         """The answer's text pieces; a backend failure ends it with InferenceFailed."""
         backend = self.pipeline.backend
-        span = tracer.start_span(
+        span = start_span(
+            "chatlens.chat",
             f"chat {self.model}",
             context=self._parent,
             kind=SpanKind.CLIENT,

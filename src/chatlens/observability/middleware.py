@@ -26,6 +26,7 @@ from chatlens.observability.context import set_request_id
 from chatlens.observability.logging import start_request
 from chatlens.observability.metrics import UNMATCHED_ROUTE, Metrics
 from chatlens.observability.request_stats import RequestStats
+from chatlens.observability.tracing import start_span
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +34,6 @@ REQUEST_ID_HEADER = b"x-request-id"
 TRACE_ID_HEADER = b"x-trace-id"
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 _QUIET_PREFIXES = ("/health", "/metrics")
-_tracer = trace.get_tracer("chatlens.http")
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -167,7 +167,8 @@ class ObservabilityMiddleware:
         trace_id = None
         if self.tracing:
             parent = propagate.extract(scope, getter=_carrier)
-            span = _tracer.start_span(
+            span = start_span(
+                "chatlens.http",
                 f"{method} {route}",
                 context=parent,
                 kind=SpanKind.SERVER,
