@@ -6,13 +6,12 @@ docs/metrics.md describes each of them; a test fails when the two disagree.
 from __future__ import annotations
 
 import os
+from typing import Any, Self
 
+import prometheus_client
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
-    Gauge,
     GCCollector,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     multiprocess,
@@ -26,6 +25,43 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 # A minute to three days: chat support resolves in minutes, tickets in days.
 RESOLUTION_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 259200)
+
+
+class _KnownChildren:
+    """`labels()` that hands out a child it has made before straight from a dict.
+
+    prometheus_client converts and checks the values and takes the metric's lock on every
+    `labels()` call, and a chat turn makes nine of them; the child returned is the same
+    object either way. Label values are bounded (see docs/metrics.md), and so is this.
+    """
+
+    _known: dict[tuple[object, ...], Any]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._known = {}
+
+    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
+        if not labelkwargs:
+            child = self._known.get(labelvalues)
+            if child is not None:
+                return child  # type: ignore[no-any-return]
+        child = super().labels(*labelvalues, **labelkwargs)  # type: ignore[misc]
+        if not labelkwargs and len(self._known) < 10_000:
+            self._known[labelvalues] = child
+        return child  # type: ignore[no-any-return]
+
+
+class Counter(_KnownChildren, prometheus_client.Counter):
+    pass
+
+
+class Gauge(_KnownChildren, prometheus_client.Gauge):
+    pass
+
+
+class Histogram(_KnownChildren, prometheus_client.Histogram):
+    pass
 
 
 def multiprocess_dir() -> str | None:

@@ -391,25 +391,31 @@ def _instrument_sql() -> None:
         event.listen(Dialect, "do_execute_no_params", _do_execute_no_params)
 
 
-# (dialect name, database) -> (namespace, constant span attributes), per engine URL.
-_sql_targets: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}
+# (statement, dialect name, database) -> (span name, attributes but the query text). The
+# statements a service runs are few and come back as the same strings, compiled once.
+_sql_statements: dict[tuple[str, str, str], tuple[str, dict[str, AttributeValue]]] = {}
 
 
 def _sql_span(statement: str, context: DefaultExecutionContext) -> leaf_span:
-    dialect = context.dialect
+    dialect = context.dialect.name
     database = context.root_connection.engine.url.database or ""
-    target = _sql_targets.get((dialect.name, database))
-    if target is None:
+    key = (statement, dialect, database)
+    known = _sql_statements.get(key)
+    if known is None:
         namespace = database.rsplit("/", 1)[-1]
-        attributes = {"db.system.name": dialect.name, "db.namespace": namespace}
-        target = _sql_targets.setdefault((dialect.name, database), (namespace, attributes))
-    namespace, constant = target
-    operation = statement.lstrip().split(None, 1)[0].upper() if statement else "SQL"
+        operation = statement.lstrip().split(None, 1)[0].upper() if statement else "SQL"
+        known = (
+            f"{operation} {namespace}" if namespace else operation,
+            {"db.system.name": dialect, "db.namespace": namespace, "db.operation.name": operation},
+        )
+        if len(_sql_statements) < 4096:
+            _sql_statements[key] = known
+    name, constant = known
     return leaf_span(
         "chatlens.sql",
-        f"{operation} {namespace}" if namespace else operation,
+        name,
         kind=SpanKind.CLIENT,
-        attributes={**constant, "db.operation.name": operation, "db.query.text": statement},
+        attributes={**constant, "db.query.text": statement},
     )
 
 
