@@ -214,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=2,
-        help="observability: times both servers are started afresh (default 2)",
+        default=4,
+        help="observability: times both servers are started afresh (default 4)",
     )
     parser.add_argument(
         "--slice",
