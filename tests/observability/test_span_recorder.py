@@ -86,6 +86,16 @@ def _own_tree(fail: bool) -> None:
     _tree(start, leaf, fail)
 
 
+def _own_tree_called_with(traceparent: str) -> None:
+    """The tree, made while a caller's trace context is the current one."""
+    carrier = {"traceparent": traceparent}
+    token = otel_context.attach(TraceContextTextMapPropagator().extract(carrier))
+    try:
+        _own_tree(fail=False)
+    finally:
+        otel_context.detach(token)
+
+
 def _shape(spans: tuple[ReadableSpan, ...]) -> list[tuple[Any, ...]]:
     """What an exporter sees of a span tree, ids replaced by positions."""
     ids = {s.context.span_id: s.name for s in spans}
@@ -134,21 +144,11 @@ def test_the_configured_sampler_decides(recorded: Any) -> None:
 
     # Parent-based: a caller that did not sample decides for the whole tree...
     _, exporter = recorded(ParentBased(ALWAYS_ON))
-    carrier = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"}
-    token = otel_context.attach(TraceContextTextMapPropagator().extract(carrier))
-    try:
-        _own_tree(fail=False)
-    finally:
-        otel_context.detach(token)
+    _own_tree_called_with("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
     assert exporter.get_finished_spans() == ()
 
     # ...and so does one that did: its trace is joined, its span is the parent.
-    carrier = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
-    token = otel_context.attach(TraceContextTextMapPropagator().extract(carrier))
-    try:
-        _own_tree(fail=False)
-    finally:
-        otel_context.detach(token)
+    _own_tree_called_with("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
     spans = exporter.get_finished_spans()
     assert len(spans) == 3
     assert {format(s.context.trace_id, "032x") for s in spans} == {
