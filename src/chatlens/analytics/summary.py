@@ -80,6 +80,11 @@ def _nearest_rank(values: list[float], q: float) -> float | None:
     return ordered[max(1, math.ceil(q * len(ordered))) - 1]
 
 
+def _p95_in_aggregate(session: AsyncSession) -> bool:
+    """PostgreSQL computes the nearest-rank p95 (percentile_disc) in the same scan as the rest."""
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
 async def _p95_response_ms(session: AsyncSession, f: Filters, turns: int) -> float | None:
     """Nearest rank: the value at position ceil(0.95 n) of the ascending response times."""
     if not turns:
@@ -97,18 +102,24 @@ async def _p95_response_ms(session: AsyncSession, f: Filters, turns: int) -> flo
 
 
 async def ai_numbers(session: AsyncSession, f: Filters) -> dict[str, Any]:
-    row = (
-        await session.execute(
-            select(
-                func.count(),
-                func.avg(ConversationMetrics.response_time_ms),
-                func.avg(ConversationMetrics.ttft_ms),
-                func.coalesce(func.sum(ConversationMetrics.tokens_used), 0),
-                func.coalesce(func.sum(ConversationMetrics.cost_usd), 0),
-            ).where(*f.facts())
+    columns: list[Any] = [
+        func.count(),
+        func.avg(ConversationMetrics.response_time_ms),
+        func.avg(ConversationMetrics.ttft_ms),
+        func.coalesce(func.sum(ConversationMetrics.tokens_used), 0),
+        func.coalesce(func.sum(ConversationMetrics.cost_usd), 0),
+    ]
+    in_aggregate = _p95_in_aggregate(session)
+    if in_aggregate:  # percentile_disc is the nearest rank
+        columns.append(
+            func.percentile_disc(0.95).within_group(ConversationMetrics.response_time_ms)
         )
-    ).one()
-    turns, avg_response, avg_ttft, tokens, cost = row
+    row = (await session.execute(select(*columns).where(*f.facts()))).one()
+    turns, avg_response, avg_ttft, tokens, cost = row[:5]
+    if in_aggregate:
+        p95_response_ms = float(row[5]) if row[5] is not None else None
+    else:  # SQLite: a second query finds it
+        p95_response_ms = await _p95_response_ms(session, f, int(turns))
     labeled = (
         await session.execute(
             select(
@@ -144,7 +155,7 @@ async def ai_numbers(session: AsyncSession, f: Filters) -> dict[str, Any]:
     return {
         "turns": int(turns),
         "avg_response_ms": float(avg_response) if avg_response is not None else None,
-        "p95_response_ms": await _p95_response_ms(session, f, int(turns)),
+        "p95_response_ms": p95_response_ms,
         "avg_ttft_ms": float(avg_ttft) if avg_ttft is not None else None,
         "labeled_turns": int(labeled[0]),
         "intent_accuracy": _ratio(int(labeled[1]), int(labeled[0])),
