@@ -187,3 +187,28 @@ async def test_active_sessions_is_read_from_the_database(settings: Any, account:
                     break
                 await asyncio.sleep(0.05)
     assert seen == 2
+
+
+def test_label_children_are_the_ones_prometheus_client_gives() -> None:
+    """labels() answers from a dict once a child is known, and the values stay distinct."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from chatlens.observability.metrics import Counter
+
+    registry = CollectorRegistry()
+    counter = Counter("things_total", "Things.", ["kind"], registry=registry)
+    counter.labels("a").inc()
+    assert counter.labels("a") is counter.labels(kind="a")
+    counter.labels("a").inc()
+    counter.labels(True).inc()  # True == 1 == 1.0, yet "True", "1" and "1.0" differ
+    counter.labels(1).inc()
+    counter.labels(1.0).inc()
+    counter.remove("a")
+    counter.labels("a").inc()  # a fresh child, that /metrics shows
+    text = generate_latest(registry).decode()
+    assert 'things_total{kind="a"} 1.0' in text
+    for value in ("True", "1", "1.0"):
+        assert f'things_total{{kind="{value}"}} 1.0' in text
+    counter.clear()
+    counter.labels("a").inc()
+    assert 'things_total{kind="a"} 1.0' in generate_latest(registry).decode()

@@ -30,7 +30,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         )
         exporter = InMemorySpanExporter()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-        monkeypatch.setattr(tracing, "_recorder", tracing._Recorder(provider))
+        monkeypatch.setattr(tracing, "_recorder", tracing._Recorder.create(provider))
         made.append((provider, exporter))
         return provider, exporter
 
@@ -110,9 +110,9 @@ def _shape(spans: tuple[ReadableSpan, ...]) -> list[tuple[Any, ...]]:
             s.status.status_code,
             s.status.description,
             [(e.name, sorted((e.attributes or {}).keys())) for e in s.events],
-            s.instrumentation_scope.name if s.instrumentation_scope else None,
+            s.instrumentation_scope,
             dict(s.resource.attributes),
-            s.context.trace_flags.sampled,
+            int(s.context.trace_flags),  # sampled, and the random trace id flag
             s.start_time is not None and s.end_time is not None and 0 < s.start_time <= s.end_time,
         )
         for s in spans
@@ -180,3 +180,65 @@ def test_nothing_is_made_when_tracing_is_off(monkeypatch: pytest.MonkeyPatch) ->
     assert not span.get_span_context().is_valid
     with tracing.leaf_span("chatlens.sql", "SELECT db", attributes={}):
         pass
+
+
+def test_the_otel_limits_apply_as_to_the_sdks_spans(
+    recorded: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "5")
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "7")
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "3")
+    provider, exporter = recorded(ParentBased(ALWAYS_ON))
+
+    def tree(start: Any, leaf: Any) -> None:
+        span = start("chatlens.chat", "chat.pipeline", {"a": "0123456789"})
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            with leaf("chatlens.sql", "SELECT db", {"db.query.text": "SELECT 1 FROM t"}):
+                pass
+        finally:
+            otel_context.detach(token)
+        span.set_attributes({"b": ["xy", "0123456789"], "c": 1, "d": 2})
+        span.add_event("note", {"text": "0123456789"})
+        span.end()
+
+    tree(
+        lambda scope, name, attributes: provider.get_tracer(scope).start_span(
+            name, attributes=attributes
+        ),
+        lambda scope, name, attributes: provider.get_tracer(scope).start_as_current_span(
+            name, attributes=attributes
+        ),
+    )
+    by_sdk = exporter.get_finished_spans()
+    exporter.clear()
+    tree(
+        lambda scope, name, attributes: tracing.start_span(scope, name, attributes=attributes),
+        lambda scope, name, attributes: tracing.leaf_span(scope, name, attributes=attributes),
+    )
+    own = exporter.get_finished_spans()
+
+    def seen(spans: tuple[ReadableSpan, ...]) -> list[Any]:
+        return sorted(
+            (
+                s.name,
+                dict(s.attributes or {}),
+                s.dropped_attributes,
+                [(e.name, dict(e.attributes or {})) for e in s.events],
+            )
+            for s in spans
+        )
+
+    assert seen(own) == seen(by_sdk)
+    [pipeline] = [s for s in own if s.name == "chat.pipeline"]
+    # The oldest attribute makes room, as in the SDK.
+    assert dict(pipeline.attributes or {}) == {"b": ("xy", "01234"), "c": 1, "d": 2}
+    assert pipeline.dropped_attributes == 1
+    assert dict(pipeline.events[0].attributes or {}) == {"text": "0123456"}
+
+
+def test_no_spans_when_the_sdk_is_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert tracing._Recorder.create(TracerProvider()) is None
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "false")
+    assert tracing._Recorder.create(TracerProvider()) is not None

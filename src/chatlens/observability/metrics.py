@@ -47,9 +47,22 @@ class _KnownChildren:
             if child is not None:
                 return child  # type: ignore[no-any-return]
         child = super().labels(*labelvalues, **labelkwargs)  # type: ignore[misc]
-        if not labelkwargs and len(self._known) < 10_000:
+        # Only plain strings are keys: True == 1 == 1.0, yet each is a label value of its own.
+        if (
+            not labelkwargs
+            and len(self._known) < 10_000
+            and all(type(value) is str for value in labelvalues)
+        ):
             self._known[labelvalues] = child
         return child  # type: ignore[no-any-return]
+
+    def remove(self, *labelvalues: object) -> None:
+        self._known.clear()
+        super().remove(*labelvalues)  # type: ignore[misc]
+
+    def clear(self) -> None:
+        self._known.clear()
+        super().clear()  # type: ignore[misc]
 
 
 class Counter(_KnownChildren, prometheus_client.Counter):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from time import time_ns
@@ -10,7 +11,9 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import (
     Event,
@@ -21,6 +24,7 @@ from opentelemetry.sdk.trace import (
 )
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import Attributes, AttributeValue
@@ -69,7 +73,7 @@ def configure_tracing(
     trace.set_tracer_provider(provider)
     _provider = provider
     global _recorder
-    _recorder = _Recorder(provider)
+    _recorder = _Recorder.create(provider)
     # SQL spans for every engine created from now on (the wrapper is process-wide).
     _instrument_sql()
     # Client spans and an outgoing `traceparent` on every httpx call (upstream models,
@@ -98,14 +102,28 @@ class _Recorder:
         self.resource = provider.resource
         self.id_generator = provider.id_generator
         self.sampler = provider.sampler
-        # A child of a sampled local span is sampled: what every parent-based sampler does
-        # (the OTEL_TRACES_SAMPLER default); leaves skip the sampler call on that account.
-        self.parent_based = isinstance(provider.sampler, ParentBased)
+        # A child of a sampled local span is sampled, of an unsampled one dropped: what the
+        # parent-based samplers of OTEL_TRACES_SAMPLER (the default among them) do with
+        # their default delegates. Leaves skip the sampler call only then.
+        self.parent_based = isinstance(provider.sampler, ParentBased) and (
+            "localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler"
+            in provider.sampler.get_description()  # type: ignore[no-untyped-call]
+        )
         # All of the provider's processors, those added later included (tests add theirs).
         self.processor: SpanProcessor | None = getattr(provider, "_active_span_processor", None)
-        self.max_length = SpanLimits().max_attribute_length
+        # The OTEL_*_LIMIT variables, as the SDK's spans read them.
+        self.limits = SpanLimits()
+        self.max_length = self.limits.max_span_attribute_length
         self.scopes: dict[str, InstrumentationScope] = {}
         self.tracers: dict[str, trace.Tracer] = {}
+
+    @classmethod
+    def create(cls, provider: TracerProvider) -> _Recorder | None:
+        """The provider's recorder; None (no spans) under OTEL_SDK_DISABLED=true, where
+        the SDK hands out no-op tracers."""
+        if os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true":
+            return None
+        return cls(provider)
 
     def tracer(self, scope: str) -> trace.Tracer:
         tracer = self.tracers.get(scope)
@@ -116,7 +134,12 @@ class _Recorder:
     def scope(self, name: str) -> InstrumentationScope:
         scope = self.scopes.get(name)
         if scope is None:
-            scope = self.scopes.setdefault(name, InstrumentationScope(name))
+            # The SDK tracer's own scope, so that an exporter groups our spans and the SDK's
+            # of one scope together (their version is "", not None).
+            sdk_scope = getattr(self.tracer(name), "_instrumentation_scope", None)
+            if not isinstance(sdk_scope, InstrumentationScope):
+                sdk_scope = InstrumentationScope(name, "")
+            scope = self.scopes.setdefault(name, sdk_scope)
         return scope
 
     def emit(
@@ -132,21 +155,35 @@ class _Recorder:
         end: int,
         events: Sequence[Event] = (),
         status: Status = _UNSET,
+        clean: bool = False,
     ) -> None:
+        """Hand a finished span on. `clean`: attributes anyone may have set, so the SDK's
+        own rules apply (count and length limits, values of other types made strings);
+        otherwise chatlens's own strings and numbers, only cut to the length limit."""
         assert self.processor is not None
-        if self.max_length is not None:
+        span_attributes: Attributes
+        if clean:
+            span_attributes = BoundedAttributes(
+                self.limits.max_span_attributes,
+                attributes,
+                immutable=True,
+                max_value_len=self.max_length,
+            )
+        elif self.max_length is not None:
             limit = self.max_length
-            attributes = {
+            span_attributes = {
                 key: value[:limit] if isinstance(value, str) else value
                 for key, value in attributes.items()
             }
+        else:
+            span_attributes = attributes
         self.processor.on_end(
             ReadableSpan(
                 name,
                 context=context,
                 parent=parent,
                 resource=self.resource,
-                attributes=attributes,
+                attributes=span_attributes,
                 events=events,
                 kind=kind,
                 instrumentation_scope=self.scope(scope),
@@ -180,7 +217,7 @@ class _Span(trace.Span):
         self._parent = parent
         self._kind = kind
         self._attributes = attributes
-        self._events: list[Event] = []
+        self._events: BoundedList[Event] | None = None
         self._status = _UNSET
         self._start = time_ns()
         self._end: int | None = None
@@ -203,7 +240,16 @@ class _Span(trace.Span):
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
     ) -> None:
         if self._end is None:
-            self._events.append(Event(name, attributes, timestamp))
+            limits = self._recorder.limits
+            if self._events is None:
+                self._events = BoundedList(limits.max_events)
+            bounded = BoundedAttributes(
+                limits.max_event_attributes,
+                attributes,
+                max_value_len=limits.max_attribute_length,
+                immutable=True,
+            )
+            self._events.append(Event(name, bounded, timestamp))
 
     def update_name(self, name: str) -> None:
         if self._end is None:
@@ -251,8 +297,9 @@ class _Span(trace.Span):
             attributes=self._attributes,
             start=self._start,
             end=end,
-            events=self._events,
+            events=self._events if self._events is not None else (),
             status=self._status,
+            clean=True,
         )
 
 
@@ -281,11 +328,17 @@ def start_span(
     ids = recorder.id_generator
     trace_id = parent.trace_id if parent is not None else ids.generate_trace_id()
     result = recorder.sampler.should_sample(context, trace_id, name, kind, attributes)
+    flags = _SAMPLED if result.decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
+    random_trace_id = (
+        parent.trace_flags.random_trace_id if parent is not None else ids.is_trace_id_random()
+    )
+    if random_trace_id:
+        flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
     span_context = SpanContext(
         trace_id,
         ids.generate_span_id(),
         is_remote=False,
-        trace_flags=_SAMPLED if result.decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED,
+        trace_flags=flags,
         trace_state=result.trace_state,
     )
     if result.decision is Decision.DROP:
@@ -369,9 +422,9 @@ class leaf_span:  # noqa: N801  (used like a function: `with leaf_span(...)`)
             record_exception=False,
             set_status_on_exception=False,
         )
-        if error is not None:
-            span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        if error is not None:  # as the SDK's `with` does: the exception escaped the span
+            span.record_exception(error, escaped=True)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         span.end(end_time=end)
 
 
