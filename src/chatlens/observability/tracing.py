@@ -36,6 +36,7 @@ _provider: TracerProvider | None = None
 _UNSET = Status(StatusCode.UNSET)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_PLAIN_TYPES = frozenset({bool, int, float})
 
 
 def configure_tracing(
@@ -142,6 +143,29 @@ class _Recorder:
             scope = self.scopes.setdefault(name, sdk_scope)
         return scope
 
+    def _within_limits(self, attributes: dict[str, AttributeValue]) -> bool:
+        """Whether the SDK's rules would leave these attributes as they are: few enough,
+        string keys, and strings (alone or in tuples) within the length limit, or numbers
+        and booleans. The usual case, checked for a fraction of BoundedAttributes' cost."""
+        most = self.limits.max_span_attributes
+        if most is not None and len(attributes) > most:
+            return False
+        limit = self.max_length
+        for key, value in attributes.items():
+            if type(key) is not str or not key:
+                return False
+            kind = type(value)
+            if kind is str:
+                if limit is not None and len(value) > limit:  # type: ignore[arg-type]
+                    return False
+            elif kind is tuple:
+                for item in value:  # type: ignore[union-attr]
+                    if type(item) is not str or (limit is not None and len(item) > limit):
+                        return False
+            elif kind not in _PLAIN_TYPES:
+                return False
+        return True
+
     def emit(
         self,
         *,
@@ -162,7 +186,7 @@ class _Recorder:
         otherwise chatlens's own strings and numbers, only cut to the length limit."""
         assert self.processor is not None
         span_attributes: Attributes
-        if clean:
+        if clean and not self._within_limits(attributes):
             span_attributes = BoundedAttributes(
                 self.limits.max_span_attributes,
                 attributes,
