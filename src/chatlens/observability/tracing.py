@@ -88,14 +88,14 @@ class _Recorder:
 
     The SDK's `Span` costs about 170,000 instructions: a lock, bounded attribute and event
     collections, attribute validation, and a `ReadableSpan` copy at its end. A chat turn
-    makes eleven spans, and at that price tracing alone took a tenth of the turn's CPU. Here
-    a span is a plain object while it runs (`_Span`), or nothing at all when it has no
-    children (`leaf_span`), and becomes the SDK's `ReadableSpan` when it ends: the same ids,
-    parent, resource, scope, kind, times, attributes, events and status the SDK would
-    export, with the attribute length limit of `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`. The
-    SDK still does the rest: the sampler decides, its id generator makes the ids, and its
-    processors and exporters (batching, OTLP) take the finished spans. Processors' `on_start`
-    is not called: the SDK's own processors do nothing there.
+    makes ten spans (eleven with the openai backend), and at that price tracing alone took
+    a tenth of the turn's CPU. Here a span is a plain object while it runs (`_Span`), or
+    nothing at all when it has no children (`leaf_span`), and becomes the SDK's
+    `ReadableSpan` when it ends: the same ids, parent, resource, scope, kind, times,
+    attributes, events and status the SDK would export, under the same `OTEL_*_LIMIT`
+    variables. The SDK still does the rest: the sampler decides, its id generator makes the
+    ids, and its processors and exporters (batching, OTLP) take the finished spans.
+    Processors' `on_start` is not called: the SDK's own processors do nothing there.
     """
 
     def __init__(self, provider: TracerProvider) -> None:
