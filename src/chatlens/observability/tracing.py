@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from time import time_ns
 from types import TracebackType
@@ -22,6 +21,7 @@ from opentelemetry.sdk.trace import (
     SpanProcessor,
     TracerProvider,
 )
+from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased
 from opentelemetry.sdk.util import BoundedList
@@ -111,7 +111,7 @@ class _Recorder:
             in provider.sampler.get_description()  # type: ignore[no-untyped-call]
         )
         # All of the provider's processors, those added later included (tests add theirs).
-        self.processor: SpanProcessor | None = getattr(provider, "_active_span_processor", None)
+        self.processor: SpanProcessor = provider._active_span_processor
         # The OTEL_*_LIMIT variables, as the SDK's spans read them.
         self.limits = SpanLimits()
         self.max_length = self.limits.max_span_attribute_length
@@ -179,28 +179,17 @@ class _Recorder:
         end: int,
         events: Sequence[Event] = (),
         status: Status = _UNSET,
-        clean: bool = False,
     ) -> None:
-        """Hand a finished span on. `clean`: attributes anyone may have set, so the SDK's
-        own rules apply (count and length limits, values of other types made strings);
-        otherwise chatlens's own strings and numbers, only cut to the length limit."""
-        assert self.processor is not None
-        span_attributes: Attributes
-        if clean and not self._within_limits(attributes):
+        """Hand a finished span on, its attributes under the SDK's own rules (count and
+        length limits, values of other types made strings) unless already within them."""
+        span_attributes: Attributes = attributes
+        if not self._within_limits(attributes):
             span_attributes = BoundedAttributes(
                 self.limits.max_span_attributes,
                 attributes,
                 immutable=True,
                 max_value_len=self.max_length,
             )
-        elif self.max_length is not None:
-            limit = self.max_length
-            span_attributes = {
-                key: value[:limit] if isinstance(value, str) else value
-                for key, value in attributes.items()
-            }
-        else:
-            span_attributes = attributes
         self.processor.on_end(
             ReadableSpan(
                 name,
@@ -295,18 +284,8 @@ class _Span(trace.Span):
         timestamp: int | None = None,
         escaped: bool = False,
     ) -> None:
-        kind = type(exception)
-        module = kind.__module__
-        recorded: dict[str, AttributeValue] = {
-            "exception.type": f"{module}.{kind.__qualname__}"
-            if module and module != "builtins"
-            else kind.__qualname__,
-            "exception.message": str(exception),
-            "exception.stacktrace": "".join(traceback.format_exception(exception)),
-            "exception.escaped": str(escaped),
-        }
-        recorded.update(attributes or {})
-        self.add_event("exception", recorded, timestamp)
+        # The SDK's own: it builds the exception.* attributes and calls add_event.
+        SdkSpan.record_exception(self, exception, attributes, timestamp, escaped)  # type: ignore[arg-type]
 
     def end(self, end_time: int | None = None) -> None:
         if self._end is not None:
@@ -323,7 +302,6 @@ class _Span(trace.Span):
             end=end,
             events=self._events if self._events is not None else (),
             status=self._status,
-            clean=True,
         )
 
 
@@ -343,10 +321,6 @@ def start_span(
     recorder = _recorder
     if recorder is None:
         return trace.INVALID_SPAN  # tracing is off
-    if recorder.processor is None:
-        return recorder.tracer(scope).start_span(
-            name, context=context, kind=kind, attributes=attributes
-        )
     current = trace.get_current_span(context).get_span_context()
     parent = current if current.is_valid else None
     ids = recorder.id_generator
@@ -414,12 +388,7 @@ class leaf_span:  # noqa: N801  (used like a function: `with leaf_span(...)`)
             return  # tracing is off
         end = time_ns()
         parent = trace.get_current_span().get_span_context()
-        if (
-            error is None
-            and parent.is_valid
-            and recorder.parent_based
-            and recorder.processor is not None
-        ):
+        if error is None and parent.is_valid and recorder.parent_based:
             if parent.trace_flags.sampled:
                 recorder.emit(
                     name=self.name,
