@@ -256,10 +256,6 @@ def start_request(fields: Mapping[str, Any]) -> None:
     _bound.set(fields)
 
 
-def clear() -> None:
-    _bound.set(MappingProxyType({}))
-
-
 def context() -> dict[str, Any]:
     """A copy of the fields bound to the current request."""
     return dict(_bound.get())
