@@ -103,15 +103,19 @@ async def test_header_spans_and_stored_rows_share_the_trace(
     }
 
 
+async def _chat_under(client: httpx.AsyncClient, account: Any, traceparent: str) -> httpx.Response:
+    return await client.post(
+        "/chat",
+        json={"message": "how do I reset my password"},
+        headers={**account.headers, "traceparent": traceparent},
+    )
+
+
 async def test_incoming_traceparent_is_joined(
     client: httpx.AsyncClient, account: Any, spans: InMemorySpanExporter
 ) -> None:
     parent_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
-    response = await client.post(
-        "/chat",
-        json={"message": "hello"},
-        headers={**account.headers, "traceparent": f"00-{parent_trace}-00f067aa0ba902b7-01"},
-    )
+    response = await _chat_under(client, account, f"00-{parent_trace}-00f067aa0ba902b7-01")
     assert response.headers["x-trace-id"] == parent_trace
     [server] = by_name(spans.get_finished_spans(), "POST /chat")
     assert server.parent is not None
@@ -125,11 +129,7 @@ async def test_an_unsampled_incoming_trace_records_no_spans(
     # The caller decided not to sample (flags 00): the parent-based sampler follows it for
     # the server span, and every child (statements and intent detection included) follows.
     parent_trace = "5bf92f3577b34da6a3ce929d0e0e4736"
-    response = await client.post(
-        "/chat",
-        json={"message": "how do I reset my password"},
-        headers={**account.headers, "traceparent": f"00-{parent_trace}-00f067aa0ba902b7-00"},
-    )
+    response = await _chat_under(client, account, f"00-{parent_trace}-00f067aa0ba902b7-00")
     assert response.status_code == 200
     assert response.headers["x-trace-id"] == parent_trace
     assert spans.get_finished_spans() == ()
