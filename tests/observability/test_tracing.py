@@ -132,7 +132,9 @@ async def test_an_unsampled_incoming_trace_records_no_spans(
     response = await _chat_under(client, account, f"00-{parent_trace}-00f067aa0ba902b7-00")
     assert response.status_code == 200
     assert response.headers["x-trace-id"] == parent_trace
-    assert spans.get_finished_spans() == ()
+    # Only this trace: the app's periodic tasks may make root spans of their own meanwhile.
+    ours = [s for s in spans.get_finished_spans() if s.context.trace_id == int(parent_trace, 16)]
+    assert ours == []
 
 
 async def test_streamed_answer_span_ends_with_the_stream_and_errors_mark_spans(
