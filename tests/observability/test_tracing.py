@@ -11,6 +11,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
@@ -157,35 +158,83 @@ async def test_streamed_answer_span_ends_with_the_stream_and_errors_mark_spans(
     assert (span.attributes or {})["http.response.status_code"] == 404
 
 
-async def test_outgoing_http_calls_carry_traceparent(spans: InMemorySpanExporter) -> None:
+async def test_the_auth_service_gets_a_client_span_and_the_traceparent(
+    spans: InMemorySpanExporter, sessionmaker: Any
+) -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from opentelemetry import trace
 
+    from chatlens.auth.external import ExternalAuth
+    from chatlens.errors import Unauthorized
+
     seen: list[str | None] = []
 
-    class Upstream(BaseHTTPRequestHandler):
+    class AuthService(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             seen.append(self.headers.get("traceparent"))
-            self.send_response(204)
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
             self.end_headers()
 
         def log_message(self, *_: Any) -> None:
             return None
 
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    thread = threading.Thread(target=upstream.serve_forever, daemon=True)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AuthService)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    auth = ExternalAuth(
+        url=f"http://127.0.0.1:{server.server_address[1]}/validate", internal_api_key=None
+    )
     try:
         with trace.get_tracer("test").start_as_current_span("caller") as caller:
-            async with httpx.AsyncClient() as http:
-                await http.get(f"http://127.0.0.1:{upstream.server_address[1]}/v1/models")
+            async with sessionmaker() as session:
+                with pytest.raises(Unauthorized):
+                    await auth.authenticate(session, "some-token")
     finally:
-        upstream.shutdown()
+        await auth.aclose()
+        server.shutdown()
     [header] = seen
+    caller_ids = caller.get_span_context()
+    [client_span] = [s for s in spans.get_finished_spans() if s.name == "GET"]
+    assert client_span.parent is not None and client_span.parent.span_id == caller_ids.span_id
+    attributes = dict(client_span.attributes or {})
+    # The instrumentation's semantic conventions: the stable name, or the older one.
+    assert attributes.get("http.response.status_code", attributes.get("http.status_code")) == 401
+    # The service sees the client span as its parent: the trace continues there.
     assert header is not None
-    assert header.split("-")[1] == format(caller.get_span_context().trace_id, "032x")
+    _, trace_id, parent_id, flags = header.split("-")
+    assert (trace_id, parent_id) == (
+        f"{caller_ids.trace_id:032x}",
+        f"{client_span.context.span_id:016x}",
+    )
+    assert int(flags, 16) & 1  # sampled
+
+
+async def test_an_upstream_answer_is_one_client_span_with_the_intent_under_it(
+    spans: InMemorySpanExporter, fresh_database_url: Any
+) -> None:
+    from tests.upstream import FakeUpstream
+    from tests.upstream_app import MODEL, running
+
+    with FakeUpstream() as upstream:
+        async with running(await fresh_database_url("upstream_spans"), upstream) as chatlens:
+            response = await chatlens.client.post(
+                "/chat", json={"message": "where is my order?"}, headers=chatlens.headers
+            )
+    assert response.status_code == 200
+    finished = spans.get_finished_spans()
+    [answer] = by_name(finished, f"chat {MODEL}")
+    [intent] = by_name(finished, "intent.detect")
+    assert intent.parent is not None and intent.parent.span_id == answer.context.span_id
+    assert (intent.attributes or {})["chatlens.intent"] == "order_status"
+    # The upstream call is that client span; httpx adds none of its own.
+    assert [
+        s.name for s in finished if s.kind is SpanKind.CLIENT and s.name.startswith(("POST", "GET"))
+    ] == []
+    [call] = [c for c in upstream.calls if c.model == MODEL]
+    assert call.headers["traceparent"].split("-")[2] == f"{answer.context.span_id:016x}"
 
 
 async def test_a_failing_statement_gives_an_error_span(

@@ -25,6 +25,7 @@ from chatlens.auth import repository as repo
 from chatlens.auth.service import Principal
 from chatlens.errors import ChatlensError, Unauthorized
 from chatlens.models import User
+from chatlens.observability.tracing import trace_http_client
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +66,8 @@ class ExternalAuth:
     ) -> None:
         self.url = url
         self._headers = {INTERNAL_KEY_HEADER: internal_api_key} if internal_api_key else {}
-        self._client = client or httpx.AsyncClient(timeout=timeout_s)
+        # Its own client spans and `traceparent`: the trace continues into the auth service.
+        self._client = client or trace_http_client(httpx.AsyncClient(timeout=timeout_s))
 
         def expires(_: str, value: Principal | _Invalid, now: float) -> float:
             return now + (negative_ttl_s if value is _INVALID else ttl_s)

@@ -44,7 +44,7 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_pipeline(request: Request) -> ChatPipeline:
+async def get_pipeline(request: Request) -> ChatPipeline:
     pipeline: ChatPipeline = request.app.state.pipeline
     return pipeline
 

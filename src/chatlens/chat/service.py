@@ -482,23 +482,21 @@ class Answer:
                 "gen_ai.conversation.id": str(self.turn.conversation_id),
             },
         )
-        # The span is current only while the backend takes its first step (where it detects
-        # the intent or opens its upstream request), never across our yields: the consumer
-        # may resume this generator from another task's context. Later steps only read.
-        span_context: otel_context.Context | None = trace.set_span_in_context(span)
+        # The span is current while the backend takes a step (it opens the upstream request
+        # in the first, detects the intent in the last), never across our yields: the
+        # consumer may resume this generator from another task's context.
+        span_context = trace.set_span_in_context(span)
         stream = backend.stream(self.turn.context, model=self.model)
         self.model_started = time.perf_counter()
         try:
             while True:
-                token = otel_context.attach(span_context) if span_context is not None else None
+                token = otel_context.attach(span_context)
                 try:
                     chunk = await anext(stream)
                 except StopAsyncIteration:
                     break
                 finally:
-                    if token is not None:
-                        otel_context.detach(token)
-                        span_context = None
+                    otel_context.detach(token)
                 if chunk.delta:
                     if self.first_token_at is None:
                         self.first_token_at = time.perf_counter()

@@ -8,6 +8,7 @@ from time import time_ns
 from types import TracebackType
 from typing import Any
 
+import httpx
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
@@ -77,10 +78,18 @@ def configure_tracing(
     _recorder = _Recorder.create(provider)
     # SQL spans for every engine created from now on (the wrapper is process-wide).
     _instrument_sql()
-    # Client spans and an outgoing `traceparent` on every httpx call (upstream models,
-    # auth services): the trace continues in whatever chatlens calls.
-    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
     return provider
+
+
+def trace_http_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """A client whose calls get client spans and carry `traceparent` (while tracing is on).
+
+    For calls with no span of their own, such as the external auth service's checks. The
+    `openai` backend sends `traceparent` itself: its `chat {model}` span is the client span.
+    """
+    if _provider is not None:
+        HTTPXClientInstrumentor.instrument_client(client, tracer_provider=_provider)
+    return client
 
 
 class _Recorder:
@@ -88,9 +97,9 @@ class _Recorder:
 
     The SDK's `Span` costs about 170,000 instructions: a lock, bounded attribute and event
     collections, attribute validation, and a `ReadableSpan` copy at its end. A chat turn
-    makes ten spans (eleven with the openai backend), and at that price tracing alone took
-    a tenth of the turn's CPU. Here a span is a plain object while it runs (`_Span`), or
-    nothing at all when it has no children (`leaf_span`), and becomes the SDK's
+    makes ten spans, and at that price tracing alone took a tenth of the turn's CPU. Here a
+    span is a plain object while it runs (`_Span`), or nothing at all when it has no
+    children (`leaf_span`), and becomes the SDK's
     `ReadableSpan` when it ends: the same ids, parent, resource, scope, kind, times,
     attributes, events and status the SDK would export, under the same `OTEL_*_LIMIT`
     variables. The SDK still does the rest: the sampler decides, its id generator makes the
