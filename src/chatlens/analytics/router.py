@@ -43,13 +43,13 @@ from chatlens.responses import errors
 router = APIRouter(prefix="/api", tags=["feedback"], responses=errors(401, 404, 422))
 
 
-def _context(request: Request) -> service.FeedbackContext:
+async def _context(request: Request) -> service.FeedbackContext:
     return service.FeedbackContext(
         critical=request.app.state.critical_words, metrics=request.app.state.metrics
     )
 
 
-def _metrics(request: Request) -> Metrics | None:
+async def _metrics(request: Request) -> Metrics | None:
     metrics: Metrics | None = request.app.state.metrics
     return metrics
 
@@ -256,7 +256,7 @@ async def read_sla(
     )
 
 
-def range_filters(
+async def range_filters(
     start: Annotated[date | None, Query(description="First day (UTC), inclusive")] = None,
     end: Annotated[date | None, Query(description="Last day (UTC), exclusive")] = None,
     project_id: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,

@@ -9,13 +9,19 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 
-def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+def _sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
     maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     return maker
 
 
+# Dependencies are async even where they do not await: FastAPI runs a plain `def` in its
+# threadpool, a thread hop per request.
+async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    return _sessionmaker(request)
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with get_sessionmaker(request)() as session:
+    async with _sessionmaker(request)() as session:
         try:
             yield session
         except BaseException:
