@@ -22,6 +22,7 @@ from chatlens.analytics.service import CriticalWords
 from chatlens.auth.external import ExternalAuth
 from chatlens.auth.router import admin as admin_router
 from chatlens.auth.router import router as auth_router
+from chatlens.auth.service import KeyCache
 from chatlens.chat import service as chat_service
 from chatlens.chat.openai_router import router as openai_router
 from chatlens.chat.router import router as chat_router
@@ -248,6 +249,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.critical_words = CriticalWords(settings.critical_word_list)
+    app.state.key_cache = (
+        KeyCache(ttl_s=settings.api_key_cache_ttl_s) if settings.api_key_cache_ttl_s > 0 else None
+    )
     request_stats = RequestStats()
     app.state.request_stats = request_stats
     app.state.metrics = metrics

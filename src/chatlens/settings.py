@@ -128,6 +128,9 @@ class Settings(BaseSettings):
         30.0, validation_alias=_env("BREAKER_RESET_SECONDS")
     )
     fallback_to_builtin: bool = Field(False, validation_alias=_env("FALLBACK_TO_BUILTIN"))
+    api_key_cache_ttl_s: Annotated[float, Field(ge=0)] = Field(
+        10.0, validation_alias=_env("API_KEY_CACHE_TTL_SECONDS")
+    )
     auth_validate_url: str | None = Field(None, validation_alias=_env("AUTH_VALIDATE_URL"))
     auth_internal_api_key: SecretStr | None = Field(
         None, validation_alias=_env("AUTH_INTERNAL_API_KEY")

@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chatlens.auth import keys
 from chatlens.auth.external import AuthUnavailable, ExternalAuth
-from chatlens.auth.service import Principal, authenticate
+from chatlens.auth.service import KeyCache, Principal, authenticate
 from chatlens.db.session import SessionDep
 from chatlens.errors import Forbidden
 from chatlens.observability.logging import bind
@@ -40,7 +40,8 @@ async def current_user(
             log.warning("auth_unavailable", reason=exc.message)
             raise
     else:
-        principal = await authenticate(session, token)
+        cache: KeyCache | None = getattr(request.app.state, "key_cache", None)
+        principal = await authenticate(session, token, cache=cache)
     bind(user_id=str(principal.user_id))
     return principal
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from chatlens.auth import service
 from chatlens.auth.deps import AdminUser, CurrentUser
@@ -63,6 +63,13 @@ async def create_key(
 
 
 @admin.delete("/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
-async def revoke_key(session: SessionDep, _: AdminUser, key_id: uuid.UUID) -> None:
+async def revoke_key(
+    request: Request, session: SessionDep, _: AdminUser, key_id: uuid.UUID
+) -> None:
     """Revoke an API key; requests with it fail from now on."""
-    await service.revoke_key(session, key_id_or_prefix=str(key_id))
+    key = await service.revoke_key(session, key_id_or_prefix=str(key_id))
+    # Committed before the cache forgets the key, so no request can cache it valid again.
+    await session.commit()
+    cache: service.KeyCache | None = getattr(request.app.state, "key_cache", None)
+    if cache is not None:
+        cache.forget(key.key_hash)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
+from cachetools import TTLCache
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,7 +21,8 @@ from chatlens.models import ApiKey, User
 
 log = structlog.get_logger(__name__)
 
-# last_used_at is refreshed at most this often, so authentication is not a write per request.
+# last_used_at is refreshed at most this often, so authentication is not a write per request
+# (and, with the key cache, only when a request has to look the key up).
 _TOUCH_INTERVAL = timedelta(minutes=1)
 
 
@@ -30,13 +33,41 @@ class Principal:
     is_admin: bool
 
 
-async def authenticate(session: AsyncSession, token: str | None) -> Principal:
+class KeyCache:
+    """Principals of recently used API keys, by the key's hash, for `ttl_s` seconds.
+
+    Most requests then skip the key lookup. A key revoked through this process's API is
+    forgotten at once; one revoked elsewhere (another replica, the CLI) stops working
+    within `ttl_s`. Only keys that were valid are kept.
+    """
+
+    def __init__(self, *, ttl_s: float, maxsize: int = 4096) -> None:
+        self._principals: TTLCache[str, Principal] = TTLCache(
+            maxsize=maxsize, ttl=ttl_s, timer=time.monotonic
+        )
+
+    def get(self, key_hash: str) -> Principal | None:
+        return self._principals.get(key_hash)
+
+    def put(self, key_hash: str, principal: Principal) -> None:
+        self._principals[key_hash] = principal
+
+    def forget(self, key_hash: str) -> None:
+        self._principals.pop(key_hash, None)
+
+
+async def authenticate(
+    session: AsyncSession, token: str | None, *, cache: KeyCache | None = None
+) -> Principal:
     """The principal behind a bearer token; Unauthorized for a missing, unknown or revoked key."""
     if not token:
         raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>'")
     if not keys.looks_like_key(token):
         raise Unauthorized("invalid API key")
-    found = await repo.get_key_with_user(session, keys.hash_key(token))
+    key_hash = keys.hash_key(token)
+    if cache is not None and (principal := cache.get(key_hash)) is not None:
+        return principal
+    found = await repo.get_key_with_user(session, key_hash)
     if found is None:
         raise Unauthorized("invalid API key")
     key, user = found
@@ -45,7 +76,10 @@ async def authenticate(session: AsyncSession, token: str | None) -> Principal:
     now = utcnow()
     if key.last_used_at is None or now - key.last_used_at > _TOUCH_INTERVAL:
         await repo.touch_key(session, key.id, now)
-    return Principal(user_id=user.id, name=user.name, is_admin=user.is_admin)
+    principal = Principal(user_id=user.id, name=user.name, is_admin=user.is_admin)
+    if cache is not None:
+        cache.put(key_hash, principal)
+    return principal
 
 
 async def create_user(session: AsyncSession, *, name: str, is_admin: bool = False) -> User:
