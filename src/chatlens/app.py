@@ -256,8 +256,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.request_stats = request_stats
     app.state.metrics = metrics
     install_error_handlers(app)
-    app.include_router(chat_router)
     app.include_router(openai_router)
+    app.include_router(chat_router)
     app.include_router(models_router)
     app.include_router(analytics_router)
     app.include_router(auth_router)

@@ -314,25 +314,27 @@ class ChatPipeline:
         turn: Turn,
     ) -> Turn:
         now = utcnow()
+        history: list[Message] = []
         if conversation_id is None:
-            # Ids and timestamps are set here, not by column defaults, so the whole turn is
-            # written by the one flush at commit: on SQLite every statement is a thread hop.
-            conversation = Conversation(
-                id=uuid.uuid4(),
-                user_id=user.user_id,
-                project_id=project_id,
-                platform=platform,
-                external_user_id=external_user_id,
-                title=make_title(text),
-                status=ConversationStatus.open,
-                created_at=now,
-                updated_at=now,
+            turn.conversation_id = uuid.uuid4()
+            await repo.insert(
+                session,
+                Conversation,
+                {
+                    "id": turn.conversation_id,
+                    "user_id": user.user_id,
+                    "project_id": project_id,
+                    "platform": platform,
+                    "external_user_id": external_user_id,
+                    "title": make_title(text),
+                    "status": ConversationStatus.open,
+                    "created_at": now,
+                    "updated_at": now,
+                },
             )
-            repo.stage(session, conversation)
-            history: list[Message] = []
             log.info(
                 "conversation_created",
-                conversation_id=str(conversation.id),
+                conversation_id=str(turn.conversation_id),
                 project_id=project_id,
                 platform=platform,
             )
@@ -340,37 +342,37 @@ class ChatPipeline:
             conversation = await get_conversation_or_raise(
                 session, user=user, conversation_id=conversation_id
             )
-            history = (
-                []
-                if context is not None
-                else await repo.recent_messages(
+            if context is None:
+                history = await repo.recent_messages(
                     session, conversation_id=conversation.id, limit=self.history_messages - 1
                 )
-            )
             if conversation.title is None:
                 conversation.title = make_title(text)
             conversation.updated_at = now
-        question = Message(
-            id=uuid.uuid4(),
-            conversation_id=conversation.id,
-            role=MessageRole.user,
-            content=text,
-            created_at=now,
-            project_id=conversation.project_id,
-            prompt_tokens=count_tokens(text),
-            status=MessageStatus.complete,
-            trace_id=turn.trace_id,
-            span_id=turn.span_id,
+            turn.conversation_id = conversation.id
+            turn.project_id = conversation.project_id
+            turn.platform = conversation.platform
+            turn.external_user_id = conversation.external_user_id
+        await repo.insert(
+            session,
+            Message,
+            {
+                "id": uuid.uuid4(),
+                "conversation_id": turn.conversation_id,
+                "role": MessageRole.user,
+                "content": text,
+                "created_at": now,
+                "project_id": turn.project_id,
+                "prompt_tokens": count_tokens(text),
+                "status": MessageStatus.complete,
+                "trace_id": turn.trace_id,
+                "span_id": turn.span_id,
+            },
         )
-        repo.stage(session, question)
         # Nothing the user sent may be lost: it is durable before the model sees it.
         await session.commit()
         if conversation_id is None and self.metrics is not None:
-            self.metrics.conversations.labels(conversation.project_id, conversation.platform).inc()
-        turn.conversation_id = conversation.id
-        turn.project_id = conversation.project_id
-        turn.platform = conversation.platform
-        turn.external_user_id = conversation.external_user_id
+            self.metrics.conversations.labels(turn.project_id, turn.platform).inc()
         turn.context = (
             list(context)
             if context is not None
@@ -615,50 +617,56 @@ class Answer:
                 )
             if turn.replaces is not None:
                 await repo.delete_message(session, turn.replaces)
-            reply = Message(
-                id=uuid.uuid4(),
-                conversation_id=turn.conversation_id,
-                role=MessageRole.assistant,
-                content=text,
-                created_at=stored_at,
-                trace_id=turn.trace_id,
-                span_id=turn.span_id,
-                project_id=turn.project_id,
-                model=self.model,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                inference_time_ms=round(inference_ms, 3),
-                ttft_ms=None if ttft_ms is None else round(ttft_ms, 3),
-                intent=intent,
-                confidence=confidence,
-                cost_usd=cost,
-                status=status,
-            )
-            repo.stage(
+            reply_id = uuid.uuid4()
+            ttft = None if ttft_ms is None else round(ttft_ms, 3)
+            await repo.insert(
                 session,
-                reply,
-                ConversationMetrics(
-                    id=uuid.uuid4(),
-                    timestamp=stored_at,
-                    conversation_id=turn.conversation_id,
-                    message_id=reply.id,
-                    user_id=turn.user_id,
-                    project_id=turn.project_id,
-                    platform=turn.platform,
-                    external_user_id=turn.external_user_id,
-                    model=self.model,
-                    intent=intent,
-                    confidence=confidence,
-                    response_time_ms=round(inference_ms, 3),
-                    ttft_ms=reply.ttft_ms,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    tokens_used=prompt_tokens + completion_tokens,
-                    cost_usd=cost,
-                    resolved=False,
-                    escalated=escalation is not None,
-                    status=status.value,
-                ),
+                Message,
+                {
+                    "id": reply_id,
+                    "conversation_id": turn.conversation_id,
+                    "role": MessageRole.assistant,
+                    "content": text,
+                    "created_at": stored_at,
+                    "trace_id": turn.trace_id,
+                    "span_id": turn.span_id,
+                    "project_id": turn.project_id,
+                    "model": self.model,
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "inference_time_ms": round(inference_ms, 3),
+                    "ttft_ms": ttft,
+                    "intent": intent,
+                    "confidence": confidence,
+                    "cost_usd": cost,
+                    "status": status,
+                },
+            )
+            await repo.insert(
+                session,
+                ConversationMetrics,
+                {
+                    "id": uuid.uuid4(),
+                    "timestamp": stored_at,
+                    "conversation_id": turn.conversation_id,
+                    "message_id": reply_id,
+                    "user_id": turn.user_id,
+                    "project_id": turn.project_id,
+                    "platform": turn.platform,
+                    "external_user_id": turn.external_user_id,
+                    "model": self.model,
+                    "intent": intent,
+                    "confidence": confidence,
+                    "response_time_ms": round(inference_ms, 3),
+                    "ttft_ms": ttft,
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "tokens_used": prompt_tokens + completion_tokens,
+                    "cost_usd": cost,
+                    "resolved": False,
+                    "escalated": escalation is not None,
+                    "status": status.value,
+                },
             )
         latency_ms = (time.perf_counter() - turn.started) * 1000
         metrics = self.pipeline.metrics
@@ -685,13 +693,13 @@ class Answer:
             user_id=str(turn.user_id),
             conversation_id=str(turn.conversation_id),
             session_id=str(turn.conversation_id),
-            message_id=str(reply.id),
+            message_id=str(reply_id),
             project_id=turn.project_id,
             platform=turn.platform,
             intent=intent,
             confidence=confidence,
             response_time_ms=round(inference_ms, 3),
-            ttft_ms=reply.ttft_ms,
+            ttft_ms=ttft,
             ai_tokens_used=prompt_tokens + completion_tokens,
             usage_estimated=estimated,
             cost_usd=float(cost),
@@ -701,7 +709,7 @@ class Answer:
         )
         return ChatResponse(
             conversation_id=turn.conversation_id,
-            message_id=reply.id,
+            message_id=reply_id,
             reply=text,
             intent=intent,
             confidence=confidence,
