@@ -109,6 +109,10 @@ def test_sync_stream_with_usage(builtin: Running) -> None:
     assert len({c.id for c in chunks}) == 1
     assert len({c.created for c in chunks}) == 1
     assert all(c.object == "chat.completion.chunk" for c in chunks)
+    # As OpenAI streams: the role once, first, with empty content; then the words.
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[0].choices[0].delta.content == ""
+    assert [c for c in chunks[1:] if c.choices and c.choices[0].delta.role] == []
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]

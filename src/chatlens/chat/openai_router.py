@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import orjson
 import structlog
 from fastapi import APIRouter, Header, Request, Response
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from chatlens.auth.deps import CurrentUser
 from chatlens.chat import service
@@ -48,10 +48,6 @@ def _usage(done: ChatResponse) -> CompletionUsage:
         completion_tokens=done.usage.completion_tokens,
         total_tokens=done.usage.total_tokens,
     )
-
-
-def _json(data: Any) -> str:
-    return orjson.dumps(data).decode()
 
 
 @router.post("/chat/completions", response_model=Completion)
@@ -104,45 +100,44 @@ async def chat_completions(
     )
 
 
+def _event(data: Any) -> bytes:
+    """One SSE event, as OpenAI sends them (sse-starlette passes bytes on as they are)."""
+    return b"data: " + orjson.dumps(data) + b"\r\n\r\n"
+
+
+_DONE = b"data: [DONE]\r\n\r\n"
+
+
 async def _stream(
     answer: Answer, completion_id: str, created: int, *, include_usage: bool
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[bytes]:
     metrics = answer.pipeline.metrics
     if metrics is not None:
         metrics.sse_streams_active.inc()
+    # OpenAI's first chunk carries the role; it goes out with the first words, in one write.
+    role: bytes | None = _event(
+        chunk(completion_id, created, answer.model, delta={"role": "assistant", "content": ""})
+    )
     try:
-        yield ServerSentEvent(
-            _json(
-                chunk(
-                    completion_id,
-                    created,
-                    answer.model,
-                    delta={"role": "assistant", "content": ""},
-                )
-            )
-        )
         async for delta in answer.deltas():
-            yield ServerSentEvent(
-                _json(chunk(completion_id, created, answer.model, delta={"content": delta}))
-            )
+            event = _event(chunk(completion_id, created, answer.model, delta={"content": delta}))
+            if role is not None:
+                event, role = role + event, None
+            yield event
+        if role is not None:  # an answer without a word
+            yield role
         done = await answer.save()
         finish = answer.final.finish_reason if answer.final is not None else None
-        yield ServerSentEvent(
-            _json(chunk(completion_id, created, done.model, finish_reason=finish or "stop"))
-        )
+        yield _event(chunk(completion_id, created, done.model, finish_reason=finish or "stop"))
         if include_usage:
-            yield ServerSentEvent(
-                _json(chunk(completion_id, created, done.model, usage=_usage(done)))
-            )
-        yield ServerSentEvent("[DONE]")
+            yield _event(chunk(completion_id, created, done.model, usage=_usage(done)))
+        yield _DONE
     except ChatlensError as exc:
         # Headers are out: the error travels as a data event the SDKs raise as APIError.
-        error = openai_error_body(exc.status_code, exc.error_type, exc.message)
-        yield ServerSentEvent(_json(error))
+        yield _event(openai_error_body(exc.status_code, exc.error_type, exc.message))
     except Exception as exc:
         log.error("stream_failed", exc_info=exc)
-        body = openai_error_body(500, "internal_error", "internal server error")
-        yield ServerSentEvent(_json(body))
+        yield _event(openai_error_body(500, "internal_error", "internal server error"))
     finally:
         try:
             await answer.save()  # a client that went away still gets its answer stored
