@@ -16,6 +16,7 @@ from benchmarks.chat import LoadRun, bench_chat
 from benchmarks.matching import REQUIRED_MEDIAN_US, bench_matching
 from benchmarks.observability import Side, bench_observability
 from benchmarks.server import split_cpus
+from benchmarks.wrk import wrk_executable
 
 BENCHMARKS = ("matching", "chat", "observability", "relay", "analytics", "instructions")
 WARMUP_S = 1.0
@@ -164,11 +165,12 @@ def run_analytics(args: argparse.Namespace) -> None:
 
 
 def run_relay(args: argparse.Namespace) -> None:
-    """/v1/chat/completions: directly, through chatlens, through LiteLLM."""
+    """/v1/chat/completions: directly, through a bare relay, chatlens and LiteLLM."""
+    engine = "wrk" if wrk_executable() is not None else "the Python load generator (no wrk)"
     print(
         f"\n== relay: /v1/chat/completions against a fake upstream (20 chunks, no delays); "
-        f"non-streamed, {args.concurrency} clients, {args.duration:g} s; then time to first "
-        f"content byte, streamed, one client, 200 requests"
+        f"non-streamed, {args.concurrency} clients, {args.duration:g} s, load from {engine}; "
+        f"then time to first content byte, streamed, one client, 200 requests"
     )
     if relay.litellm_executable() is None:
         print(
@@ -192,9 +194,12 @@ def run_relay(args: argparse.Namespace) -> None:
     for result in results[1:]:
         added = result.ttfb_p50 - direct.ttfb_p50
         print(f"  {result.name}: adds {_fmt(added, 2)} ms to the median time to first byte")
-    if len(results) == 3:
-        ratio = results[1].load["rps"] / results[2].load["rps"] if results[2].load["rps"] else 0
-        print(f"  chatlens relays {_fmt(ratio)}x LiteLLM's requests/s")
+    by_name = {result.name: result.load["rps"] for result in results}
+    litellm = by_name.get("through LiteLLM")
+    if litellm:
+        for name in ("through chatlens", "bare relay (floor)"):
+            print(f"  {name}: {_fmt(by_name[name] / litellm)}x LiteLLM's requests/s")
+        print(f"  20x LiteLLM would be {_fmt(20 * litellm)} requests/s")
 
 
 def main(argv: list[str] | None = None) -> int:

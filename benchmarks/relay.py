@@ -2,9 +2,12 @@
 
 One fast fake upstream (`benchmarks/fake_upstream.py`: 20 chunks, no delays) on 127.0.0.1.
 Measured in one run, one worker each: requests/s of non-streamed completions (8 clients,
-closed loop) and time to the first content byte of streamed ones (one client, sequential),
-directly at the upstream, through `chatlens serve` (openai backend, SQLite persistence and
-observability on, as a user runs it) and, when installed, through LiteLLM's proxy.
+closed loop; from wrk where it is installed, else the Python load generator) and time to
+the first content byte of streamed ones (one client, sequential), directly at the
+upstream, through a bare relay on chatlens's HTTP stack (`benchmarks/bare_relay.py`, the
+floor: nothing but the relay), through `chatlens serve` (openai backend, SQLite
+persistence and observability on, as a user runs it) and, when installed, through
+LiteLLM's proxy.
 
 LiteLLM runs from its own virtualenv, never the project's: create it once with
 `python -m venv benchmarks/.litellm && benchmarks/.litellm/bin/pip install 'litellm[proxy]'`
@@ -15,6 +18,7 @@ LiteLLM runs from its own virtualenv, never the project's: create it once with
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import statistics
@@ -39,6 +43,7 @@ from benchmarks.server import (
     process_cpu_seconds,
     running,
 )
+from benchmarks.wrk import run_wrk, wrk_executable
 
 _ROOT = Path(__file__).resolve().parents[1]
 LITELLM_VENV = _ROOT / "benchmarks" / ".litellm"
@@ -60,6 +65,7 @@ class RelayResult:
     load: LoadStats
     cpu_pct: float | None
     ttfb_ms: list[float]
+    engine: str  # what made the load: "wrk" or "python"
 
     @property
     def ttfb_p50(self) -> float:
@@ -128,6 +134,23 @@ def fake_upstream(cpus: CpuSplit | None) -> Iterator[Target]:
     # The upstream shares the client's CPU: the relay being measured has the other to itself.
     with _process(command, port, env=env, cpus=cpus.client if cpus else None, timeout=30) as pid:
         yield Target("upstream directly", f"http://{HOST}:{port}/v1", {}, pid)
+
+
+@contextmanager
+def bare_relay(upstream: Target, cpus: CpuSplit | None) -> Iterator[Target]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.bare_relay",
+        "--port",
+        str(port),
+        "--upstream",
+        upstream.url,
+    ]
+    env = bench_env({"PYTHONPATH": str(_ROOT)})
+    with _process(command, port, env=env, cpus=cpus.server if cpus else None, timeout=30) as pid:
+        yield Target("bare relay (floor)", f"http://{HOST}:{port}/v1", {}, pid)
 
 
 @contextmanager
@@ -215,17 +238,27 @@ def measure(
     async def send(client: httpx.AsyncClient, _: int) -> httpx.Response:
         return await client.post("/chat/completions", json=body)
 
+    engine = "wrk" if wrk_executable() is not None else "python"
     cpu_before = process_cpu_seconds(target.pid)
     started = time.perf_counter()
-    load = asyncio.run(
-        run_load(
-            send,
-            base_url=target.url,
+    if engine == "wrk":
+        load = run_wrk(
+            f"{target.url}/chat/completions",
+            body=json.dumps(body),
             headers=target.headers,
             duration_s=duration_s,
             concurrency=concurrency,
         )
-    )
+    else:
+        load = asyncio.run(
+            run_load(
+                send,
+                base_url=target.url,
+                headers=target.headers,
+                duration_s=duration_s,
+                concurrency=concurrency,
+            )
+        )
     wall = time.perf_counter() - started
     cpu_after = process_cpu_seconds(target.pid)
     cpu = (
@@ -234,7 +267,7 @@ def measure(
         else round(100 * (cpu_after - cpu_before) / wall, 1)
     )
     ttfb = asyncio.run(_ttfb(target, ttfb_requests))
-    return RelayResult(target.name, load, cpu, ttfb)
+    return RelayResult(target.name, load, cpu, ttfb, engine)
 
 
 def bench_relay(
@@ -253,6 +286,8 @@ def bench_relay(
         results.append(measure(upstream, **kwargs))  # type: ignore[arg-type]
         if cpus is not None:
             os.sched_setaffinity(upstream.pid, cpus.client)
+        with bare_relay(upstream, cpus) as target:
+            results.append(measure(target, **kwargs))  # type: ignore[arg-type]
         with chatlens(upstream, cpus) as target:
             results.append(measure(target, **kwargs))  # type: ignore[arg-type]
         executable = litellm_executable()
