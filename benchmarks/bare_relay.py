@@ -19,6 +19,8 @@ import httpx
 import uvicorn
 from httpx_aiohttp import AiohttpTransport
 
+from benchmarks.fake_upstream import read_body
+
 _HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 
 
@@ -38,12 +40,7 @@ def make_app(upstream: str) -> Any:
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await read_body(receive)
         request = httpx.Request("POST", url, content=body, headers=_HEADERS)
         response = await transport.handle_async_request(request)
         content_type = response.headers.get("content-type", "application/json").encode()

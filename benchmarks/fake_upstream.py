@@ -66,15 +66,21 @@ _JSON = orjson.dumps(
 _MODELS = orjson.dumps({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
 
 
-async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-        return
+async def read_body(receive: Any) -> bytes:
+    """A request's whole body, from its ASGI messages."""
     body = b""
     more = True
     while more:
         message = await receive()
         body += message.get("body", b"")
         more = message.get("more_body", False)
+    return body
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = await read_body(receive)
     if scope["path"].endswith("/models"):
         await _reply(send, 200, b"application/json", _MODELS)
         return
