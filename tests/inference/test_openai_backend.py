@@ -272,3 +272,92 @@ async def test_models_are_listed_and_cached(upstream: FakeUpstream) -> None:
     assert "ok" in first
     assert first == second
     assert health.ok
+
+
+class _NotHttp:
+    """A server on 127.0.0.1 that answers every request with bytes that are not HTTP."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"NOT-HTTP garbage\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        self.server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1"
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_a_reply_that_is_not_http_is_retried_counted_and_frees_the_probe() -> None:
+    garbage = _NotHttp()
+    async with garbage as url:
+        backend = make_backend(url, max_retries=1, breaker_failures=2, breaker_reset_s=0.2)
+        try:
+            with pytest.raises(UpstreamUnavailable):
+                await collect(backend, "ok")
+            assert garbage.connections == 2  # the attempt and its retry
+            assert backend.breaker.state is BreakerState.open
+            await asyncio.sleep(0.25)
+            # The half-open probe meets the same reply: the breaker opens again, and after
+            # its reset time it lets the next probe through (it is not stuck half-open).
+            with pytest.raises(UpstreamUnavailable):
+                await collect(backend, "ok")
+            assert backend.breaker.state is BreakerState.open
+            await asyncio.sleep(0.25)
+            before = garbage.connections
+            with pytest.raises(UpstreamUnavailable):
+                await collect(backend, "ok")
+            assert garbage.connections > before  # probed again, not refused by a stuck breaker
+            assert not (await backend.health()).ok
+            with pytest.raises(UpstreamBadResponse):
+                await backend.models()
+        finally:
+            await backend.aclose()
+
+
+async def test_a_cancelled_probe_frees_the_breaker(upstream: FakeUpstream) -> None:
+    backend = make_backend(upstream.url, max_retries=0, breaker_failures=1, breaker_reset_s=0.1)
+    try:
+        with pytest.raises(UpstreamBadResponse):
+            await collect(backend, "fail")
+        await asyncio.sleep(0.15)
+        probe = asyncio.create_task(collect(backend, "slow-headers:5"))
+        await asyncio.sleep(0.1)  # the probe waits for the upstream's answer to begin
+        probe.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+        chunks = await collect(backend, "ok")  # the next call is the probe now
+        assert chunks[-1].usage is not None
+        assert backend.breaker.state is BreakerState.closed
+    finally:
+        await backend.aclose()
+
+
+async def test_proxies_from_the_environment_are_used(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The upstream's name resolves nowhere: only through the proxy (the fake upstream
+    # itself, which answers an absolute-form request like any other) can it be reached.
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    proxy = upstream.url.removesuffix("/v1")
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.setenv("http_proxy", proxy)
+    backend = make_backend("http://upstream.invalid/v1")
+    try:
+        chunks = await collect(backend, "ok")
+    finally:
+        await backend.aclose()
+    assert "".join(c.delta for c in chunks) == "".join(WORDS)
+    assert upstream.calls_to("ok") == 1

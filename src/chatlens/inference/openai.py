@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 import structlog
@@ -37,6 +38,9 @@ _MAX_RETRY_AFTER_S = 30.0
 _MODELS_TTL_S = 60.0
 _HEALTH_TIMEOUT_S = 2.0
 _MESSAGE_LIMIT = 500  # characters of an upstream error message passed on
+# What a call to the upstream may raise: httpx's errors, and aiohttp's that the transport
+# passes on unmapped.
+_CLIENT_ERRORS = (httpx.HTTPError, aiohttp.ClientError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +93,7 @@ class OpenAIBackend:
         timeout = httpx.Timeout(connect=config.connect_timeout_s, read=None, write=30.0, pool=30.0)
         # httpx's API over aiohttp's connections: httpx's own pool (httpcore on anyio) costs
         # a relayed answer about 0.5 ms more CPU (benchmarks/README.md).
-        self._transport = AiohttpTransport(
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        )
+        self._transport = AiohttpTransport(client=_aiohttp_session)
         self._client = httpx.AsyncClient(
             transport=self._transport, base_url=config.base_url, headers=auth, timeout=timeout
         )
@@ -174,7 +176,7 @@ class OpenAIBackend:
                 settled = True
             _log_failure(exc, model)
             raise
-        except httpx.HTTPError as exc:
+        except _CLIENT_ERRORS as exc:
             self.breaker.failure()
             settled = True
             error = UpstreamBadResponse(f"the model's stream failed: {type(exc).__name__}")
@@ -258,6 +260,11 @@ class OpenAIBackend:
                     self.breaker.release()
                 _log_failure(exc, model, attempts=attempt + 1)
                 raise
+            except BaseException:
+                # Cancelled (the client left), or an error of ours: no verdict on the
+                # upstream, and a half-open breaker's probe must not stay taken.
+                self.breaker.release()
+                raise
 
     async def _attempt(self, content: bytes, first_token_deadline: float) -> httpx.Response:
         headers = dict(self._completions_headers)
@@ -280,7 +287,9 @@ class OpenAIBackend:
                 f"the model could not be reached: {type(exc).__name__}", retry_after_s=1
             )
             raise _Retryable(error) from exc
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, aiohttp.ClientError) as exc:
+            # aiohttp's own errors are those the transport does not map to httpx's: a reply
+            # that is not HTTP, a header line too long. Retried and counted all the same.
             error = UpstreamUnavailable(
                 f"the model could not be reached: {type(exc).__name__}", retry_after_s=1
             )
@@ -290,7 +299,7 @@ class OpenAIBackend:
         try:
             async with asyncio.timeout(max(0.1, first_token_deadline - time.monotonic())):
                 raw = await response.aread()
-        except (TimeoutError, httpx.HTTPError):
+        except (TimeoutError, *_CLIENT_ERRORS):
             raw = b""
         finally:
             await response.aclose()
@@ -326,7 +335,7 @@ class OpenAIBackend:
             response.raise_for_status()
             data = orjson.loads(response.content).get("data") or []
             ids = sorted({str(item["id"]) for item in data if isinstance(item, dict)})
-        except (httpx.HTTPError, orjson.JSONDecodeError, KeyError, AttributeError) as exc:
+        except (*_CLIENT_ERRORS, orjson.JSONDecodeError, KeyError, AttributeError) as exc:
             raise UpstreamBadResponse(
                 f"the model list could not be read: {type(exc).__name__}"
             ) from exc
@@ -341,7 +350,7 @@ class OpenAIBackend:
             response = await self._client.get(
                 "/models", headers=_trace_headers(), timeout=_HEALTH_TIMEOUT_S
             )
-        except httpx.HTTPError as exc:
+        except _CLIENT_ERRORS as exc:
             elapsed = (time.perf_counter() - started) * 1000
             return BackendHealth(ok=False, latency_ms=elapsed, error=type(exc).__name__)
         elapsed = (time.perf_counter() - started) * 1000
@@ -351,6 +360,16 @@ class OpenAIBackend:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _aiohttp_session() -> aiohttp.ClientSession:
+    """The transport's session, made at its first call (inside the event loop).
+
+    `trust_env`: HTTP(S)_PROXY, NO_PROXY and .netrc apply, as they do to httpx's own
+    transport; httpx's certificate bundle, as httpx would verify.
+    """
+    connector = aiohttp.TCPConnector(limit=200, ssl=httpx.create_ssl_context())
+    return aiohttp.ClientSession(connector=connector, trust_env=True)
 
 
 def _trace_headers() -> dict[str, str]:
