@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -124,3 +125,14 @@ async def test_without_the_cache_every_request_looks_the_key_up(uncached: Runnin
     assert len(uncached.lookups) == 3
     await uncached.revoke_in_database(key_id)
     assert (await uncached.me(key)).status_code == 401
+
+
+async def test_a_key_read_before_its_revocation_is_not_cached_after_it() -> None:
+    cache = auth.KeyCache(ttl_s=60)
+    principal = auth.Principal(user_id=uuid.uuid4(), name="u", is_admin=False)
+    cache.put("hash", principal)
+    assert cache.get("hash") == principal
+    cache.forget("hash")  # the revocation is committed
+    # A request that looked the key up before that commit, and ends only now.
+    cache.put("hash", principal)
+    assert cache.get("hash") is None

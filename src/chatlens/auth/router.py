@@ -66,9 +66,11 @@ async def create_key(
 async def revoke_key(
     request: Request, session: SessionDep, _: AdminUser, key_id: uuid.UUID
 ) -> None:
-    """Revoke an API key; requests with it fail from now on."""
+    """Revoke an API key. Requests with it fail at once on the process that served this
+    call, and within `CHATLENS_API_KEY_CACHE_TTL_SECONDS` on other workers and replicas."""
     key = await service.revoke_key(session, key_id_or_prefix=str(key_id))
-    # Committed before the cache forgets the key, so no request can cache it valid again.
+    # Committed before the cache forgets the key; a request that read it before the commit
+    # cannot cache it again (KeyCache.forget).
     await session.commit()
     cache: service.KeyCache | None = getattr(request.app.state, "key_cache", None)
     if cache is not None:

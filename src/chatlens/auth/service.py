@@ -36,13 +36,18 @@ class Principal:
 class KeyCache:
     """Principals of recently used API keys, by the key's hash, for `ttl_s` seconds.
 
-    Most requests then skip the key lookup. A key revoked through this process's API is
-    forgotten at once; one revoked elsewhere (another replica, the CLI) stops working
-    within `ttl_s`. Only keys that were valid are kept.
+    Most requests then skip the key lookup. A key revoked through the API of this process
+    is forgotten at once; one revoked elsewhere (another worker or replica, the CLI) stops
+    working within `ttl_s`. Only keys that were valid are kept.
     """
 
     def __init__(self, *, ttl_s: float, maxsize: int = 4096) -> None:
         self._principals: TTLCache[str, Principal] = TTLCache(
+            maxsize=maxsize, ttl=ttl_s, timer=time.monotonic
+        )
+        # Keys forgotten within the TTL: a request that read such a key before its
+        # revocation was committed must not cache it as valid again afterwards.
+        self._forgotten: TTLCache[str, bool] = TTLCache(
             maxsize=maxsize, ttl=ttl_s, timer=time.monotonic
         )
 
@@ -50,10 +55,12 @@ class KeyCache:
         return self._principals.get(key_hash)
 
     def put(self, key_hash: str, principal: Principal) -> None:
-        self._principals[key_hash] = principal
+        if key_hash not in self._forgotten:
+            self._principals[key_hash] = principal
 
     def forget(self, key_hash: str) -> None:
         self._principals.pop(key_hash, None)
+        self._forgotten[key_hash] = True
 
 
 async def authenticate(
