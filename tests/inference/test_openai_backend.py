@@ -361,3 +361,18 @@ async def test_proxies_from_the_environment_are_used(
         await backend.aclose()
     assert "".join(c.delta for c in chunks) == "".join(WORDS)
     assert upstream.calls_to("ok") == 1
+
+
+async def test_no_proxy_exempts_the_upstreams_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatlens.inference.openai import _environment_proxy
+
+    for name in ("ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("http_proxy", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "vllm.internal")
+    monkeypatch.setenv("no_proxy", "vllm.internal")
+    proxy = _environment_proxy("http://api.example.com/v1")
+    assert proxy is not None and str(proxy.url) == "http://proxy.internal:3128"
+    assert _environment_proxy("http://vllm.internal:8000/v1") is None
+    assert _environment_proxy("https://api.example.com/v1") is None  # no HTTPS_PROXY
