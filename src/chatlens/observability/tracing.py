@@ -97,7 +97,7 @@ class _Recorder:
 
     The SDK's `Span` costs about 170,000 instructions: a lock, bounded attribute and event
     collections, attribute validation, and a `ReadableSpan` copy at its end. A chat turn
-    makes ten spans, and at that price tracing alone took a tenth of the turn's CPU. Here a
+    makes nine or ten spans, and at that price tracing alone took a tenth of its CPU. Here a
     span is a plain object while it runs (`_Span`), or nothing at all when it has no
     children (`leaf_span`), and becomes the SDK's
     `ReadableSpan` when it ends: the same ids, parent, resource, scope, kind, times,
