@@ -77,25 +77,6 @@ async def test_the_upstream_connection_is_reused(upstream: FakeUpstream) -> None
     assert len({call.client_port for call in upstream.calls}) == 1
 
 
-async def test_the_request_carries_the_current_span_as_traceparent(
-    upstream: FakeUpstream,
-) -> None:
-    from opentelemetry.sdk.trace import TracerProvider
-
-    tracer = TracerProvider().get_tracer("test")
-    backend = make_backend(upstream.url)
-    try:
-        with tracer.start_as_current_span("chat ok") as span:
-            await collect(backend, "ok")
-    finally:
-        await backend.aclose()
-    [call] = upstream.calls
-    _, trace_id, parent_id, _ = call.headers["traceparent"].split("-")
-    # The answer's own client span is the upstream's parent: no HTTP span in between.
-    ids = span.get_span_context()
-    assert (trace_id, parent_id) == (f"{ids.trace_id:032x}", f"{ids.span_id:016x}")
-
-
 async def test_without_a_usage_chunk_tokens_are_counted_and_marked(
     upstream: FakeUpstream,
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
@@ -212,7 +212,7 @@ async def test_the_auth_service_gets_a_client_span_and_the_traceparent(
     assert int(flags, 16) & 1  # sampled
 
 
-async def test_an_upstream_answer_is_one_client_span_with_the_intent_under_it(
+async def test_an_upstream_answer_has_its_http_client_span_and_the_intent_under_it(
     spans: InMemorySpanExporter, fresh_database_url: Any
 ) -> None:
     from tests.upstream import FakeUpstream
@@ -229,12 +229,42 @@ async def test_an_upstream_answer_is_one_client_span_with_the_intent_under_it(
     [intent] = by_name(finished, "intent.detect")
     assert intent.parent is not None and intent.parent.span_id == answer.context.span_id
     assert (intent.attributes or {})["chatlens.intent"] == "order_status"
-    # The upstream call is that client span; httpx adds none of its own.
-    assert [
-        s.name for s in finished if s.kind is SpanKind.CLIENT and s.name.startswith(("POST", "GET"))
-    ] == []
+    # The call itself: an HTTP client span under the answer's, whose id the upstream gets
+    # as its parent in `traceparent`.
+    [http] = [s for s in by_name(finished, "POST") if s.kind is SpanKind.CLIENT]
+    assert http.parent is not None and http.parent.span_id == answer.context.span_id
+    attributes = dict(http.attributes or {})
+    assert attributes["http.request.method"] == "POST"
+    assert attributes["http.response.status_code"] == 200
+    assert attributes["url.full"] == f"{upstream.url}/chat/completions"
+    assert attributes["server.address"] == "127.0.0.1"
     [call] = [c for c in upstream.calls if c.model == MODEL]
-    assert call.headers["traceparent"].split("-")[2] == f"{answer.context.span_id:016x}"
+    _, trace_id, parent_id, _ = call.headers["traceparent"].split("-")
+    assert (trace_id, parent_id) == (
+        f"{http.context.trace_id:032x}",
+        f"{http.context.span_id:016x}",
+    )
+
+
+async def test_a_failed_upstream_call_is_an_error_client_span(
+    spans: InMemorySpanExporter, fresh_database_url: Any
+) -> None:
+    from tests.upstream import FakeUpstream
+    from tests.upstream_app import running
+
+    with FakeUpstream() as upstream:
+        async with running(await fresh_database_url("upstream_fail"), upstream) as chatlens:
+            chatlens.use_model("fail")
+            response = await chatlens.client.post(
+                "/chat", json={"message": "hello"}, headers=chatlens.headers
+            )
+    assert response.status_code == 502
+    calls = [s for s in by_name(spans.get_finished_spans(), "POST") if s.kind is SpanKind.CLIENT]
+    assert len(calls) == 2  # the attempt and its retry (upstream_max_retries=1)
+    for call in calls:
+        assert (call.attributes or {})["http.response.status_code"] == 500
+        assert (call.attributes or {})["error.type"] == "500"
+        assert call.status.status_code is StatusCode.ERROR
 
 
 async def test_a_failing_statement_gives_an_error_span(

@@ -16,7 +16,9 @@ import httpx
 import orjson
 import structlog
 from httpx_aiohttp import AiohttpTransport
+from opentelemetry import trace
 from opentelemetry.propagate import inject
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from chatlens import __version__
 from chatlens.inference.base import BackendHealth, ChatMessage, Chunk, Usage
@@ -31,6 +33,7 @@ from chatlens.inference.errors import (
 from chatlens.inference.intents import UNKNOWN_INTENT, IntentMatcher, detect, last_question
 from chatlens.inference.knowledge_base import KnowledgeBase
 from chatlens.inference.tokens import count_prompt_tokens, count_tokens
+from chatlens.observability.tracing import start_span
 
 log = structlog.get_logger(__name__)
 
@@ -270,19 +273,22 @@ class OpenAIBackend:
                 raise
 
     async def _attempt(self, content: bytes, first_token_deadline: float) -> httpx.Response:
-        headers = dict(self._completions_headers)
-        inject(headers)  # `traceparent` of the current span: the answer's `chat {model}` span
+        span = _HttpSpan("POST", self._completions_url)
         request = httpx.Request(
             "POST",
             self._completions_url,
             content=content,
-            headers=headers,
+            headers={**self._completions_headers, **span.headers},
             extensions=self._timeouts,
         )
         remaining = first_token_deadline - time.monotonic()
         try:
-            async with asyncio.timeout(remaining):
-                response = await self._transport.handle_async_request(request)
+            try:
+                async with asyncio.timeout(remaining):
+                    response = await self._transport.handle_async_request(request)
+            except BaseException as exc:
+                span.fail(exc)
+                raise
         except TimeoutError:
             raise UpstreamTimeout("the model did not start answering in time") from None
         except httpx.TimeoutException as exc:  # connect timeout
@@ -297,6 +303,7 @@ class OpenAIBackend:
                 f"the model could not be reached: {type(exc).__name__}", retry_after_s=1
             )
             raise _Retryable(error) from exc
+        span.finish(response.status_code)
         if response.status_code == 200:
             return response
         try:
@@ -334,7 +341,7 @@ class OpenAIBackend:
         if self._models is not None and now - self._models[0] < _MODELS_TTL_S:
             return list(self._models[1])
         try:
-            response = await self._client.get("/models", headers=_trace_headers(), timeout=10.0)
+            response = await self._get_models(timeout_s=10.0)
             response.raise_for_status()
             data = orjson.loads(response.content).get("data") or []
             ids = sorted({str(item["id"]) for item in data if isinstance(item, dict)})
@@ -350,9 +357,7 @@ class OpenAIBackend:
         if self.breaker.state is BreakerState.open:
             return BackendHealth(ok=False, latency_ms=0.0, error="circuit open")
         try:
-            response = await self._client.get(
-                "/models", headers=_trace_headers(), timeout=_HEALTH_TIMEOUT_S
-            )
+            response = await self._get_models(timeout_s=_HEALTH_TIMEOUT_S)
         except _CLIENT_ERRORS as exc:
             elapsed = (time.perf_counter() - started) * 1000
             return BackendHealth(ok=False, latency_ms=elapsed, error=type(exc).__name__)
@@ -360,6 +365,16 @@ class OpenAIBackend:
         if response.status_code >= 400:
             return BackendHealth(ok=False, latency_ms=elapsed, error=f"HTTP {response.status_code}")
         return BackendHealth(ok=True, latency_ms=elapsed)
+
+    async def _get_models(self, *, timeout_s: float) -> httpx.Response:
+        span = _HttpSpan("GET", self._client.base_url.join("models"))
+        try:
+            response = await self._client.get("models", headers=span.headers, timeout=timeout_s)
+        except BaseException as exc:
+            span.fail(exc)
+            raise
+        span.finish(response.status_code)
+        return response
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -384,10 +399,41 @@ def _environment_proxy(url: str) -> httpx.Proxy | None:
     return httpx.Proxy(proxy) if proxy else None
 
 
-def _trace_headers() -> dict[str, str]:
-    headers: dict[str, str] = {}
-    inject(headers)
-    return headers
+class _HttpSpan:
+    """The HTTP client span of one call to the upstream, as OpenTelemetry's httpx
+    instrumentation makes it (HTTP semantic conventions), under the current span (the
+    answer's `chat {model}`). `headers` carry its `traceparent`: the trace continues in the
+    upstream. It ends when the response's headers are in, or the call fails."""
+
+    __slots__ = ("headers", "span")
+
+    def __init__(self, method: str, url: httpx.URL) -> None:
+        self.span = start_span(
+            "chatlens.http",
+            method,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "http.request.method": method,
+                "server.address": url.host,
+                "server.port": url.port or (443 if url.scheme == "https" else 80),
+                "url.full": str(url.copy_with(username=None, password=None)),
+            },
+        )
+        self.headers: dict[str, str] = {}
+        inject(self.headers, context=trace.set_span_in_context(self.span))
+
+    def finish(self, status: int) -> None:
+        self.span.set_attribute("http.response.status_code", status)
+        if status >= 400:
+            self.span.set_attribute("error.type", str(status))
+            self.span.set_status(Status(StatusCode.ERROR))
+        self.span.end()
+
+    def fail(self, exc: BaseException) -> None:
+        self.span.set_attribute("error.type", type(exc).__qualname__)
+        self.span.record_exception(exc)
+        self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        self.span.end()
 
 
 async def _next_read(reads: AsyncIterator[bytes], deadline: float) -> bytes:
