@@ -333,6 +333,19 @@ def start_span(
     current = trace.get_current_span(context).get_span_context()
     parent = current if current.is_valid else None
     ids = recorder.id_generator
+    if parent is not None and not parent.is_remote and recorder.parent_based:
+        # A child of a span of this process: the parent-based sampler's decision (the
+        # parent's), without the call, as for leaves.
+        child = SpanContext(
+            parent.trace_id,
+            ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=parent.trace_flags,
+            trace_state=parent.trace_state,
+        )
+        if not parent.trace_flags.sampled:
+            return trace.NonRecordingSpan(child)
+        return _Span(recorder, scope, name, child, parent, kind, dict(attributes))
     trace_id = parent.trace_id if parent is not None else ids.generate_trace_id()
     result = recorder.sampler.should_sample(context, trace_id, name, kind, attributes)
     flags = _SAMPLED if result.decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
