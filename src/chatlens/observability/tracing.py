@@ -99,11 +99,11 @@ class _Recorder:
     collections, attribute validation, and a `ReadableSpan` copy at its end. A chat turn
     makes nine or ten spans, and at that price tracing alone took a tenth of its CPU. Here a
     span is a plain object while it runs (`_Span`), or nothing at all when it has no
-    children (`leaf_span`), and becomes the SDK's
-    `ReadableSpan` when it ends: the same ids, parent, resource, scope, kind, times,
-    attributes, events and status the SDK would export, under the same `OTEL_*_LIMIT`
-    variables. The SDK still does the rest: the sampler decides, its id generator makes the
-    ids, and its processors and exporters (batching, OTLP) take the finished spans.
+    children (`leaf_span`), and becomes the SDK's `ReadableSpan` when it ends: the same ids,
+    parent, resource, scope, kind, times, attributes, events and status the SDK would
+    export, under the same `OTEL_*_LIMIT` variables. The SDK still does the rest: the
+    sampler decides, its id generator makes the ids, and its processors and exporters
+    (batching, OTLP) take the finished spans.
     Processors' `on_start` is not called: the SDK's own processors do nothing there.
     """
 
@@ -126,6 +126,21 @@ class _Recorder:
         self.max_length = self.limits.max_span_attribute_length
         self.scopes: dict[str, InstrumentationScope] = {}
         self.tracers: dict[str, trace.Tracer] = {}
+
+    def local_child(self, parent: SpanContext) -> SpanContext | None:
+        """The context of a new child of `parent`, a span of this process, with the parent's
+        sampling decision: what a parent-based sampler with its default delegates decides,
+        without the call. None when the sampler must decide (a root, a remote parent, or
+        another sampler)."""
+        if not (self.parent_based and parent.is_valid) or parent.is_remote:
+            return None
+        return SpanContext(
+            parent.trace_id,
+            self.id_generator.generate_span_id(),
+            is_remote=False,
+            trace_flags=parent.trace_flags,
+            trace_state=parent.trace_state,
+        )
 
     @classmethod
     def create(cls, provider: TracerProvider) -> _Recorder | None:
@@ -331,21 +346,13 @@ def start_span(
     if recorder is None:
         return trace.INVALID_SPAN  # tracing is off
     current = trace.get_current_span(context).get_span_context()
+    child = recorder.local_child(current)
+    if child is not None:
+        if not child.trace_flags.sampled:
+            return trace.NonRecordingSpan(child)
+        return _Span(recorder, scope, name, child, current, kind, dict(attributes))
     parent = current if current.is_valid else None
     ids = recorder.id_generator
-    if parent is not None and not parent.is_remote and recorder.parent_based:
-        # A child of a span of this process: the parent-based sampler's decision (the
-        # parent's), without the call, as for leaves.
-        child = SpanContext(
-            parent.trace_id,
-            ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=parent.trace_flags,
-            trace_state=parent.trace_state,
-        )
-        if not parent.trace_flags.sampled:
-            return trace.NonRecordingSpan(child)
-        return _Span(recorder, scope, name, child, parent, kind, dict(attributes))
     trace_id = parent.trace_id if parent is not None else ids.generate_trace_id()
     result = recorder.sampler.should_sample(context, trace_id, name, kind, attributes)
     flags = _SAMPLED if result.decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
@@ -410,17 +417,12 @@ class leaf_span:  # noqa: N801  (used like a function: `with leaf_span(...)`)
             return  # tracing is off
         end = time_ns()
         parent = trace.get_current_span().get_span_context()
-        if error is None and parent.is_valid and recorder.parent_based:
-            if parent.trace_flags.sampled:
+        child = recorder.local_child(parent) if error is None else None
+        if child is not None:
+            if child.trace_flags.sampled:
                 recorder.emit(
                     name=self.name,
-                    context=SpanContext(
-                        parent.trace_id,
-                        recorder.id_generator.generate_span_id(),
-                        is_remote=False,
-                        trace_flags=parent.trace_flags,
-                        trace_state=parent.trace_state,
-                    ),
+                    context=child,
                     parent=parent,
                     scope=self.scope,
                     kind=self.kind,
