@@ -200,7 +200,7 @@ async def test_the_auth_service_gets_a_client_span_and_the_traceparent(
     [client_span] = [s for s in spans.get_finished_spans() if s.name == "GET"]
     assert client_span.parent is not None and client_span.parent.span_id == caller_ids.span_id
     attributes = dict(client_span.attributes or {})
-    # The instrumentation's semantic conventions: the stable name, or the older one.
+    # The stable semantic-convention name, or the older one an instrumentation may use.
     assert attributes.get("http.response.status_code", attributes.get("http.status_code")) == 401
     # The service sees the client span as its parent: the trace continues there.
     assert header is not None

@@ -25,7 +25,7 @@ from chatlens.auth import repository as repo
 from chatlens.auth.service import Principal
 from chatlens.errors import ChatlensError, Unauthorized
 from chatlens.models import User
-from chatlens.observability.tracing import trace_http_client
+from chatlens.observability.tracing import HttpClientSpan
 
 log = structlog.get_logger(__name__)
 
@@ -66,8 +66,8 @@ class ExternalAuth:
     ) -> None:
         self.url = url
         self._headers = {INTERNAL_KEY_HEADER: internal_api_key} if internal_api_key else {}
-        # Its own client spans and `traceparent`: the trace continues into the auth service.
-        self._client = client or trace_http_client(httpx.AsyncClient(timeout=timeout_s))
+        self._target = httpx.URL(url)
+        self._client = client or httpx.AsyncClient(timeout=timeout_s)
 
         def expires(_: str, value: Principal | _Invalid, now: float) -> float:
             return now + (negative_ttl_s if value is _INVALID else ttl_s)
@@ -94,13 +94,19 @@ class ExternalAuth:
         return principal
 
     async def _validate(self, token: str) -> tuple[str, bool] | None:
-        headers = {**self._headers, "Authorization": f"Bearer {token}"}
+        span = HttpClientSpan("GET", self._target)
+        headers = {**self._headers, **span.headers, "Authorization": f"Bearer {token}"}
         try:
-            response = await self._client.get(self.url, headers=headers)
+            try:
+                response = await self._client.get(self._target, headers=headers)
+            except BaseException as exc:
+                span.fail(exc)
+                raise
         except httpx.HTTPError as exc:
             raise AuthUnavailable(
                 f"the auth service could not be reached ({type(exc).__name__})"
             ) from exc
+        span.finish(response.status_code)
         if response.status_code in (401, 403):
             return None
         if response.status_code != 200:

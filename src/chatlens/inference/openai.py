@@ -16,9 +16,6 @@ import httpx
 import orjson
 import structlog
 from httpx_aiohttp import AiohttpTransport
-from opentelemetry import trace
-from opentelemetry.propagate import inject
-from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from chatlens import __version__
 from chatlens.inference.base import BackendHealth, ChatMessage, Chunk, Usage
@@ -33,7 +30,7 @@ from chatlens.inference.errors import (
 from chatlens.inference.intents import UNKNOWN_INTENT, IntentMatcher, detect, last_question
 from chatlens.inference.knowledge_base import KnowledgeBase
 from chatlens.inference.tokens import count_prompt_tokens, count_tokens
-from chatlens.observability.tracing import start_span
+from chatlens.observability.tracing import HttpClientSpan
 
 log = structlog.get_logger(__name__)
 
@@ -106,7 +103,7 @@ class OpenAIBackend:
         # The answers go straight to the client's transport, with requests built here once
         # per call: the client's URL merging, auth and redirect flow, event hooks and cookie
         # jar cost about 0.15 ms a call, and an upstream model needs none of them.
-        self._completions_url = httpx.URL(config.base_url.rstrip("/") + "/chat/completions")
+        self._completions_url = self._client.base_url.join("chat/completions")
         self._completions_headers = {
             **auth,
             "Content-Type": "application/json",
@@ -273,7 +270,7 @@ class OpenAIBackend:
                 raise
 
     async def _attempt(self, content: bytes, first_token_deadline: float) -> httpx.Response:
-        span = _HttpSpan("POST", self._completions_url)
+        span = HttpClientSpan("POST", self._completions_url)
         request = httpx.Request(
             "POST",
             self._completions_url,
@@ -367,7 +364,7 @@ class OpenAIBackend:
         return BackendHealth(ok=True, latency_ms=elapsed)
 
     async def _get_models(self, *, timeout_s: float) -> httpx.Response:
-        span = _HttpSpan("GET", self._client.base_url.join("models"))
+        span = HttpClientSpan("GET", self._client.base_url.join("models"))
         try:
             response = await self._client.get("models", headers=span.headers, timeout=timeout_s)
         except BaseException as exc:
@@ -397,43 +394,6 @@ def _environment_proxy(url: str) -> httpx.Proxy | None:
     proxies = urllib.request.getproxies()
     proxy = proxies.get(target.scheme) or proxies.get("all")
     return httpx.Proxy(proxy) if proxy else None
-
-
-class _HttpSpan:
-    """The HTTP client span of one call to the upstream, as OpenTelemetry's httpx
-    instrumentation makes it (HTTP semantic conventions), under the current span (the
-    answer's `chat {model}`). `headers` carry its `traceparent`: the trace continues in the
-    upstream. It ends when the response's headers are in, or the call fails."""
-
-    __slots__ = ("headers", "span")
-
-    def __init__(self, method: str, url: httpx.URL) -> None:
-        self.span = start_span(
-            "chatlens.http",
-            method,
-            kind=SpanKind.CLIENT,
-            attributes={
-                "http.request.method": method,
-                "server.address": url.host,
-                "server.port": url.port or (443 if url.scheme == "https" else 80),
-                "url.full": str(url.copy_with(username=None, password=None)),
-            },
-        )
-        self.headers: dict[str, str] = {}
-        inject(self.headers, context=trace.set_span_in_context(self.span))
-
-    def finish(self, status: int) -> None:
-        self.span.set_attribute("http.response.status_code", status)
-        if status >= 400:
-            self.span.set_attribute("error.type", str(status))
-            self.span.set_status(Status(StatusCode.ERROR))
-        self.span.end()
-
-    def fail(self, exc: BaseException) -> None:
-        self.span.set_attribute("error.type", type(exc).__qualname__)
-        self.span.record_exception(exc)
-        self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-        self.span.end()
 
 
 async def _next_read(reads: AsyncIterator[bytes], deadline: float) -> bytes:
