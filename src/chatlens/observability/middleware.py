@@ -125,29 +125,6 @@ class ObservabilityMiddleware:
         self.request_stats = request_stats
         self.tracing = tracing
         self.access_log = access_log
-        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._counters: dict[tuple[str, str, int], Any] = {}
-
-    def _bound(self, method: str, route: str) -> tuple[Any, Any]:
-        key = (method, route)
-        children = self._children.get(key)
-        if children is None:
-            assert self.metrics is not None
-            children = (
-                self.metrics.http_request_duration.labels(method, route),
-                self.metrics.http_requests_in_progress.labels(method, route),
-            )
-            self._children[key] = children
-        return children
-
-    def _count(self, method: str, route: str, status: int) -> None:
-        key = (method, route, status)
-        counter = self._counters.get(key)
-        if counter is None:
-            assert self.metrics is not None
-            counter = self.metrics.http_requests.labels(method, route, str(status))
-            self._counters[key] = counter
-        counter.inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -188,10 +165,9 @@ class ObservabilityMiddleware:
                 fields["span_id"] = format(span_context.span_id, "016x")
         start_request(fields)
 
-        duration_child = in_progress = None
-        if self.metrics is not None:
-            duration_child, in_progress = self._bound(method, route)
-            in_progress.inc()
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.http_requests_in_progress.labels(method, route).inc()
 
         extra_headers = [(REQUEST_ID_HEADER, request_id.encode("ascii"))]
         if trace_id is not None:
@@ -233,11 +209,13 @@ class ObservabilityMiddleware:
             ended = time.perf_counter()
             # A stream's duration is up to its first byte: its length is the answer's.
             until = first_byte if streaming and first_byte is not None else ended
-            if duration_child is not None and in_progress is not None:
-                in_progress.dec()
-                self._count(method, route, status)
+            if metrics is not None:
+                metrics.http_requests_in_progress.labels(method, route).dec()
+                metrics.http_requests.labels(method, route, str(status)).inc()
                 exemplar = {"trace_id": trace_id} if trace_id is not None else None
-                duration_child.observe(until - started, exemplar)
+                metrics.http_request_duration.labels(method, route).observe(
+                    until - started, exemplar
+                )
             if span is not None:
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
