@@ -583,9 +583,10 @@ class Answer:
         prompt_tokens = usage.prompt_tokens if usage else count_prompt_tokens(turn.context)
         completion_tokens = usage.completion_tokens if usage else count_tokens(text)
         model_started = self.model_started or now
-        inference_ms = ((self.finished_at or now) - model_started) * 1000
+        # Milliseconds to the microsecond, as stored, logged and observed alike.
+        inference_ms = round(((self.finished_at or now) - model_started) * 1000, 3)
         ttft_ms = (
-            (self.first_token_at - model_started) * 1000
+            round((self.first_token_at - model_started) * 1000, 3)
             if self.first_token_at is not None
             else None
         )
@@ -618,7 +619,6 @@ class Answer:
             if turn.replaces is not None:
                 await repo.delete_message(session, turn.replaces)
             reply_id = uuid.uuid4()
-            ttft = None if ttft_ms is None else round(ttft_ms, 3)
             await repo.insert(
                 session,
                 Message,
@@ -634,8 +634,8 @@ class Answer:
                     "model": self.model,
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,
-                    "inference_time_ms": round(inference_ms, 3),
-                    "ttft_ms": ttft,
+                    "inference_time_ms": inference_ms,
+                    "ttft_ms": ttft_ms,
                     "intent": intent,
                     "confidence": confidence,
                     "cost_usd": cost,
@@ -657,8 +657,8 @@ class Answer:
                     "model": self.model,
                     "intent": intent,
                     "confidence": confidence,
-                    "response_time_ms": round(inference_ms, 3),
-                    "ttft_ms": ttft,
+                    "response_time_ms": inference_ms,
+                    "ttft_ms": ttft_ms,
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,
                     "tokens_used": prompt_tokens + completion_tokens,
@@ -698,8 +698,8 @@ class Answer:
             platform=turn.platform,
             intent=intent,
             confidence=confidence,
-            response_time_ms=round(inference_ms, 3),
-            ttft_ms=ttft,
+            response_time_ms=inference_ms,
+            ttft_ms=ttft_ms,
             ai_tokens_used=prompt_tokens + completion_tokens,
             usage_estimated=estimated,
             cost_usd=float(cost),
