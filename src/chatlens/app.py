@@ -226,6 +226,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 # The last seconds' counts too: the SLA survives restarts.
                 with contextlib.suppress(Exception):
                     await sla.flush(app.state.request_stats, app.state.sessionmaker)
+            pipeline = getattr(app.state, "pipeline", None)
+            if pipeline is not None:
+                await pipeline.aclose()  # answers still being written
             if redis is not None:
                 await redis.aclose()
             if external_auth is not None:

@@ -111,6 +111,14 @@ _TOUCH_FIRST_RESPONSE = _TOUCH.values(
 )
 
 
+# The pipeline's writes as group-commit kinds (`chatlens.db.batch`): their statements in
+# order, one row of parameters each. A new conversation with its first question:
+NEW_CONVERSATION = (_INSERTS[Conversation], _INSERTS[Message])
+# An answer: the conversation touched (`conversation_id`, `at`), the message, its metrics row.
+ANSWER = (_TOUCH, _INSERTS[Message], _INSERTS[ConversationMetrics])
+COMPLETE_ANSWER = (_TOUCH_FIRST_RESPONSE, _INSERTS[Message], _INSERTS[ConversationMetrics])
+
+
 async def insert(
     session: AsyncSession,
     model: type[Conversation | Message | ConversationMetrics],

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import anyio
 import structlog
@@ -15,12 +16,14 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chatlens.auth.service import Principal
 from chatlens.chat import repository as repo
 from chatlens.chat.schemas import ChatResponse, UsageRead
 from chatlens.db.base import utcnow
+from chatlens.db.batch import GroupCommit
 from chatlens.errors import ChatlensError, Conflict, NotFound
 from chatlens.inference.base import ChatMessage, Chunk, InferenceBackend, Usage
 from chatlens.inference.intents import last_question
@@ -239,10 +242,19 @@ class ChatPipeline:
         self.started_at = time.time()
         self.pricing = pricing or load_pricing()
         self.sessionmaker = sessionmaker
+        # Questions of new conversations and plain answers: committed in groups under load.
+        engine: AsyncEngine = sessionmaker.kw["bind"]
+        self.writes = GroupCommit(
+            engine, sizes=metrics.db_commit_writes if metrics is not None else None
+        )
         self.history_messages = history_messages
         self.metrics = metrics
         # Message text stays out of logs unless CHATLENS_LOG_MESSAGE_CONTENT (then redacted).
         self.log_content = log_content
+
+    async def aclose(self) -> None:
+        """Let queued writes commit (at shutdown, before the engine goes)."""
+        await self.writes.aclose()
 
     async def start_turn(
         self,
@@ -317,27 +329,6 @@ class ChatPipeline:
         history: list[Message] = []
         if conversation_id is None:
             turn.conversation_id = uuid.uuid4()
-            await repo.insert(
-                session,
-                Conversation,
-                {
-                    "id": turn.conversation_id,
-                    "user_id": user.user_id,
-                    "project_id": project_id,
-                    "platform": platform,
-                    "external_user_id": external_user_id,
-                    "title": make_title(text),
-                    "status": ConversationStatus.open,
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
-            log.info(
-                "conversation_created",
-                conversation_id=str(turn.conversation_id),
-                project_id=project_id,
-                platform=platform,
-            )
         else:
             conversation = await get_conversation_or_raise(
                 session, user=user, conversation_id=conversation_id
@@ -353,26 +344,47 @@ class ChatPipeline:
             turn.project_id = conversation.project_id
             turn.platform = conversation.platform
             turn.external_user_id = conversation.external_user_id
-        await repo.insert(
-            session,
-            Message,
-            {
-                "id": uuid.uuid4(),
-                "conversation_id": turn.conversation_id,
-                "role": MessageRole.user,
-                "content": text,
-                "created_at": now,
-                "project_id": turn.project_id,
-                "prompt_tokens": count_tokens(text),
-                "status": MessageStatus.complete,
-                "trace_id": turn.trace_id,
-                "span_id": turn.span_id,
-            },
-        )
+        question: dict[str, Any] = {
+            "id": uuid.uuid4(),
+            "conversation_id": turn.conversation_id,
+            "role": MessageRole.user,
+            "content": text,
+            "created_at": now,
+            "project_id": turn.project_id,
+            "prompt_tokens": count_tokens(text),
+            "status": MessageStatus.complete,
+            "trace_id": turn.trace_id,
+            "span_id": turn.span_id,
+        }
         # Nothing the user sent may be lost: it is durable before the model sees it.
-        await session.commit()
-        if conversation_id is None and self.metrics is not None:
-            self.metrics.conversations.labels(turn.project_id, turn.platform).inc()
+        if conversation_id is None:
+            opened: dict[str, Any] = {
+                "id": turn.conversation_id,
+                "user_id": user.user_id,
+                "project_id": project_id,
+                "platform": platform,
+                "external_user_id": external_user_id,
+                "title": make_title(text),
+                "status": ConversationStatus.open,
+                "created_at": now,
+                "updated_at": now,
+            }
+            if session.in_transaction():
+                # What the request did so far (an API key's last use) lets go of its
+                # connection first: SQLite has one, and the group commit needs it.
+                await session.commit()
+            await self.writes.write(repo.NEW_CONVERSATION, (opened, question))
+            log.info(
+                "conversation_created",
+                conversation_id=str(turn.conversation_id),
+                project_id=project_id,
+                platform=platform,
+            )
+            if self.metrics is not None:
+                self.metrics.conversations.labels(turn.project_id, turn.platform).inc()
+        else:
+            await repo.insert(session, Message, question)
+            await session.commit()
         turn.context = (
             list(context)
             if context is not None
@@ -603,71 +615,75 @@ class Answer:
             ),
         )
         status = self.status
+        stored_at = utcnow()
+        reply_id = uuid.uuid4()
+        reply: dict[str, Any] = {
+            "id": reply_id,
+            "conversation_id": turn.conversation_id,
+            "role": MessageRole.assistant,
+            "content": text,
+            "created_at": stored_at,
+            "trace_id": turn.trace_id,
+            "span_id": turn.span_id,
+            "project_id": turn.project_id,
+            "model": self.model,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "inference_time_ms": inference_ms,
+            "ttft_ms": ttft_ms,
+            "intent": intent,
+            "confidence": confidence,
+            "cost_usd": cost,
+            "status": status,
+        }
+        facts: dict[str, Any] = {
+            "id": uuid.uuid4(),
+            "timestamp": stored_at,
+            "conversation_id": turn.conversation_id,
+            "message_id": reply_id,
+            "user_id": turn.user_id,
+            "project_id": turn.project_id,
+            "platform": turn.platform,
+            "external_user_id": turn.external_user_id,
+            "model": self.model,
+            "intent": intent,
+            "confidence": confidence,
+            "response_time_ms": inference_ms,
+            "ttft_ms": ttft_ms,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "tokens_used": prompt_tokens + completion_tokens,
+            "cost_usd": cost,
+            "resolved": False,
+            "escalated": escalation is not None,
+            "status": status.value,
+        }
+        complete = status is MessageStatus.complete
         newly_escalated = False
-        async with self.pipeline.sessionmaker() as session, session.begin():
-            stored_at = utcnow()
-            complete = status is MessageStatus.complete
-            if not await repo.touch_conversation(
-                session, turn.conversation_id, at=stored_at, first_response=complete
-            ):
-                # Deleted while the model was answering: nothing left to attach the answer to.
-                raise NotFound("conversation not found")
-            if escalation is not None:
-                newly_escalated = await repo.escalate_conversation(
-                    session, turn.conversation_id, at=stored_at, reason=escalation
+        if escalation is None and turn.replaces is None:
+            touch = {"conversation_id": turn.conversation_id, "at": stored_at}
+            try:
+                await self.pipeline.writes.write(
+                    repo.COMPLETE_ANSWER if complete else repo.ANSWER, (touch, reply, facts)
                 )
-            if turn.replaces is not None:
-                await repo.delete_message(session, turn.replaces)
-            reply_id = uuid.uuid4()
-            await repo.insert(
-                session,
-                Message,
-                {
-                    "id": reply_id,
-                    "conversation_id": turn.conversation_id,
-                    "role": MessageRole.assistant,
-                    "content": text,
-                    "created_at": stored_at,
-                    "trace_id": turn.trace_id,
-                    "span_id": turn.span_id,
-                    "project_id": turn.project_id,
-                    "model": self.model,
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "inference_time_ms": inference_ms,
-                    "ttft_ms": ttft_ms,
-                    "intent": intent,
-                    "confidence": confidence,
-                    "cost_usd": cost,
-                    "status": status,
-                },
-            )
-            await repo.insert(
-                session,
-                ConversationMetrics,
-                {
-                    "id": uuid.uuid4(),
-                    "timestamp": stored_at,
-                    "conversation_id": turn.conversation_id,
-                    "message_id": reply_id,
-                    "user_id": turn.user_id,
-                    "project_id": turn.project_id,
-                    "platform": turn.platform,
-                    "external_user_id": turn.external_user_id,
-                    "model": self.model,
-                    "intent": intent,
-                    "confidence": confidence,
-                    "response_time_ms": inference_ms,
-                    "ttft_ms": ttft_ms,
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "tokens_used": prompt_tokens + completion_tokens,
-                    "cost_usd": cost,
-                    "resolved": False,
-                    "escalated": escalation is not None,
-                    "status": status.value,
-                },
-            )
+            except IntegrityError as exc:
+                # The conversation was deleted while the model was answering: the answer's
+                # row has nothing left to belong to.
+                raise NotFound("conversation not found") from exc
+        else:
+            async with self.pipeline.sessionmaker() as session, session.begin():
+                if not await repo.touch_conversation(
+                    session, turn.conversation_id, at=stored_at, first_response=complete
+                ):
+                    raise NotFound("conversation not found")
+                if escalation is not None:
+                    newly_escalated = await repo.escalate_conversation(
+                        session, turn.conversation_id, at=stored_at, reason=escalation
+                    )
+                if turn.replaces is not None:
+                    await repo.delete_message(session, turn.replaces)
+                await repo.insert(session, Message, reply)
+                await repo.insert(session, ConversationMetrics, facts)
         latency_ms = (time.perf_counter() - turn.started) * 1000
         metrics = self.pipeline.metrics
         if metrics is not None:

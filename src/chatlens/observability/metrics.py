@@ -234,6 +234,13 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=r,
         )
+        # The chat pipeline's group commit (chatlens.db.batch): writes per transaction.
+        self.db_commit_writes = Histogram(
+            "db_commit_writes",
+            "Writes the group commit committed together in one transaction.",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
         self.inference_up = Gauge(
             "inference_up",
             "1 when the inference backend answers its health check, else 0.",

@@ -1,0 +1,153 @@
+"""Group commit: the writes of concurrent requests share one transaction.
+
+A chat turn writes twice (the question before the model is asked, the answer after), and
+each write on its own pays for a connection, a transaction and a round trip per statement
+(SQLite's driver runs every call on its own thread). `GroupCommit.write` queues a write and
+returns once it is committed. One task drains the queue: the writes that arrived while the
+previous transaction ran go in the next one, with each statement run once for all of them
+(an executemany). There is no waiting for company: a write that finds the queue idle is
+committed at once, so a quiet service sees the latency it had before.
+
+Every caller keeps its own outcome. When a grouped transaction fails, it is rolled back and
+each write is retried alone, so one bad write (a conversation deleted meanwhile, say)
+fails only its own caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from opentelemetry import context as otel_context
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Executable
+
+from chatlens.observability.metrics import Histogram
+
+log = structlog.get_logger(__name__)
+
+# Statements run in this order, each with one row of parameters. The same tuple object is
+# passed for every write of a kind: writes are grouped by its identity.
+Statements = tuple[Executable, ...]
+
+
+@dataclass(slots=True)
+class _Write:
+    statements: Statements
+    params: Sequence[dict[str, Any]]
+    # The caller's trace context: the transaction's SQL spans join the first caller's trace.
+    context: otel_context.Context
+    future: asyncio.Future[None]
+
+
+class GroupCommit:
+    """Commits queued writes, as many per transaction as are waiting (up to `max_batch`)."""
+
+    def __init__(
+        self, engine: AsyncEngine, *, max_batch: int = 64, sizes: Histogram | None = None
+    ) -> None:
+        self._engine = engine
+        self._sizes = sizes  # observes how many writes each transaction took
+        self._max_batch = max_batch
+        self._pending: list[_Write] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def write(self, statements: Statements, params: Sequence[dict[str, Any]]) -> None:
+        """Run `statements` (one row of `params` each) and return once they are committed.
+
+        A caller cancelled while it waits does not cancel the write: it is committed anyway.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append(_Write(statements, params, otel_context.get_current(), future))
+        if self._task is None:
+            # A context of its own: the drain outlives the request that started it.
+            self._task = loop.create_task(self._drain(), context=contextvars.Context())
+        # Cancelling the caller cancels this future, not the write; `_settle` skips it.
+        await future
+
+    async def aclose(self) -> None:
+        """Wait for the queued writes (at shutdown, before the engine is disposed)."""
+        while self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                await self._commit(batch)
+        finally:
+            self._task = None
+            for write in self._pending:  # only when the drain itself was cancelled
+                _settle(write, asyncio.CancelledError())
+            self._pending.clear()
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        if self._sizes is not None:
+            self._sizes.observe(len(batch))
+        if len(batch) == 1:
+            await self._alone(batch[0])
+            return
+        token = otel_context.attach(batch[0].context)
+        try:
+            async with self._engine.begin() as connection:
+                for statements, writes in _by_kind(batch):
+                    for index, statement in enumerate(statements):
+                        await connection.execute(
+                            statement, [write.params[index] for write in writes]
+                        )
+        except Exception as exc:
+            log.warning("write_batch_failed", writes=len(batch), error_type=type(exc).__name__)
+            for write in batch:
+                await self._alone(write)
+            return
+        except BaseException as exc:
+            for write in batch:
+                _settle(write, exc)
+            raise
+        finally:
+            otel_context.detach(token)
+        for write in batch:
+            _settle(write, None)
+
+    async def _alone(self, write: _Write) -> None:
+        """One write in its own transaction, in its caller's trace."""
+        token = otel_context.attach(write.context)
+        try:
+            async with self._engine.begin() as connection:
+                for statement, params in zip(write.statements, write.params, strict=True):
+                    await connection.execute(statement, params)
+        except BaseException as exc:
+            _settle(write, exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            _settle(write, None)
+        finally:
+            otel_context.detach(token)
+
+
+def _by_kind(batch: list[_Write]) -> list[tuple[Statements, list[_Write]]]:
+    """The writes grouped by their statements, kinds in order of first arrival."""
+    kinds: dict[int, tuple[Statements, list[_Write]]] = {}
+    for write in batch:
+        kind = kinds.get(id(write.statements))
+        if kind is None:
+            kinds[id(write.statements)] = (write.statements, [write])
+        else:
+            kind[1].append(write)
+    return list(kinds.values())
+
+
+def _settle(write: _Write, error: BaseException | None) -> None:
+    if write.future.done():
+        return
+    if error is None:
+        write.future.set_result(None)
+    else:
+        write.future.set_exception(error)
