@@ -281,3 +281,17 @@ async def test_a_failing_statement_gives_an_error_span(
     assert failed.status.status_code.name == "ERROR"
     assert [event.name for event in failed.events] == ["exception"]
     assert failed.end_time is not None
+
+
+async def test_credentials_in_a_url_never_reach_a_client_span(
+    spans: InMemorySpanExporter,
+) -> None:
+    from opentelemetry import trace
+
+    from chatlens.observability.tracing import HttpClientSpan
+
+    with trace.get_tracer("test").start_as_current_span("caller"):
+        for url in ("http://bot:s3cret@127.0.0.1:9/v1/models", "http://127.0.0.1:9/v1/models"):
+            HttpClientSpan("GET", httpx.URL(url)).finish(200)
+    full = [(s.attributes or {})["url.full"] for s in spans.get_finished_spans() if s.name == "GET"]
+    assert full == ["http://127.0.0.1:9/v1/models"] * 2

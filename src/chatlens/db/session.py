@@ -28,7 +28,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             await session.rollback()
             raise
         else:
-            await session.commit()
+            # A request that never used its session (an API key from the cache, a write
+            # through the group commit) skips the commit: about 0.02 ms of SQLAlchemy.
+            if session.in_transaction() or session.new or session.deleted or session.dirty:
+                await session.commit()
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

