@@ -62,7 +62,7 @@ def normalize(text: str) -> str:
 
 def char_ngrams(text: str) -> Counter[str]:
     """Count the word-boundary-padded character n-grams of an already normalised text."""
-    counts: Counter[str] = Counter()
+    grams: list[str] = []
     for word in text.split():
         if word.isdigit():
             # Order numbers and amounts say nothing about the intent, and their n-grams would
@@ -71,9 +71,8 @@ def char_ngrams(text: str) -> Counter[str]:
         padded = f" {word} "
         size = len(padded)
         for n in range(NGRAM_MIN, min(NGRAM_MAX, size) + 1):
-            for start in range(size - n + 1):
-                counts[padded[start : start + n]] += 1
-    return counts
+            grams.extend([padded[start : start + n] for start in range(size - n + 1)])
+    return Counter(grams)  # counted in C
 
 
 def _l2_normalized(vector: Vector) -> Vector:
@@ -136,6 +135,14 @@ class IntentMatcher:
             gram: tuple(entries) for gram, entries in postings.items()
         }
         self._target_count = len(targets)
+        # Where a target's score counts: its intent's best example (2 * intent) or the
+        # intent's best centroid (2 * intent + 1).
+        self._slots = [
+            2 * intent_index + is_centroid
+            for intent_index, is_centroid in zip(
+                self._target_intent, self._is_centroid, strict=True
+            )
+        ]
 
     def _weigh(self, grams: Counter[str]) -> Vector:
         """Turn n-gram counts into an L2-normalised sublinear TF-IDF vector."""
@@ -149,11 +156,20 @@ class IntentMatcher:
         )
 
     def match(self, text: str) -> IntentMatch:
-        """Return the best intent for a message; never raises, unknown text scores ~0."""
-        query = self._weigh(char_ngrams(normalize(text)))
-        scores = [0.0] * self._target_count
+        """Return the best intent for a message; never raises, unknown text scores ~0.
+
+        The query's TF-IDF weights are summed unnormalised and the scores divided by the
+        query's norm at the end: the same cosines as with `_weigh`'s unit vector, without
+        building it (a fifth of the time of a match).
+        """
+        unknown = self._unknown_idf
+        idf = self._idf
         postings = self._postings
-        for gram, query_weight in query.items():
+        scores = [0.0] * self._target_count
+        squares = 0.0
+        for gram, count in char_ngrams(normalize(text)).items():
+            query_weight = (1.0 + math.log(count)) * idf.get(gram, unknown)
+            squares += query_weight * query_weight
             entries = postings.get(gram)
             if entries is None:
                 continue
@@ -161,17 +177,15 @@ class IntentMatcher:
                 scores[target_index] += query_weight * weight
 
         intent_count = len(self._names)
-        best_example = [0.0] * intent_count
-        best_centroid = [0.0] * intent_count
-        for target_index, score in enumerate(scores):
-            intent_index = self._target_intent[target_index]
-            best = best_centroid if self._is_centroid[target_index] else best_example
-            if score > best[intent_index]:
-                best[intent_index] = score
+        best = [0.0] * (2 * intent_count)  # per intent: best example, best centroid
+        for slot, score in zip(self._slots, scores, strict=True):
+            if score > best[slot]:
+                best[slot] = score
 
+        norm = math.sqrt(squares) or 1.0  # no n-grams: every score is 0 anyway
         combined = [
-            EXAMPLE_WEIGHT * example + (1.0 - EXAMPLE_WEIGHT) * centroid
-            for example, centroid in zip(best_example, best_centroid, strict=True)
+            (EXAMPLE_WEIGHT * best[2 * i] + (1.0 - EXAMPLE_WEIGHT) * best[2 * i + 1]) / norm
+            for i in range(intent_count)
         ]
         # max() returns the first maximum, so ties (and all-zero scores) go to the earliest
         # intent in the file: the result is deterministic.
