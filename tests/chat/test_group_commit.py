@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from structlog.testing import capture_logs
 
 from chatlens.auth.service import Principal
 from chatlens.chat import repository as repo
@@ -108,13 +109,17 @@ async def test_a_failing_write_fails_only_its_own_caller(
     writes = GroupCommit(app.state.engine, sizes=metrics.db_commit_writes)
     good = [_new_conversation(account.id, f"question {i}") for i in range(4)]
     bad = _new_conversation(uuid.uuid4(), "from a user who does not exist")
-    results = await asyncio.gather(
-        *(writes.write(repo.NEW_CONVERSATION, rows) for rows in [*good[:2], bad, *good[2:]]),
-        return_exceptions=True,
-    )
-    # They went in one transaction, which failed; then each was written alone.
-    assert _observations(metrics.db_commit_writes) == 1
-    assert metrics.db_commit_writes._sum.get() == 5
+    with capture_logs() as logs:
+        results = await asyncio.gather(
+            *(writes.write(repo.NEW_CONVERSATION, rows) for rows in [*good[:2], bad, *good[2:]]),
+            return_exceptions=True,
+        )
+    # They went in one transaction, which failed; then each was tried alone, and the four
+    # good ones were committed.
+    [failed] = [line for line in logs if line["event"] == "write_batch_failed"]
+    assert failed["writes"] == 5 and failed["error_type"] == "IntegrityError"
+    assert _observations(metrics.db_commit_writes) == 4
+    assert metrics.db_commit_writes._sum.get() == 4
     assert [type(r) for r in results] == [type(None)] * 2 + [IntegrityError] + [type(None)] * 2
     for conversation, question in good:
         assert await _count(sessionmaker, Conversation, id=conversation["id"]) == 1

@@ -51,7 +51,7 @@ class GroupCommit:
         self, engine: AsyncEngine, *, max_batch: int = 64, sizes: Histogram | None = None
     ) -> None:
         self._engine = engine
-        self._sizes = sizes  # observes how many writes each transaction took
+        self._sizes = sizes  # how many writes each committed transaction took
         self._max_batch = max_batch
         self._pending: list[_Write] = []
         self._task: asyncio.Task[None] | None = None
@@ -88,8 +88,6 @@ class GroupCommit:
             self._pending.clear()
 
     async def _commit(self, batch: list[_Write]) -> None:
-        if self._sizes is not None:
-            self._sizes.observe(len(batch))
         if len(batch) == 1:
             await self._alone(batch[0])
             return
@@ -112,6 +110,7 @@ class GroupCommit:
             raise
         finally:
             otel_context.detach(token)
+        self._committed(len(batch))
         for write in batch:
             _settle(write, None)
 
@@ -127,9 +126,14 @@ class GroupCommit:
             if not isinstance(exc, Exception):
                 raise
         else:
+            self._committed(1)
             _settle(write, None)
         finally:
             otel_context.detach(token)
+
+    def _committed(self, writes: int) -> None:
+        if self._sizes is not None:
+            self._sizes.observe(writes)
 
 
 def _by_kind(batch: list[_Write]) -> list[tuple[Statements, list[_Write]]]:
