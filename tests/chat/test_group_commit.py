@@ -8,20 +8,43 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from structlog.testing import capture_logs
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chatlens.auth.service import Principal
 from chatlens.chat import repository as repo
+from chatlens.chat import service
 from chatlens.db.base import utcnow
 from chatlens.db.batch import GroupCommit
+from chatlens.db.engine import create_engine
 from chatlens.errors import NotFound
 from chatlens.models import Conversation, ConversationMetrics, Message, MessageRole
 from chatlens.observability.metrics import Metrics
 
 pytestmark = pytest.mark.asyncio
+
+# Nothing here may hang the suite: every wait is bounded.
+WAIT_S = 20
+
+
+@pytest.fixture
+def one_drain(app: Any, monkeypatch: pytest.MonkeyPatch) -> GroupCommit:
+    """The pipeline's group commit with one drain, as on SQLite, on either database: on
+    PostgreSQL writes are grouped only once all its drains (one per pooled connection) are
+    busy, which a test cannot arrange reliably."""
+    metrics: Metrics = app.state.metrics
+    writes = GroupCommit(app.state.engine, sizes=metrics.db_commit_writes, drains=1)
+    monkeypatch.setattr(app.state.pipeline, "writes", writes)
+    return writes
+
+
+@pytest.fixture
+async def other_engine(settings: Any) -> Any:
+    """A second engine on the test database: another process's connection."""
+    engine = create_engine(settings)
+    yield engine
+    await engine.dispose()
 
 
 def _new_conversation(user_id: uuid.UUID, text: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -60,14 +83,17 @@ async def _count(maker: async_sessionmaker[AsyncSession], model: Any, **where: A
 
 
 async def test_concurrent_turns_share_transactions_and_all_are_stored(
-    client: httpx.AsyncClient, account: Any, app: Any, sessionmaker: Any
+    client: httpx.AsyncClient, account: Any, app: Any, sessionmaker: Any, one_drain: Any
 ) -> None:
     metrics: Metrics = app.state.metrics
     histogram = metrics.db_commit_writes
     before_writes, before_commits = histogram._sum.get(), _observations(histogram)
     questions = [f"where is my order number {i}" for i in range(12)]
-    responses = await asyncio.gather(
-        *(client.post("/chat", json={"message": q}, headers=account.headers) for q in questions)
+    responses = await asyncio.wait_for(
+        asyncio.gather(
+            *(client.post("/chat", json={"message": q}, headers=account.headers) for q in questions)
+        ),
+        WAIT_S,
     )
     assert [r.status_code for r in responses] == [200] * 12
     # Two writes a turn (question, answer), in fewer transactions than writes.
@@ -103,21 +129,24 @@ def _observations(histogram: Any) -> float:
 
 
 async def test_a_failing_write_fails_only_its_own_caller(
-    app: Any, account: Any, sessionmaker: Any
+    account: Any, sessionmaker: Any, other_engine: AsyncEngine
 ) -> None:
     metrics = Metrics()
-    writes = GroupCommit(app.state.engine, sizes=metrics.db_commit_writes)
+    writes = GroupCommit(other_engine, sizes=metrics.db_commit_writes, drains=1)
+    begun: list[bool] = []
+    event.listen(other_engine.sync_engine, "begin", lambda _: begun.append(True))
     good = [_new_conversation(account.id, f"question {i}") for i in range(4)]
     bad = _new_conversation(uuid.uuid4(), "from a user who does not exist")
-    with capture_logs() as logs:
-        results = await asyncio.gather(
+    results = await asyncio.wait_for(
+        asyncio.gather(
             *(writes.write(repo.NEW_CONVERSATION, rows) for rows in [*good[:2], bad, *good[2:]]),
             return_exceptions=True,
-        )
-    # They went in one transaction, which failed; then each was tried alone, and the four
-    # good ones were committed.
-    [failed] = [line for line in logs if line["event"] == "write_batch_failed"]
-    assert failed["writes"] == 5 and failed["error_type"] == "IntegrityError"
+        ),
+        WAIT_S,
+    )
+    # They went in one transaction, which failed; then each was tried alone (six
+    # transactions in all), and the four good ones were committed.
+    assert len(begun) == 6
     assert _observations(metrics.db_commit_writes) == 4
     assert metrics.db_commit_writes._sum.get() == 4
     assert [type(r) for r in results] == [type(None)] * 2 + [IntegrityError] + [type(None)] * 2
@@ -129,16 +158,16 @@ async def test_a_failing_write_fails_only_its_own_caller(
 
 
 async def test_a_cancelled_caller_still_gets_its_write(
-    app: Any, account: Any, sessionmaker: Any
+    account: Any, sessionmaker: Any, other_engine: AsyncEngine
 ) -> None:
-    writes = GroupCommit(app.state.engine)
+    writes = GroupCommit(other_engine)
     conversation, question = _new_conversation(account.id, "the client went away")
     caller = asyncio.create_task(writes.write(repo.NEW_CONVERSATION, (conversation, question)))
     await asyncio.sleep(0)  # queued
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
         await caller
-    await writes.aclose()
+    await asyncio.wait_for(writes.aclose(), WAIT_S)
     assert await _count(sessionmaker, Message, id=question["id"]) == 1
 
 
@@ -161,3 +190,86 @@ async def test_an_answer_to_a_deleted_conversation_is_not_found(
     gone = turn.conversation_id
     assert await _count(sessionmaker, Message, conversation_id=gone) == 0
     assert await _count(sessionmaker, ConversationMetrics, conversation_id=gone) == 0
+
+
+async def _answered(pipeline: Any, account: Any, sessionmaker: Any, text: str) -> Any:
+    """A turn whose answer is in, not yet stored."""
+    user = Principal(user_id=account.id, name=account.name, is_admin=False)
+    async with sessionmaker() as session:
+        turn = await pipeline.start_turn(session, user=user, text=text, conversation_id=None)
+    answer = pipeline.answer(turn)
+    [_ async for _ in answer.deltas()]
+    return answer
+
+
+async def test_in_a_group_only_the_answer_to_a_deleted_conversation_fails(
+    app: Any, account: Any, sessionmaker: Any, one_drain: GroupCommit
+) -> None:
+    pipeline = app.state.pipeline
+    kept = await _answered(pipeline, account, sessionmaker, "where is my order")
+    gone = await _answered(pipeline, account, sessionmaker, "how do I reset my password")
+    async with sessionmaker() as session, session.begin():
+        await session.delete(await session.get(Conversation, gone.turn.conversation_id))
+    before = _observations(app.state.metrics.db_commit_writes)
+    results = await asyncio.wait_for(
+        asyncio.gather(kept.save(), gone.save(), return_exceptions=True), WAIT_S
+    )
+    assert not isinstance(results[0], BaseException)
+    assert isinstance(results[1], NotFound)
+    # The group failed, and the kept answer was committed alone.
+    assert _observations(app.state.metrics.db_commit_writes) - before == 1
+    assert await _count(sessionmaker, Message, conversation_id=kept.turn.conversation_id) == 2
+    assert await _count(sessionmaker, Message, conversation_id=gone.turn.conversation_id) == 0
+
+
+async def test_an_answer_stored_late_is_stored_once(
+    app: Any,
+    account: Any,
+    sessionmaker: Any,
+    other_engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another connection holds the conversation's row (SQLite: the database) past the
+    # answer's save timeout; the stream's `finally` then calls save() a second time.
+    monkeypatch.setattr(service, "_SAVE_TIMEOUT_S", 0.3)
+    answer = await _answered(app.state.pipeline, account, sessionmaker, "where is my order")
+    conversation_id = answer.turn.conversation_id
+    async with other_engine.begin() as connection:
+        await connection.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation_id)
+            .values(title=Conversation.title)
+        )
+        with pytest.raises(service.InferenceFailed, match="in time"):
+            await answer.save()
+        with pytest.raises(service.InferenceFailed, match="in time"):
+            await answer.save()
+    stored = await asyncio.wait_for(answer.save(), WAIT_S)  # the same write, now done
+    assert await _count(sessionmaker, Message, conversation_id=conversation_id) == 2
+    assert await _count(sessionmaker, ConversationMetrics, conversation_id=conversation_id) == 1
+    assert stored.message_id is not None
+
+
+async def test_drains_follow_the_connection_pool(
+    app: Any, account: Any, sessionmaker: Any, other_engine: AsyncEngine, backend_name: str
+) -> None:
+    writes: GroupCommit = app.state.pipeline.writes
+    if backend_name == "sqlite":
+        assert writes._max_drains == 1  # one connection, one writer
+        return
+    # PostgreSQL: a write held up by a lock does not hold up the others'.
+    assert writes._max_drains == app.state.engine.pool.size() > 1
+    blocked = await _answered(app.state.pipeline, account, sessionmaker, "where is my order")
+    free = await _answered(app.state.pipeline, account, sessionmaker, "reset my password")
+    async with other_engine.begin() as connection:
+        await connection.execute(
+            update(Conversation)
+            .where(Conversation.id == blocked.turn.conversation_id)
+            .values(title=Conversation.title)
+        )
+        waiting = asyncio.create_task(blocked.save())
+        await asyncio.sleep(0.1)
+        await asyncio.wait_for(free.save(), 5)
+        assert not waiting.done()
+    await asyncio.wait_for(waiting, WAIT_S)
+    assert await _count(sessionmaker, Message, conversation_id=blocked.turn.conversation_id) == 2

@@ -51,6 +51,11 @@ async def list_conversations(
     return (await session.scalars(query)).all()
 
 
+async def conversation_exists(session: AsyncSession, conversation_id: uuid.UUID) -> bool:
+    query = select(Conversation.id).where(Conversation.id == conversation_id)
+    return await session.scalar(query) is not None
+
+
 async def delete_conversation(session: AsyncSession, conversation: Conversation) -> None:
     # Messages go with it (ON DELETE CASCADE); conversation_metrics rows stay as facts.
     await session.execute(delete(Conversation).where(Conversation.id == conversation.id))

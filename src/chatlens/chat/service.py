@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -478,6 +479,8 @@ class Answer:
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
         self._saved: ChatResponse | None = None
+        self._storing: asyncio.Task[ChatResponse] | None = None
+        self._late = False  # a save() gave up waiting for the write
         parent = trace.set_span_in_context(turn.span) if turn.span is not None else None
         self._parent = parent
 
@@ -555,36 +558,63 @@ class Answer:
         return MessageStatus.complete if self.final is not None else MessageStatus.incomplete
 
     async def save(self) -> ChatResponse:
-        """Store the answer and its metrics row in one transaction; safe to call again."""
+        """Store the answer and its metrics row in one transaction, once: a second call
+        waits for the same write (or raises its error again)."""
         if self._saved is not None:
             return self._saved
-        token = otel_context.attach(self._parent) if self._parent is not None else None
+        if self._storing is None:
+            # A task of its own, in the answer's trace: a caller that stops waiting (the
+            # timeout, a client gone) leaves the write to finish, and never starts another.
+            token = otel_context.attach(self._parent) if self._parent is not None else None
+            try:
+                self._storing = asyncio.create_task(self._store())
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
+            self._storing.add_done_callback(self._stored)
         try:
             # Shielded: after a client disconnect this runs inside a cancelled scope.
             with anyio.move_on_after(_SAVE_TIMEOUT_S, shield=True) as scope:
-                self._saved = await self._store()
+                self._saved = await asyncio.shield(self._storing)
         except Exception as exc:
-            self._fail_span(exc)
+            self._end_span(exc)
             raise
-        finally:
-            if token is not None:
-                otel_context.detach(token)
         if scope.cancelled_caught or self._saved is None:
-            log.error("answer_not_stored", conversation_id=str(self.turn.conversation_id))
-            error = InferenceFailed("the answer could not be stored")
-            self._fail_span(error)
+            self._late = True
+            log.error("answer_store_timeout", conversation_id=str(self.turn.conversation_id))
+            error = InferenceFailed("the answer could not be stored in time")
+            self._end_span(error)
             raise error
-        if self.turn.span is not None:
-            if self.error is not None:
-                self.turn.span.set_status(Status(StatusCode.ERROR, self.error.message))
-            self.turn.span.end()
+        self._end_span(self.error)
         return self._saved
 
-    def _fail_span(self, exc: BaseException) -> None:
-        if self.turn.span is not None:
-            self.turn.span.record_exception(exc)
-            self.turn.span.set_status(Status(StatusCode.ERROR))
-            self.turn.span.end()
+    def _stored(self, storing: asyncio.Task[ChatResponse]) -> None:
+        """The write's outcome when nobody waited for it to the end."""
+        if storing.cancelled():
+            return
+        error = storing.exception()  # read here, so an unawaited failure is not lost
+        if not self._late:
+            return
+        if error is None:
+            log.warning("answer_stored_late", conversation_id=str(self.turn.conversation_id))
+        else:
+            log.error(
+                "answer_not_stored",
+                conversation_id=str(self.turn.conversation_id),
+                error_type=type(error).__name__,
+            )
+
+    def _end_span(self, error: BaseException | None) -> None:
+        """End the turn's span, once, with the error that ended the turn if any."""
+        span, self.turn.span = self.turn.span, None
+        if span is None:
+            return
+        if isinstance(error, ChatlensError) and error is self.error:
+            span.set_status(Status(StatusCode.ERROR, error.message))
+        elif error is not None:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
 
     async def _store(self) -> ChatResponse:
         turn = self.turn
@@ -667,8 +697,11 @@ class Answer:
                     repo.COMPLETE_ANSWER if complete else repo.ANSWER, (touch, reply, facts)
                 )
             except IntegrityError as exc:
-                # The conversation was deleted while the model was answering: the answer's
-                # row has nothing left to belong to.
+                async with self.pipeline.sessionmaker() as session:
+                    if await repo.conversation_exists(session, turn.conversation_id):
+                        raise
+                # Deleted while the model was answering: the answer's row has nothing left
+                # to belong to (its foreign key said so).
                 raise NotFound("conversation not found") from exc
         else:
             async with self.pipeline.sessionmaker() as session, session.begin():

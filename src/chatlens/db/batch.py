@@ -3,10 +3,14 @@
 A chat turn writes twice (the question before the model is asked, the answer after), and
 each write on its own pays for a connection, a transaction and a round trip per statement
 (SQLite's driver runs every call on its own thread). `GroupCommit.write` queues a write and
-returns once it is committed. One task drains the queue: the writes that arrived while the
-previous transaction ran go in the next one, with each statement run once for all of them
-(an executemany). There is no waiting for company: a write that finds the queue idle is
-committed at once, so a quiet service sees the latency it had before.
+returns once it is committed. Drain tasks take the queue: the writes that arrived while a
+transaction ran go in the next one, with each statement run once for all of them (an
+executemany). There is no waiting for company: a write that finds a drain free is committed
+at once, so a quiet service sees the latency it had before.
+
+SQLite has one connection and one drain. On a database with a connection pool, as many
+drains run as the pool has connections, so one slow transaction does not hold up the
+others' writes; writes are grouped once all of them are busy.
 
 Every caller keeps its own outcome. When a grouped transaction fails, it is rolled back and
 each write is retried alone, so one bad write (a conversation deleted meanwhile, say)
@@ -48,13 +52,22 @@ class GroupCommit:
     """Commits queued writes, as many per transaction as are waiting (up to `max_batch`)."""
 
     def __init__(
-        self, engine: AsyncEngine, *, max_batch: int = 64, sizes: Histogram | None = None
+        self,
+        engine: AsyncEngine,
+        *,
+        max_batch: int = 64,
+        sizes: Histogram | None = None,
+        drains: int | None = None,
     ) -> None:
         self._engine = engine
         self._sizes = sizes  # how many writes each committed transaction took
         self._max_batch = max_batch
+        # One per pooled connection (SQLite: one); `drains` overrides.
+        size = getattr(engine.pool, "size", None)
+        pooled = size() if callable(size) and engine.dialect.name != "sqlite" else 1
+        self._max_drains = max(1, drains if drains is not None else pooled)
         self._pending: list[_Write] = []
-        self._task: asyncio.Task[None] | None = None
+        self._drains: set[asyncio.Task[None]] = set()
 
     async def write(self, statements: Statements, params: Sequence[dict[str, Any]]) -> None:
         """Run `statements` (one row of `params` each) and return once they are committed.
@@ -64,28 +77,50 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._pending.append(_Write(statements, params, otel_context.get_current(), future))
-        if self._task is None:
+        if len(self._drains) < self._max_drains:
             # A context of its own: the drain outlives the request that started it.
-            self._task = loop.create_task(self._drain(), context=contextvars.Context())
+            drain = loop.create_task(self._drain(), context=contextvars.Context())
+            self._drains.add(drain)
+            drain.add_done_callback(self._gone)
         # Cancelling the caller cancels this future, not the write; `_settle` skips it.
         await future
 
     async def aclose(self) -> None:
         """Wait for the queued writes (at shutdown, before the engine is disposed)."""
-        while self._task is not None:
-            await asyncio.shield(self._task)
+        while self._drains:
+            # `wait`, not `await`: a drain that was cancelled must not stop the shutdown.
+            await asyncio.wait(set(self._drains))
 
     async def _drain(self) -> None:
+        batch: list[_Write] = []
         try:
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
                 await self._commit(batch)
+            batch = []
         finally:
-            self._task = None
-            for write in self._pending:  # only when the drain itself was cancelled
+            # At once, not in a done callback: a write queued before that ran would find
+            # every drain taken and none coming back for it.
+            task = asyncio.current_task()
+            if task is not None:
+                self._drains.discard(task)
+            for write in batch:  # cancelled in the middle of a transaction
                 _settle(write, asyncio.CancelledError())
-            self._pending.clear()
+            if not self._drains:
+                self._fail_pending()
+
+    def _gone(self, drain: asyncio.Task[None]) -> None:
+        # A drain cancelled before it ever ran has no `finally` of its own.
+        self._drains.discard(drain)
+        if drain.cancelled() and not self._drains:
+            self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        """No drain is left (they were cancelled, at shutdown): nobody may wait forever."""
+        for write in self._pending:
+            _settle(write, asyncio.CancelledError())
+        self._pending.clear()
 
     async def _commit(self, batch: list[_Write]) -> None:
         if len(batch) == 1:
@@ -104,10 +139,6 @@ class GroupCommit:
             for write in batch:
                 await self._alone(write)
             return
-        except BaseException as exc:
-            for write in batch:
-                _settle(write, exc)
-            raise
         finally:
             otel_context.detach(token)
         self._committed(len(batch))
@@ -121,10 +152,8 @@ class GroupCommit:
             async with self._engine.begin() as connection:
                 for statement, params in zip(write.statements, write.params, strict=True):
                     await connection.execute(statement, params)
-        except BaseException as exc:
+        except Exception as exc:
             _settle(write, exc)
-            if not isinstance(exc, Exception):
-                raise
         else:
             self._committed(1)
             _settle(write, None)
@@ -150,6 +179,9 @@ def _by_kind(batch: list[_Write]) -> list[tuple[Statements, list[_Write]]]:
 
 def _settle(write: _Write, error: BaseException | None) -> None:
     if write.future.done():
+        # Its caller went away (a client that disconnected): nobody is left to tell.
+        if isinstance(error, Exception):
+            log.error("write_failed", error_type=type(error).__name__, caller_gone=True)
         return
     if error is None:
         write.future.set_result(None)
