@@ -295,3 +295,52 @@ async def test_credentials_in_a_url_never_reach_a_client_span(
             HttpClientSpan("GET", httpx.URL(url)).finish(200)
     full = [(s.attributes or {})["url.full"] for s in spans.get_finished_spans() if s.name == "GET"]
     assert full == ["http://127.0.0.1:9/v1/models"] * 2
+
+
+async def test_turns_committed_together_can_be_followed_to_their_statements(
+    client: httpx.AsyncClient,
+    account: Any,
+    app: Any,
+    spans: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from chatlens.db.batch import GroupCommit
+
+    # One drain, as on SQLite, so that concurrent turns are grouped on either database.
+    monkeypatch.setattr(app.state.pipeline, "writes", GroupCommit(app.state.engine, drains=1))
+    responses = await asyncio.wait_for(
+        asyncio.gather(
+            *(
+                client.post(
+                    "/chat", json={"message": f"where is order {i}"}, headers=account.headers
+                )
+                for i in range(8)
+            )
+        ),
+        20,
+    )
+    finished = spans.get_finished_spans()
+
+    def of_trace(trace_id: int) -> list[ReadableSpan]:
+        return [s for s in finished if s.context.trace_id == trace_id]
+
+    groups = 0
+    for response in responses:
+        trace_id = int(response.headers["x-trace-id"], 16)
+        mine = of_trace(trace_id)
+        inserts = [s for s in mine if s.name.startswith("INSERT")]
+        pointers = [s for s in mine if s.name == "db.group_commit"]
+        # Both writes of a turn (question, answer) are traced: by their statements, or by a
+        # span naming the trace that holds them.
+        assert len(inserts) // 2 + len(pointers) >= 2, [s.name for s in mine]
+        for pointer in pointers:
+            groups += 1
+            attrs = pointer.attributes or {}
+            assert attrs["db.operation.batch.size"] >= 2
+            pipeline = next(s for s in mine if s.name == "chat.pipeline")
+            assert pointer.parent is not None and pointer.parent.span_id == pipeline.context.span_id
+            holder = of_trace(int(str(attrs["chatlens.db.group_commit.trace_id"]), 16))
+            assert any(s.name.startswith("INSERT") for s in holder)
+    assert groups > 0  # the turns were grouped at least once

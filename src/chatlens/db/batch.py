@@ -23,14 +23,17 @@ import asyncio
 import contextvars
 from collections.abc import Sequence
 from dataclasses import dataclass
+from time import time_ns
 from typing import Any
 
 import structlog
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
 
 from chatlens.observability.metrics import Histogram
+from chatlens.observability.tracing import format_trace_id, leaf_span
 
 log = structlog.get_logger(__name__)
 
@@ -126,6 +129,7 @@ class GroupCommit:
         if len(batch) == 1:
             await self._alone(batch[0])
             return
+        started = time_ns()
         token = otel_context.attach(batch[0].context)
         try:
             async with self._engine.begin() as connection:
@@ -142,8 +146,29 @@ class GroupCommit:
         finally:
             otel_context.detach(token)
         self._committed(len(batch))
+        self._trace_group(batch, started)
         for write in batch:
             _settle(write, None)
+
+    def _trace_group(self, batch: list[_Write], started: int) -> None:
+        """A grouped transaction's statements are traced once, in the first write's trace.
+        Every other write's trace gets a `db.group_commit` span for the transaction, which
+        names that trace."""
+        first = trace.get_current_span(batch[0].context).get_span_context()
+        if not first.is_valid:
+            return  # tracing is off
+        shared: dict[str, Any] = {
+            "db.system.name": self._engine.dialect.name,
+            "db.operation.batch.size": len(batch),
+            "chatlens.db.group_commit.trace_id": format_trace_id(first.trace_id),
+        }
+        for write in batch[1:]:
+            token = otel_context.attach(write.context)
+            try:
+                with leaf_span("chatlens.sql", "db.group_commit", attributes=dict(shared)) as span:
+                    span.start = started
+            finally:
+                otel_context.detach(token)
 
     async def _alone(self, write: _Write) -> None:
         """One write in its own transaction, in its caller's trace."""

@@ -498,10 +498,10 @@ def _do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) 
     if not isinstance(context, DefaultExecutionContext):
         return False
     dialect = context.dialect
-    return _traced(
-        _sql_span(statement, context),
-        lambda: dialect.do_executemany(cursor, statement, parameters, context),
-    )
+    span = _sql_span(statement, context)
+    if len(parameters) > 1:
+        span.attributes["db.operation.batch.size"] = len(parameters)
+    return _traced(span, lambda: dialect.do_executemany(cursor, statement, parameters, context))
 
 
 def _do_execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
