@@ -222,7 +222,7 @@ async def test_in_a_group_only_the_answer_to_a_deleted_conversation_fails(
     assert await _count(sessionmaker, Message, conversation_id=gone.turn.conversation_id) == 0
 
 
-async def test_an_answer_stored_late_is_stored_once(
+async def test_an_answer_stored_late_is_stored_and_counted_once(
     app: Any,
     account: Any,
     sessionmaker: Any,
@@ -234,6 +234,18 @@ async def test_an_answer_stored_late_is_stored_once(
     monkeypatch.setattr(service, "_SAVE_TIMEOUT_S", 0.3)
     answer = await _answered(app.state.pipeline, account, sessionmaker, "where is my order")
     conversation_id = answer.turn.conversation_id
+    registry = app.state.metrics.registry
+
+    def counted() -> float:
+        return sum(
+            sample.value
+            for metric in registry.collect()
+            if metric.name == "messages"
+            for sample in metric.samples
+            if sample.name == "messages_total"
+        )
+
+    before = counted()
     async with other_engine.begin() as connection:
         await connection.execute(
             update(Conversation)
@@ -244,10 +256,27 @@ async def test_an_answer_stored_late_is_stored_once(
             await answer.save()
         with pytest.raises(service.InferenceFailed, match="in time"):
             await answer.save()
-    stored = await asyncio.wait_for(answer.save(), WAIT_S)  # the same write, now done
+        assert counted() == before
+    # Nobody waits any more: the write lands, and the answer is counted then.
+    for _ in range(WAIT_S * 10):
+        if counted() > before:
+            break
+        await asyncio.sleep(0.1)
+    assert counted() == before + 1
     assert await _count(sessionmaker, Message, conversation_id=conversation_id) == 2
     assert await _count(sessionmaker, ConversationMetrics, conversation_id=conversation_id) == 1
-    assert stored.message_id is not None
+    stored = await asyncio.wait_for(answer.save(), WAIT_S)  # the same answer, not a new one
+    async with sessionmaker() as session:
+        ids = (
+            await session.scalars(
+                select(Message.id).where(
+                    Message.conversation_id == conversation_id,
+                    Message.role == MessageRole.assistant,
+                )
+            )
+        ).all()
+    assert ids == [stored.message_id]
+    assert counted() == before + 1
 
 
 async def test_drains_follow_the_connection_pool(

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -465,6 +465,26 @@ def _pipeline_span(endpoint: str) -> Span:
     return start_span("chatlens.chat", "chat.pipeline", attributes={"chatlens.endpoint": endpoint})
 
 
+@dataclass(slots=True)
+class _Reply:
+    """An answer's rows, and the figures its metrics and log line need."""
+
+    message: dict[str, Any]
+    facts: dict[str, Any]  # the conversation_metrics row
+    text: str
+    stored_at: datetime
+    complete: bool
+    escalation: str | None
+    intent: str | None
+    confidence: float | None
+    inference_ms: float
+    ttft_ms: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+    estimated: bool
+
+
 class Answer:
     """One model answer as it streams; `save()` stores it exactly once, however the stream ends."""
 
@@ -479,7 +499,8 @@ class Answer:
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
         self._saved: ChatResponse | None = None
-        self._storing: asyncio.Task[ChatResponse] | None = None
+        self._reply: _Reply | None = None  # the rows, made once
+        self._written: asyncio.Future[None] | None = None  # the group commit's write
         self._late = False  # a save() gave up waiting for the write
         parent = trace.set_span_in_context(turn.span) if turn.span is not None else None
         self._parent = parent
@@ -558,29 +579,23 @@ class Answer:
         return MessageStatus.complete if self.final is not None else MessageStatus.incomplete
 
     async def save(self) -> ChatResponse:
-        """Store the answer and its metrics row in one transaction, once: a second call
-        waits for the same write (or raises its error again)."""
+        """Store the answer and its metrics row in one transaction, once: the rows are made
+        once, and a second call waits for the same write (or raises its error again)."""
         if self._saved is not None:
             return self._saved
-        if self._storing is None:
-            # A task of its own, in the answer's trace: a caller that stops waiting (the
-            # timeout, a client gone) leaves the write to finish, and never starts another.
-            token = otel_context.attach(self._parent) if self._parent is not None else None
-            try:
-                self._storing = asyncio.create_task(self._store())
-            finally:
-                if token is not None:
-                    otel_context.detach(token)
-            self._storing.add_done_callback(self._stored)
+        token = otel_context.attach(self._parent) if self._parent is not None else None
         try:
             # Shielded: after a client disconnect this runs inside a cancelled scope.
             with anyio.move_on_after(_SAVE_TIMEOUT_S, shield=True) as scope:
-                self._saved = await asyncio.shield(self._storing)
+                self._saved = await self._store()
         except Exception as exc:
             self._end_span(exc)
             raise
+        finally:
+            if token is not None:
+                otel_context.detach(token)
         if scope.cancelled_caught or self._saved is None:
-            self._late = True
+            self._finish_when_written()
             log.error("answer_store_timeout", conversation_id=str(self.turn.conversation_id))
             error = InferenceFailed("the answer could not be stored in time")
             self._end_span(error)
@@ -588,21 +603,31 @@ class Answer:
         self._end_span(self.error)
         return self._saved
 
-    def _stored(self, storing: asyncio.Task[ChatResponse]) -> None:
-        """The write's outcome when nobody waited for it to the end."""
-        if storing.cancelled():
+    def _finish_when_written(self) -> None:
+        """After a timeout: a group-commit write goes on, and its outcome is counted and
+        logged when it lands, as if save() had waited. (A write in a session of its own
+        was cancelled with the wait: rolled back, and made again by the next save().)"""
+        written, reply = self._written, self._reply
+        if written is None or reply is None or self._late:
             return
-        error = storing.exception()  # read here, so an unawaited failure is not lost
-        if not self._late:
-            return
-        if error is None:
-            log.warning("answer_stored_late", conversation_id=str(self.turn.conversation_id))
-        else:
-            log.error(
-                "answer_not_stored",
-                conversation_id=str(self.turn.conversation_id),
-                error_type=type(error).__name__,
-            )
+        self._late = True
+
+        def landed(future: asyncio.Future[None]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            conversation_id = str(self.turn.conversation_id)
+            if error is not None:
+                log.error(
+                    "answer_not_stored",
+                    conversation_id=conversation_id,
+                    error_type=type(error).__name__,
+                )
+            elif self._saved is None:
+                self._saved = self._finish(reply, newly_escalated=False)
+                log.warning("answer_stored_late", conversation_id=conversation_id)
+
+        written.add_done_callback(landed)
 
     def _end_span(self, error: BaseException | None) -> None:
         """End the turn's span, once, with the error that ended the turn if any."""
@@ -617,6 +642,46 @@ class Answer:
         span.end()
 
     async def _store(self) -> ChatResponse:
+        if self._reply is None:
+            self._reply = self._prepare()
+        reply = self._reply
+        turn = self.turn
+        newly_escalated = False
+        if reply.escalation is None and turn.replaces is None:
+            if self._written is None:
+                touch = {"conversation_id": turn.conversation_id, "at": reply.stored_at}
+                self._written = self.pipeline.writes.submit(
+                    repo.COMPLETE_ANSWER if reply.complete else repo.ANSWER,
+                    (touch, reply.message, reply.facts),
+                )
+            try:
+                # Shielded: a save() that stops waiting leaves the write to the group commit.
+                await asyncio.shield(self._written)
+            except IntegrityError as exc:
+                async with self.pipeline.sessionmaker() as session:
+                    if await repo.conversation_exists(session, turn.conversation_id):
+                        raise
+                # Deleted while the model was answering: the answer's row has nothing left
+                # to belong to (its foreign key said so).
+                raise NotFound("conversation not found") from exc
+        else:
+            async with self.pipeline.sessionmaker() as session, session.begin():
+                if not await repo.touch_conversation(
+                    session, turn.conversation_id, at=reply.stored_at, first_response=reply.complete
+                ):
+                    raise NotFound("conversation not found")
+                if reply.escalation is not None:
+                    newly_escalated = await repo.escalate_conversation(
+                        session, turn.conversation_id, at=reply.stored_at, reason=reply.escalation
+                    )
+                if turn.replaces is not None:
+                    await repo.delete_message(session, turn.replaces)
+                await repo.insert(session, Message, reply.message)
+                await repo.insert(session, ConversationMetrics, reply.facts)
+        return self._finish(reply, newly_escalated=newly_escalated)
+
+    def _prepare(self) -> _Reply:
+        """The answer's rows and figures, made once."""
         turn = self.turn
         now = time.perf_counter()
         text = "".join(self.parts)
@@ -635,7 +700,6 @@ class Answer:
         escalation = final.escalation_reason if final is not None else None
         intent = final.intent if final is not None else None
         confidence = final.confidence if final is not None else None
-        estimated = usage is None or usage.estimated
         cost = self.pipeline.pricing.cost(
             self.model,
             Usage(
@@ -647,7 +711,7 @@ class Answer:
         status = self.status
         stored_at = utcnow()
         reply_id = uuid.uuid4()
-        reply: dict[str, Any] = {
+        message: dict[str, Any] = {
             "id": reply_id,
             "conversation_id": turn.conversation_id,
             "role": MessageRole.assistant,
@@ -688,54 +752,49 @@ class Answer:
             "escalated": escalation is not None,
             "status": status.value,
         }
-        complete = status is MessageStatus.complete
-        newly_escalated = False
-        if escalation is None and turn.replaces is None:
-            touch = {"conversation_id": turn.conversation_id, "at": stored_at}
-            try:
-                await self.pipeline.writes.write(
-                    repo.COMPLETE_ANSWER if complete else repo.ANSWER, (touch, reply, facts)
-                )
-            except IntegrityError as exc:
-                async with self.pipeline.sessionmaker() as session:
-                    if await repo.conversation_exists(session, turn.conversation_id):
-                        raise
-                # Deleted while the model was answering: the answer's row has nothing left
-                # to belong to (its foreign key said so).
-                raise NotFound("conversation not found") from exc
-        else:
-            async with self.pipeline.sessionmaker() as session, session.begin():
-                if not await repo.touch_conversation(
-                    session, turn.conversation_id, at=stored_at, first_response=complete
-                ):
-                    raise NotFound("conversation not found")
-                if escalation is not None:
-                    newly_escalated = await repo.escalate_conversation(
-                        session, turn.conversation_id, at=stored_at, reason=escalation
-                    )
-                if turn.replaces is not None:
-                    await repo.delete_message(session, turn.replaces)
-                await repo.insert(session, Message, reply)
-                await repo.insert(session, ConversationMetrics, facts)
+        return _Reply(
+            message=message,
+            facts=facts,
+            text=text,
+            stored_at=stored_at,
+            complete=status is MessageStatus.complete,
+            escalation=escalation,
+            intent=intent,
+            confidence=confidence,
+            inference_ms=inference_ms,
+            ttft_ms=ttft_ms,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost=cost,
+            estimated=usage is None or usage.estimated,
+        )
+
+    def _finish(self, reply: _Reply, *, newly_escalated: bool) -> ChatResponse:
+        """Count, log and return a stored answer (once, whoever saw the write land first)."""
+        if self._saved is not None:
+            return self._saved
+        turn = self.turn
         latency_ms = (time.perf_counter() - turn.started) * 1000
         metrics = self.pipeline.metrics
         if metrics is not None:
             self._record(
                 metrics,
-                intent=intent,
-                confidence=confidence,
-                inference_s=inference_ms / 1000,
-                ttft_s=None if ttft_ms is None else ttft_ms / 1000,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                cost=cost,
-                escalation=escalation if newly_escalated else None,
+                intent=reply.intent,
+                confidence=reply.confidence,
+                inference_s=reply.inference_ms / 1000,
+                ttft_s=None if reply.ttft_ms is None else reply.ttft_ms / 1000,
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens,
+                cost=reply.cost,
+                escalation=reply.escalation if newly_escalated else None,
             )
         content = (
-            {"question": last_question(turn.context), "reply": text}
+            {"question": last_question(turn.context), "reply": reply.text}
             if self.pipeline.log_content
             else {}
         )
+        reply_id = reply.message["id"]
+        tokens = reply.prompt_tokens + reply.completion_tokens
         log.info(
             "message_processed",
             **content,
@@ -745,29 +804,29 @@ class Answer:
             message_id=str(reply_id),
             project_id=turn.project_id,
             platform=turn.platform,
-            intent=intent,
-            confidence=confidence,
-            response_time_ms=inference_ms,
-            ttft_ms=ttft_ms,
-            ai_tokens_used=prompt_tokens + completion_tokens,
-            usage_estimated=estimated,
-            cost_usd=float(cost),
+            intent=reply.intent,
+            confidence=reply.confidence,
+            response_time_ms=reply.inference_ms,
+            ttft_ms=reply.ttft_ms,
+            ai_tokens_used=tokens,
+            usage_estimated=reply.estimated,
+            cost_usd=float(reply.cost),
             ai_model=self.model,
-            escalated=escalation is not None,
-            status=status.value,
+            escalated=reply.escalation is not None,
+            status=reply.message["status"].value,
         )
         return ChatResponse(
             conversation_id=turn.conversation_id,
             message_id=reply_id,
-            reply=text,
-            intent=intent,
-            confidence=confidence,
-            escalated=escalation is not None,
+            reply=reply.text,
+            intent=reply.intent,
+            confidence=reply.confidence,
+            escalated=reply.escalation is not None,
             model=self.model,
             usage=UsageRead(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                total_tokens=prompt_tokens + completion_tokens,
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens,
+                total_tokens=tokens,
             ),
             latency_ms=round(latency_ms, 3),
         )

@@ -77,6 +77,14 @@ class GroupCommit:
 
         A caller cancelled while it waits does not cancel the write: it is committed anyway.
         """
+        # Cancelling the caller cancels this future, not the write; `_settle` skips it.
+        await self.submit(statements, params)
+
+    def submit(
+        self, statements: Statements, params: Sequence[dict[str, Any]]
+    ) -> asyncio.Future[None]:
+        """Queue a write; the future is done once it is committed (or failed). Await it
+        shielded to keep it for a second waiter."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._pending.append(_Write(statements, params, otel_context.get_current(), future))
@@ -85,8 +93,7 @@ class GroupCommit:
             drain = loop.create_task(self._drain(), context=contextvars.Context())
             self._drains.add(drain)
             drain.add_done_callback(self._gone)
-        # Cancelling the caller cancels this future, not the write; `_settle` skips it.
-        await future
+        return future
 
     async def aclose(self) -> None:
         """Wait for the queued writes (at shutdown, before the engine is disposed)."""
