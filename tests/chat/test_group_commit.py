@@ -203,21 +203,34 @@ async def _answered(pipeline: Any, account: Any, sessionmaker: Any, text: str) -
 
 
 async def test_in_a_group_only_the_answer_to_a_deleted_conversation_fails(
-    app: Any, account: Any, sessionmaker: Any, one_drain: GroupCommit
+    app: Any,
+    account: Any,
+    sessionmaker: Any,
+    other_engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pipeline = app.state.pipeline
+    metrics: Metrics = app.state.metrics
+    # The pipeline's writes on an engine of their own, to count its transactions.
+    writes = GroupCommit(other_engine, sizes=metrics.db_commit_writes, drains=1)
+    monkeypatch.setattr(pipeline, "writes", writes)
+    begun: list[bool] = []
+    event.listen(other_engine.sync_engine, "begin", lambda _: begun.append(True))
     kept = await _answered(pipeline, account, sessionmaker, "where is my order")
     gone = await _answered(pipeline, account, sessionmaker, "how do I reset my password")
     async with sessionmaker() as session, session.begin():
         await session.delete(await session.get(Conversation, gone.turn.conversation_id))
-    before = _observations(app.state.metrics.db_commit_writes)
+    before = _observations(metrics.db_commit_writes)
+    del begun[:]
     results = await asyncio.wait_for(
         asyncio.gather(kept.save(), gone.save(), return_exceptions=True), WAIT_S
     )
     assert not isinstance(results[0], BaseException)
     assert isinstance(results[1], NotFound)
-    # The group failed, and the kept answer was committed alone.
-    assert _observations(app.state.metrics.db_commit_writes) - before == 1
+    # The group (one transaction) failed; each answer was then tried alone, and the kept
+    # one committed.
+    assert len(begun) == 3
+    assert _observations(metrics.db_commit_writes) - before == 1
     assert await _count(sessionmaker, Message, conversation_id=kept.turn.conversation_id) == 2
     assert await _count(sessionmaker, Message, conversation_id=gone.turn.conversation_id) == 0
 
@@ -252,10 +265,13 @@ async def test_an_answer_stored_late_is_stored_and_counted_once(
             .where(Conversation.id == conversation_id)
             .values(title=Conversation.title)
         )
-        with pytest.raises(service.InferenceFailed, match="in time"):
+        with pytest.raises(service.InferenceFailed, match="in time") as first:
             await answer.save()
-        with pytest.raises(service.InferenceFailed, match="in time"):
+        # The stream's `finally` asks again: the same error, without waiting again.
+        with pytest.raises(service.InferenceFailed) as second:
             await answer.save()
+        assert second.value is first.value
+        assert answer.settled
         assert counted() == before
     # Nobody waits any more: the write lands, and the answer is counted then.
     for _ in range(WAIT_S * 10):
@@ -302,3 +318,63 @@ async def test_drains_follow_the_connection_pool(
         assert not waiting.done()
     await asyncio.wait_for(waiting, WAIT_S)
     assert await _count(sessionmaker, Message, conversation_id=blocked.turn.conversation_id) == 2
+
+
+async def test_a_regenerated_answer_stored_late_is_stored_and_counted_once(
+    client: httpx.AsyncClient,
+    app: Any,
+    account: Any,
+    sessionmaker: Any,
+    other_engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Regenerated answers are written in a session of their own, not by the group commit.
+    first = await client.post(
+        "/chat", json={"message": "where is my order"}, headers=account.headers
+    )
+    conversation_id = uuid.UUID(first.json()["conversation_id"])
+    user = Principal(user_id=account.id, name=account.name, is_admin=False)
+    pipeline = app.state.pipeline
+    async with sessionmaker() as session:
+        turn = await pipeline.start_regenerate(session, user=user, conversation_id=conversation_id)
+    answer = pipeline.answer(turn)
+    [_ async for _ in answer.deltas()]
+    monkeypatch.setattr(service, "_SAVE_TIMEOUT_S", 0.3)
+    messages_before = sum(
+        sample.value
+        for metric in app.state.metrics.registry.collect()
+        if metric.name == "messages"
+        for sample in metric.samples
+        if sample.name == "messages_total"
+    )
+    async with other_engine.begin() as connection:
+        await connection.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation_id)
+            .values(title=Conversation.title)
+        )
+        with pytest.raises(service.InferenceFailed, match="in time"):
+            await answer.save()
+    for _ in range(WAIT_S * 10):
+        if answer._saved is not None:
+            break
+        await asyncio.sleep(0.1)
+    stored = await asyncio.wait_for(answer.save(), WAIT_S)
+    async with sessionmaker() as session:
+        replies = (
+            await session.scalars(
+                select(Message.id).where(
+                    Message.conversation_id == conversation_id,
+                    Message.role == MessageRole.assistant,
+                )
+            )
+        ).all()
+    assert replies == [stored.message_id]  # the old answer replaced, the new one once
+    messages_after = sum(
+        sample.value
+        for metric in app.state.metrics.registry.collect()
+        if metric.name == "messages"
+        for sample in metric.samples
+        if sample.name == "messages_total"
+    )
+    assert messages_after == messages_before + 1

@@ -140,7 +140,8 @@ async def _stream(
         yield _event(openai_error_body(500, "internal_error", "internal server error"))
     finally:
         try:
-            await answer.save()  # a client that went away still gets its answer stored
+            if not answer.settled:  # a client that went away still gets its answer stored
+                await answer.save()
         except Exception as exc:
             log.error("answer_not_stored", exc_info=exc)
         if metrics is not None:

@@ -94,7 +94,8 @@ async def _events(answer: Answer) -> AsyncIterator[ServerSentEvent]:
     finally:
         # Runs on every ending, a client that went away included: the answer is stored.
         try:
-            await answer.save()
+            if not answer.settled:  # stored or failed above: already told and logged
+                await answer.save()
         except Exception as exc:
             log.error("answer_not_stored", exc_info=exc)
         if metrics is not None:

@@ -500,7 +500,9 @@ class Answer:
         self.finished_at: float | None = None
         self._saved: ChatResponse | None = None
         self._reply: _Reply | None = None  # the rows, made once
-        self._written: asyncio.Future[None] | None = None  # the group commit's write
+        # The write: the group commit's, or an escalation's or regeneration's own task.
+        self._written: asyncio.Future[Any] | None = None
+        self._failure: Exception | None = None  # how save() failed, raised again
         self._late = False  # a save() gave up waiting for the write
         parent = trace.set_span_in_context(turn.span) if turn.span is not None else None
         self._parent = parent
@@ -578,41 +580,52 @@ class Answer:
             return MessageStatus.error
         return MessageStatus.complete if self.final is not None else MessageStatus.incomplete
 
+    @property
+    def settled(self) -> bool:
+        """Stored, or failed for good: another save() would only repeat the outcome."""
+        return self._saved is not None or self._failure is not None
+
     async def save(self) -> ChatResponse:
         """Store the answer and its metrics row in one transaction, once: the rows are made
-        once, and a second call waits for the same write (or raises its error again)."""
+        and written once, and a second call returns the same answer or raises the same
+        error, without waiting again."""
         if self._saved is not None:
             return self._saved
+        if self._failure is not None:
+            raise self._failure
         token = otel_context.attach(self._parent) if self._parent is not None else None
         try:
             # Shielded: after a client disconnect this runs inside a cancelled scope.
             with anyio.move_on_after(_SAVE_TIMEOUT_S, shield=True) as scope:
                 self._saved = await self._store()
+            if scope.cancelled_caught or self._saved is None:
+                # The write goes on; its outcome is counted and logged when it lands.
+                self._finish_when_written()
+                log.error("answer_store_timeout", conversation_id=str(self.turn.conversation_id))
+                raise InferenceFailed("the answer could not be stored in time")
         except Exception as exc:
+            self._failure = exc
+            self._end_span(exc)
+            raise
+        except BaseException as exc:  # cancelled from outside the shield (shutdown)
+            self._finish_when_written()
             self._end_span(exc)
             raise
         finally:
             if token is not None:
                 otel_context.detach(token)
-        if scope.cancelled_caught or self._saved is None:
-            self._finish_when_written()
-            log.error("answer_store_timeout", conversation_id=str(self.turn.conversation_id))
-            error = InferenceFailed("the answer could not be stored in time")
-            self._end_span(error)
-            raise error
         self._end_span(self.error)
         return self._saved
 
     def _finish_when_written(self) -> None:
-        """After a timeout: a group-commit write goes on, and its outcome is counted and
-        logged when it lands, as if save() had waited. (A write in a session of its own
-        was cancelled with the wait: rolled back, and made again by the next save().)"""
+        """A save() stopped waiting: when the write lands, the answer is counted and logged
+        as if it had waited (in the answer's trace context, which is current here)."""
         written, reply = self._written, self._reply
         if written is None or reply is None or self._late:
             return
         self._late = True
 
-        def landed(future: asyncio.Future[None]) -> None:
+        def landed(future: asyncio.Future[bool]) -> None:
             if future.cancelled():
                 return
             error = future.exception()
@@ -624,7 +637,8 @@ class Answer:
                     error_type=type(error).__name__,
                 )
             elif self._saved is None:
-                self._saved = self._finish(reply, newly_escalated=False)
+                self._saved = self._finish(reply, newly_escalated=future.result())
+                self._failure = None  # stored after all
                 log.warning("answer_stored_late", conversation_id=conversation_id)
 
         written.add_done_callback(landed)
@@ -646,39 +660,47 @@ class Answer:
             self._reply = self._prepare()
         reply = self._reply
         turn = self.turn
-        newly_escalated = False
-        if reply.escalation is None and turn.replaces is None:
-            if self._written is None:
+        if self._written is None:
+            # Made once, and never cancelled with a caller that stops waiting: a write that
+            # commits late is not lost, nor made twice.
+            if reply.escalation is None and turn.replaces is None:
                 touch = {"conversation_id": turn.conversation_id, "at": reply.stored_at}
                 self._written = self.pipeline.writes.submit(
                     repo.COMPLETE_ANSWER if reply.complete else repo.ANSWER,
                     (touch, reply.message, reply.facts),
                 )
-            try:
-                # Shielded: a save() that stops waiting leaves the write to the group commit.
-                await asyncio.shield(self._written)
-            except IntegrityError as exc:
-                async with self.pipeline.sessionmaker() as session:
-                    if await repo.conversation_exists(session, turn.conversation_id):
-                        raise
-                # Deleted while the model was answering: the answer's row has nothing left
-                # to belong to (its foreign key said so).
-                raise NotFound("conversation not found") from exc
-        else:
-            async with self.pipeline.sessionmaker() as session, session.begin():
-                if not await repo.touch_conversation(
-                    session, turn.conversation_id, at=reply.stored_at, first_response=reply.complete
-                ):
-                    raise NotFound("conversation not found")
-                if reply.escalation is not None:
-                    newly_escalated = await repo.escalate_conversation(
-                        session, turn.conversation_id, at=reply.stored_at, reason=reply.escalation
-                    )
-                if turn.replaces is not None:
-                    await repo.delete_message(session, turn.replaces)
-                await repo.insert(session, Message, reply.message)
-                await repo.insert(session, ConversationMetrics, reply.facts)
+            else:
+                self._written = asyncio.ensure_future(self._write_in_session(reply))
+        try:
+            newly_escalated = bool(await asyncio.shield(self._written))
+        except IntegrityError as exc:
+            async with self.pipeline.sessionmaker() as session:
+                if await repo.conversation_exists(session, turn.conversation_id):
+                    raise
+            # Deleted while the model was answering: the answer's row has nothing left to
+            # belong to (its foreign key said so).
+            raise NotFound("conversation not found") from exc
         return self._finish(reply, newly_escalated=newly_escalated)
+
+    async def _write_in_session(self, reply: _Reply) -> bool:
+        """An escalation's or a regenerated answer's rows, in a session of their own; True
+        when this answer escalated the conversation."""
+        turn = self.turn
+        newly_escalated = False
+        async with self.pipeline.sessionmaker() as session, session.begin():
+            if not await repo.touch_conversation(
+                session, turn.conversation_id, at=reply.stored_at, first_response=reply.complete
+            ):
+                raise NotFound("conversation not found")
+            if reply.escalation is not None:
+                newly_escalated = await repo.escalate_conversation(
+                    session, turn.conversation_id, at=reply.stored_at, reason=reply.escalation
+                )
+            if turn.replaces is not None:
+                await repo.delete_message(session, turn.replaces)
+            await repo.insert(session, Message, reply.message)
+            await repo.insert(session, ConversationMetrics, reply.facts)
+        return newly_escalated
 
     def _prepare(self) -> _Reply:
         """The answer's rows and figures, made once."""

@@ -137,7 +137,9 @@ class GroupCommit:
             await self._alone(batch[0])
             return
         started = time_ns()
-        token = otel_context.attach(batch[0].context)
+        # The statements join the first sampled caller's trace (the others get pointers).
+        lead = next((write for write in batch if _sampled(write)), batch[0])
+        token = otel_context.attach(lead.context)
         try:
             async with self._engine.begin() as connection:
                 for statements, writes in _by_kind(batch):
@@ -152,24 +154,29 @@ class GroupCommit:
             return
         finally:
             otel_context.detach(token)
-        self._committed(len(batch))
-        self._trace_group(batch, started)
         for write in batch:
             _settle(write, None)
+        try:
+            self._committed(len(batch))
+            self._trace_group(batch, lead, started)
+        except Exception as exc:  # observability never fails a committed write
+            log.error("write_batch_not_observed", error_type=type(exc).__name__)
 
-    def _trace_group(self, batch: list[_Write], started: int) -> None:
-        """A grouped transaction's statements are traced once, in the first write's trace.
+    def _trace_group(self, batch: list[_Write], lead: _Write, started: int) -> None:
+        """A grouped transaction's statements are traced once, in the lead write's trace.
         Every other write's trace gets a `db.group_commit` span for the transaction, which
         names that trace."""
-        first = trace.get_current_span(batch[0].context).get_span_context()
-        if not first.is_valid:
-            return  # tracing is off
+        first = trace.get_current_span(lead.context).get_span_context()
+        if not (first.is_valid and first.trace_flags.sampled):
+            return  # tracing is off, or no caller's trace is recorded
         shared: dict[str, Any] = {
             "db.system.name": self._engine.dialect.name,
             "db.operation.batch.size": len(batch),
             "chatlens.db.group_commit.trace_id": format_trace_id(first.trace_id),
         }
-        for write in batch[1:]:
+        for write in batch:
+            if write is lead:
+                continue
             token = otel_context.attach(write.context)
             try:
                 with leaf_span("chatlens.sql", "db.group_commit", attributes=dict(shared)) as span:
@@ -195,6 +202,10 @@ class GroupCommit:
     def _committed(self, writes: int) -> None:
         if self._sizes is not None:
             self._sizes.observe(writes)
+
+
+def _sampled(write: _Write) -> bool:
+    return trace.get_current_span(write.context).get_span_context().trace_flags.sampled
 
 
 def _by_kind(batch: list[_Write]) -> list[tuple[Statements, list[_Write]]]:
