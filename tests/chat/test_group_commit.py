@@ -124,6 +124,25 @@ async def test_concurrent_turns_share_transactions_and_all_are_stored(
         assert await _count(sessionmaker, ConversationMetrics, message_id=stored.id) == 1
 
 
+async def _answer_ids(sessionmaker: Any, conversation_id: uuid.UUID) -> list[uuid.UUID]:
+    async with sessionmaker() as session:
+        query = select(Message.id).where(
+            Message.conversation_id == conversation_id, Message.role == MessageRole.assistant
+        )
+        return list((await session.scalars(query)).all())
+
+
+def _answers_counted(app: Any) -> float:
+    """messages_total, all labels."""
+    return sum(
+        sample.value
+        for metric in app.state.metrics.registry.collect()
+        if metric.name == "messages"
+        for sample in metric.samples
+        if sample.name == "messages_total"
+    )
+
+
 def _observations(histogram: Any) -> float:
     return sum(bucket.get() for bucket in histogram._buckets)
 
@@ -247,16 +266,9 @@ async def test_an_answer_stored_late_is_stored_and_counted_once(
     monkeypatch.setattr(service, "_SAVE_TIMEOUT_S", 0.3)
     answer = await _answered(app.state.pipeline, account, sessionmaker, "where is my order")
     conversation_id = answer.turn.conversation_id
-    registry = app.state.metrics.registry
 
     def counted() -> float:
-        return sum(
-            sample.value
-            for metric in registry.collect()
-            if metric.name == "messages"
-            for sample in metric.samples
-            if sample.name == "messages_total"
-        )
+        return _answers_counted(app)
 
     before = counted()
     async with other_engine.begin() as connection:
@@ -282,16 +294,7 @@ async def test_an_answer_stored_late_is_stored_and_counted_once(
     assert await _count(sessionmaker, Message, conversation_id=conversation_id) == 2
     assert await _count(sessionmaker, ConversationMetrics, conversation_id=conversation_id) == 1
     stored = await asyncio.wait_for(answer.save(), WAIT_S)  # the same answer, not a new one
-    async with sessionmaker() as session:
-        ids = (
-            await session.scalars(
-                select(Message.id).where(
-                    Message.conversation_id == conversation_id,
-                    Message.role == MessageRole.assistant,
-                )
-            )
-        ).all()
-    assert ids == [stored.message_id]
+    assert await _answer_ids(sessionmaker, conversation_id) == [stored.message_id]
     assert counted() == before + 1
 
 
@@ -340,13 +343,7 @@ async def test_a_regenerated_answer_stored_late_is_stored_and_counted_once(
     answer = pipeline.answer(turn)
     [_ async for _ in answer.deltas()]
     monkeypatch.setattr(service, "_SAVE_TIMEOUT_S", 0.3)
-    messages_before = sum(
-        sample.value
-        for metric in app.state.metrics.registry.collect()
-        if metric.name == "messages"
-        for sample in metric.samples
-        if sample.name == "messages_total"
-    )
+    messages_before = _answers_counted(app)
     async with other_engine.begin() as connection:
         await connection.execute(
             update(Conversation)
@@ -360,21 +357,7 @@ async def test_a_regenerated_answer_stored_late_is_stored_and_counted_once(
             break
         await asyncio.sleep(0.1)
     stored = await asyncio.wait_for(answer.save(), WAIT_S)
-    async with sessionmaker() as session:
-        replies = (
-            await session.scalars(
-                select(Message.id).where(
-                    Message.conversation_id == conversation_id,
-                    Message.role == MessageRole.assistant,
-                )
-            )
-        ).all()
-    assert replies == [stored.message_id]  # the old answer replaced, the new one once
-    messages_after = sum(
-        sample.value
-        for metric in app.state.metrics.registry.collect()
-        if metric.name == "messages"
-        for sample in metric.samples
-        if sample.name == "messages_total"
-    )
+    # The old answer replaced, the new one stored once.
+    assert await _answer_ids(sessionmaker, conversation_id) == [stored.message_id]
+    messages_after = _answers_counted(app)
     assert messages_after == messages_before + 1
