@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -211,6 +213,19 @@ async def test_an_answer_to_a_deleted_conversation_is_not_found(
     assert await _count(sessionmaker, ConversationMetrics, conversation_id=gone) == 0
 
 
+@asynccontextmanager
+async def _row_held(engine: AsyncEngine, conversation_id: uuid.UUID) -> AsyncIterator[None]:
+    """Another connection holds the conversation's row (SQLite: the whole database) until
+    the block ends: a slow transaction elsewhere."""
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation_id)
+            .values(title=Conversation.title)
+        )
+        yield
+
+
 async def _answered(pipeline: Any, account: Any, sessionmaker: Any, text: str) -> Any:
     """A turn whose answer is in, not yet stored."""
     user = Principal(user_id=account.id, name=account.name, is_admin=False)
@@ -261,8 +276,8 @@ async def test_an_answer_stored_late_is_stored_and_counted_once(
     other_engine: AsyncEngine,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Another connection holds the conversation's row (SQLite: the database) past the
-    # answer's save timeout; the stream's `finally` then calls save() a second time.
+    # A slow transaction holds the conversation past the answer's save timeout; the
+    # stream's `finally` then calls save() a second time.
     monkeypatch.setattr(service, "_SAVE_TIMEOUT_S", 0.3)
     answer = await _answered(app.state.pipeline, account, sessionmaker, "where is my order")
     conversation_id = answer.turn.conversation_id
@@ -271,12 +286,7 @@ async def test_an_answer_stored_late_is_stored_and_counted_once(
         return _answers_counted(app)
 
     before = counted()
-    async with other_engine.begin() as connection:
-        await connection.execute(
-            update(Conversation)
-            .where(Conversation.id == conversation_id)
-            .values(title=Conversation.title)
-        )
+    async with _row_held(other_engine, conversation_id):
         with pytest.raises(service.InferenceFailed, match="in time") as first:
             await answer.save()
         # The stream's `finally` asks again: the same error, without waiting again.
@@ -309,12 +319,7 @@ async def test_drains_follow_the_connection_pool(
     assert writes._max_drains == app.state.engine.pool.size() > 1
     blocked = await _answered(app.state.pipeline, account, sessionmaker, "where is my order")
     free = await _answered(app.state.pipeline, account, sessionmaker, "reset my password")
-    async with other_engine.begin() as connection:
-        await connection.execute(
-            update(Conversation)
-            .where(Conversation.id == blocked.turn.conversation_id)
-            .values(title=Conversation.title)
-        )
+    async with _row_held(other_engine, blocked.turn.conversation_id):
         waiting = asyncio.create_task(blocked.save())
         await asyncio.sleep(0.1)
         await asyncio.wait_for(free.save(), 5)
@@ -344,12 +349,7 @@ async def test_a_regenerated_answer_stored_late_is_stored_and_counted_once(
     [_ async for _ in answer.deltas()]
     monkeypatch.setattr(service, "_SAVE_TIMEOUT_S", 0.3)
     messages_before = _answers_counted(app)
-    async with other_engine.begin() as connection:
-        await connection.execute(
-            update(Conversation)
-            .where(Conversation.id == conversation_id)
-            .values(title=Conversation.title)
-        )
+    async with _row_held(other_engine, conversation_id):
         with pytest.raises(service.InferenceFailed, match="in time"):
             await answer.save()
     for _ in range(WAIT_S * 10):
