@@ -648,8 +648,8 @@ class Answer:
         span, self.turn.span = self.turn.span, None
         if span is None:
             return
-        if isinstance(error, ChatlensError) and error is self.error:
-            span.set_status(Status(StatusCode.ERROR, error.message))
+        if self.error is not None and error is self.error:  # recorded on the model's span
+            span.set_status(Status(StatusCode.ERROR, self.error.message))
         elif error is not None:
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR))
