@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from chatlens.db.base import utcnow
+from chatlens.models import MessageRole
 from chatlens.settings import Settings, load_settings
 
 STRICT = os.environ.get("CHATLENS_STRICT_TESTS") == "1"
@@ -71,6 +73,45 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     return load_settings(
         database_url=database_url, environment="test", bootstrap_admin=False, **overrides
     )
+
+
+def conversation_rows(
+    user_id: uuid.UUID,
+    text: str,
+    *,
+    project_id: str = "default",
+    platform: str = "web",
+    external_user_id: str | None = None,
+    trace_id: str | None = None,
+    span_id: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A new conversation's row and its question's, as the chat pipeline writes them."""
+    now = utcnow()
+    conversation_id = uuid.uuid4()
+    conversation = {
+        "id": conversation_id,
+        "user_id": user_id,
+        "project_id": project_id,
+        "platform": platform,
+        "external_user_id": external_user_id,
+        "title": text,
+        "status": "open",
+        "created_at": now,
+        "updated_at": now,
+    }
+    question = {
+        "id": uuid.uuid4(),
+        "conversation_id": conversation_id,
+        "role": MessageRole.user,
+        "content": text,
+        "created_at": now,
+        "project_id": project_id,
+        "prompt_tokens": 1,
+        "status": "complete",
+        "trace_id": trace_id,
+        "span_id": span_id,
+    }
+    return conversation, question
 
 
 def free_port() -> int:

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import Connection, Engine, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chatlens.auth.service import Principal
 from chatlens.chat import repository as repo
 from chatlens.chat import service
-from chatlens.db.base import utcnow
 from chatlens.db.batch import GroupCommit
 from chatlens.db.engine import create_engine
 from chatlens.errors import NotFound
 from chatlens.models import Conversation, ConversationMetrics, Message, MessageRole
 from chatlens.observability.metrics import Metrics
+from tests.helpers import conversation_rows
 
 pytestmark = pytest.mark.asyncio
 
@@ -49,33 +49,21 @@ async def other_engine(settings: Any) -> Any:
     await engine.dispose()
 
 
-def _new_conversation(user_id: uuid.UUID, text: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    now = utcnow()
-    conversation_id = uuid.uuid4()
-    conversation = {
-        "id": conversation_id,
-        "user_id": user_id,
-        "project_id": "default",
-        "platform": "web",
-        "external_user_id": None,
-        "title": text,
-        "status": "open",
-        "created_at": now,
-        "updated_at": now,
-    }
-    question = {
-        "id": uuid.uuid4(),
-        "conversation_id": conversation_id,
-        "role": MessageRole.user,
-        "content": text,
-        "created_at": now,
-        "project_id": "default",
-        "prompt_tokens": 1,
-        "status": "complete",
-        "trace_id": None,
-        "span_id": None,
-    }
-    return conversation, question
+@pytest.fixture
+def transactions(other_engine: AsyncEngine) -> Iterator[list[bool]]:
+    """One entry per transaction begun on `other_engine`: on PostgreSQL by the engine itself;
+    on SQLite by the synchronous engines a group commit runs on the driver's thread (the
+    only synchronous SQLite engines while a test runs)."""
+    begun: list[bool] = []
+
+    def counted(connection: Connection) -> None:
+        engine = connection.engine
+        if engine is other_engine.sync_engine or engine.url.drivername == "sqlite":
+            begun.append(True)
+
+    event.listen(Engine, "begin", counted)
+    yield begun
+    event.remove(Engine, "begin", counted)
 
 
 async def _count(maker: async_sessionmaker[AsyncSession], model: Any, **where: Any) -> int:
@@ -150,14 +138,12 @@ def _observations(histogram: Any) -> float:
 
 
 async def test_a_failing_write_fails_only_its_own_caller(
-    account: Any, sessionmaker: Any, other_engine: AsyncEngine
+    account: Any, sessionmaker: Any, other_engine: AsyncEngine, transactions: list[bool]
 ) -> None:
     metrics = Metrics()
     writes = GroupCommit(other_engine, sizes=metrics.db_commit_writes, drains=1)
-    begun: list[bool] = []
-    event.listen(other_engine.sync_engine, "begin", lambda _: begun.append(True))
-    good = [_new_conversation(account.id, f"question {i}") for i in range(4)]
-    bad = _new_conversation(uuid.uuid4(), "from a user who does not exist")
+    good = [conversation_rows(account.id, f"question {i}") for i in range(4)]
+    bad = conversation_rows(uuid.uuid4(), "from a user who does not exist")
     results = await asyncio.wait_for(
         asyncio.gather(
             *(writes.write(repo.NEW_CONVERSATION, rows) for rows in [*good[:2], bad, *good[2:]]),
@@ -167,7 +153,7 @@ async def test_a_failing_write_fails_only_its_own_caller(
     )
     # They went in one transaction, which failed; then each was tried alone (six
     # transactions in all), and the four good ones were committed.
-    assert len(begun) == 6
+    assert len(transactions) == 6
     assert _observations(metrics.db_commit_writes) == 4
     assert metrics.db_commit_writes._sum.get() == 4
     assert [type(r) for r in results] == [type(None)] * 2 + [IntegrityError] + [type(None)] * 2
@@ -182,7 +168,7 @@ async def test_a_cancelled_caller_still_gets_its_write(
     account: Any, sessionmaker: Any, other_engine: AsyncEngine
 ) -> None:
     writes = GroupCommit(other_engine)
-    conversation, question = _new_conversation(account.id, "the client went away")
+    conversation, question = conversation_rows(account.id, "the client went away")
     caller = asyncio.create_task(writes.write(repo.NEW_CONVERSATION, (conversation, question)))
     await asyncio.sleep(0)  # queued
     caller.cancel()
@@ -241,6 +227,7 @@ async def test_in_a_group_only_the_answer_to_a_deleted_conversation_fails(
     account: Any,
     sessionmaker: Any,
     other_engine: AsyncEngine,
+    transactions: list[bool],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pipeline = app.state.pipeline
@@ -248,14 +235,12 @@ async def test_in_a_group_only_the_answer_to_a_deleted_conversation_fails(
     # The pipeline's writes on an engine of their own, to count its transactions.
     writes = GroupCommit(other_engine, sizes=metrics.db_commit_writes, drains=1)
     monkeypatch.setattr(pipeline, "writes", writes)
-    begun: list[bool] = []
-    event.listen(other_engine.sync_engine, "begin", lambda _: begun.append(True))
     kept = await _answered(pipeline, account, sessionmaker, "where is my order")
     gone = await _answered(pipeline, account, sessionmaker, "how do I reset my password")
     async with sessionmaker() as session, session.begin():
         await session.delete(await session.get(Conversation, gone.turn.conversation_id))
     before = _observations(metrics.db_commit_writes)
-    del begun[:]
+    del transactions[:]
     results = await asyncio.wait_for(
         asyncio.gather(kept.save(), gone.save(), return_exceptions=True), WAIT_S
     )
@@ -263,7 +248,7 @@ async def test_in_a_group_only_the_answer_to_a_deleted_conversation_fails(
     assert isinstance(results[1], NotFound)
     # The group (one transaction) failed; each answer was then tried alone, and the kept
     # one committed.
-    assert len(begun) == 3
+    assert len(transactions) == 3
     assert _observations(metrics.db_commit_writes) - before == 1
     assert await _count(sessionmaker, Message, conversation_id=kept.turn.conversation_id) == 2
     assert await _count(sessionmaker, Message, conversation_id=gone.turn.conversation_id) == 0

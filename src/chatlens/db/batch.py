@@ -8,7 +8,8 @@ transaction ran go in the next one, with each statement run once for all of them
 executemany). There is no waiting for company: a write that finds a drain free is committed
 at once, so a quiet service sees the latency it had before.
 
-SQLite has one connection and one drain. On a database with a connection pool, as many
+SQLite has one connection and one drain, and a transaction goes to the driver's thread in
+one trip (`chatlens.db.sqlite_thread`). On a database with a connection pool, as many
 drains run as the pool has connections, so one slow transaction does not hold up the
 others' writes; writes are grouped once all of them are busy.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import time_ns
 from typing import Any
@@ -29,9 +30,11 @@ from typing import Any
 import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
 
+from chatlens.db.sqlite_thread import SqliteThread
 from chatlens.observability.metrics import Histogram
 from chatlens.observability.tracing import format_trace_id, leaf_span
 
@@ -71,6 +74,7 @@ class GroupCommit:
         self._max_drains = max(1, drains if drains is not None else pooled)
         self._pending: list[_Write] = []
         self._drains: set[asyncio.Task[None]] = set()
+        self._sqlite = SqliteThread(engine) if SqliteThread.usable(engine) else None
 
     async def write(self, statements: Statements, params: Sequence[dict[str, Any]]) -> None:
         """Run `statements` (one row of `params` each) and return once they are committed.
@@ -139,14 +143,16 @@ class GroupCommit:
         started = time_ns()
         # The statements join the first sampled caller's trace (the others get pointers).
         lead = next((write for write in batch if _sampled(write)), batch[0])
+        kinds = _by_kind(batch)
+
+        def run(connection: Connection) -> None:
+            for statements, writes in kinds:
+                for index, statement in enumerate(statements):
+                    connection.execute(statement, [write.params[index] for write in writes])
+
         token = otel_context.attach(lead.context)
         try:
-            async with self._engine.begin() as connection:
-                for statements, writes in _by_kind(batch):
-                    for index, statement in enumerate(statements):
-                        await connection.execute(
-                            statement, [write.params[index] for write in writes]
-                        )
+            await self._transaction(run)
         except Exception as exc:
             log.warning("write_batch_failed", writes=len(batch), error_type=type(exc).__name__)
             for write in batch:
@@ -186,11 +192,14 @@ class GroupCommit:
 
     async def _alone(self, write: _Write) -> None:
         """One write in its own transaction, in its caller's trace."""
+
+        def run(connection: Connection) -> None:
+            for statement, params in zip(write.statements, write.params, strict=True):
+                connection.execute(statement, params)
+
         token = otel_context.attach(write.context)
         try:
-            async with self._engine.begin() as connection:
-                for statement, params in zip(write.statements, write.params, strict=True):
-                    await connection.execute(statement, params)
+            await self._transaction(run)
         except Exception as exc:
             _settle(write, exc)
         else:
@@ -198,6 +207,14 @@ class GroupCommit:
             _settle(write, None)
         finally:
             otel_context.detach(token)
+
+    async def _transaction(self, run: Callable[[Connection], None]) -> None:
+        """Run and commit one transaction: on SQLite in one trip to the driver's thread."""
+        if self._sqlite is not None:
+            await self._sqlite.transaction(run)
+            return
+        async with self._engine.begin() as connection:
+            await connection.run_sync(run)
 
     def _committed(self, writes: int) -> None:
         if self._sizes is not None:

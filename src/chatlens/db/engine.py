@@ -9,6 +9,7 @@ from sqlalchemy.ext import asyncio as sa_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from chatlens.db.sqlite_thread import rollback_if_open
 from chatlens.settings import Settings
 
 
@@ -42,6 +43,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
             # must commit (as the chat pipeline does) before it waits on another session.
             kwargs.update(pool_size=1, max_overflow=0, pool_timeout=30)
         kwargs["connect_args"] = {"timeout": 30}
+        # The pool rolls a connection back only when a transaction is open (the reset
+        # event below), not after every commit.
+        kwargs["pool_reset_on_return"] = None
     else:
         kwargs.update(
             pool_size=settings.database_pool_size,
@@ -53,6 +57,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     engine = sa_asyncio.create_async_engine(settings.database, **kwargs)
     if settings.is_sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "reset", rollback_if_open)
     return engine
 
 
