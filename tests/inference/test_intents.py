@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chatlens.inference.intents import IntentMatcher, normalize
+from chatlens.inference.intents import MATCH_CACHE_SIZE, IntentMatcher, normalize
 from chatlens.inference.knowledge_base import default_knowledge_base_path, load_knowledge_base
 
 EVAL_SET = Path(__file__).resolve().parents[1] / "data" / "intents_eval.yaml"
@@ -74,3 +74,21 @@ def test_matching_is_deterministic_and_bounded(matcher: IntentMatcher) -> None:
     assert first == matcher.match("my card payment failed twice")
     assert first.intent == "payment_failed"
     assert 0.0 <= first.confidence <= 1.0
+
+
+def test_a_repeated_question_is_matched_once_and_the_memory_is_bounded() -> None:
+    matcher = IntentMatcher(load_knowledge_base(default_knowledge_base_path()))
+    asked = ["Where is my order 12345?", "where is my order #67890", "WHERE IS MY ORDER"]
+    matches = [matcher.match(text) for text in asked]
+    # Case, punctuation and order numbers are not what a match is made of: one match, the
+    # same for all three, remembered for the next two.
+    assert matches[0].intent == "order_status"
+    assert matches == [matches[0]] * 3
+    info = matcher.cache_info()
+    assert (info.misses, info.hits, info.currsize) == (1, 2, 1)
+
+    for number in range(MATCH_CACHE_SIZE + 100):
+        matcher.match(f"question q{number} about order")  # a word, not only digits
+    assert matcher.cache_info().currsize == MATCH_CACHE_SIZE
+    # The oldest went first; matching it again gives the same answer as before.
+    assert matcher.match("where is my order") == matches[0]

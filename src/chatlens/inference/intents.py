@@ -13,6 +13,7 @@ millisecond), and it keeps the install free of heavy numeric dependencies.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -43,6 +44,12 @@ NGRAM_MAX = 4
 EXAMPLE_WEIGHT = 0.5
 
 _NON_WORD = re.compile(r"[\W_]+")
+
+# Matches remembered, by the words a match is made of: support questions repeat ("where is
+# my order", a widget's quick replies), and a remembered one costs about 1 µs instead of
+# 0.1-0.3 ms. Order numbers are not among those words, so "order 12345" and "order 67890"
+# are one entry. About 1 MB when full.
+MATCH_CACHE_SIZE = 4096
 
 Vector = dict[str, float]
 
@@ -75,6 +82,11 @@ def char_ngrams(text: str) -> Counter[str]:
     return Counter(grams)  # counted in C
 
 
+def _counted_words(text: str) -> str:
+    """The words of a normalised text that `char_ngrams` takes n-grams from."""
+    return " ".join(word for word in text.split() if not word.isdigit())
+
+
 def _l2_normalized(vector: Vector) -> Vector:
     """Scale a vector to unit length (an all-zero vector stays empty)."""
     norm = math.sqrt(sum(weight * weight for weight in vector.values()))
@@ -86,8 +98,9 @@ def _l2_normalized(vector: Vector) -> Vector:
 class IntentMatcher:
     """Match a message to the closest intent of a knowledge base."""
 
-    def __init__(self, kb: KnowledgeBase) -> None:
-        """Build the TF-IDF model and the inverted index once."""
+    def __init__(self, kb: KnowledgeBase, *, cache_size: int = MATCH_CACHE_SIZE) -> None:
+        """Build the TF-IDF model and the inverted index once; remember up to `cache_size`
+        matches (0: none)."""
         self._names = kb.intent_names
         documents: list[tuple[int, str, Counter[str]]] = []
         for intent_index, intent in enumerate(kb.intents):
@@ -135,6 +148,7 @@ class IntentMatcher:
             gram: tuple(entries) for gram, entries in postings.items()
         }
         self._target_count = len(targets)
+        self._remembered = functools.lru_cache(maxsize=cache_size)(self._score)
         # Where a target's score counts: its intent's best example (2 * intent) or the
         # intent's best centroid (2 * intent + 1).
         self._slots = [
@@ -156,7 +170,15 @@ class IntentMatcher:
         )
 
     def match(self, text: str) -> IntentMatch:
-        """Return the best intent for a message; never raises, unknown text scores ~0.
+        """Return the best intent for a message; never raises, unknown text scores ~0."""
+        return self._remembered(_counted_words(normalize(text)))
+
+    def cache_info(self) -> functools._CacheInfo:
+        """Hits, misses and size of the remembered matches."""
+        return self._remembered.cache_info()
+
+    def _score(self, words: str) -> IntentMatch:
+        """The match for a normalised text without its digit-only words.
 
         The query's TF-IDF weights are summed unnormalised and the scores divided by the
         query's norm at the end: the same cosines as with `_weigh`'s unit vector, without
@@ -167,7 +189,7 @@ class IntentMatcher:
         postings = self._postings
         scores = [0.0] * self._target_count
         squares = 0.0
-        for gram, count in char_ngrams(normalize(text)).items():
+        for gram, count in char_ngrams(words).items():
             query_weight = (1.0 + math.log(count)) * idf.get(gram, unknown)
             squares += query_weight * query_weight
             entries = postings.get(gram)
