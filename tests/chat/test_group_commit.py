@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Connection, Engine, event, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -176,6 +176,36 @@ async def test_a_cancelled_caller_still_gets_its_write(
         await caller
     await asyncio.wait_for(writes.aclose(), WAIT_S)
     assert await _count(sessionmaker, Message, id=question["id"]) == 1
+
+
+# A write of the tests' own: one statement, retitling a conversation.
+RETITLE = (
+    update(Conversation)
+    .where(Conversation.id == bindparam("conversation_id"))
+    .values(title=bindparam("new_title")),
+)
+
+
+async def test_a_write_whose_drain_is_cancelled_is_told_how_its_transaction_ended(
+    app: Any, account: Any, sessionmaker: Any, other_engine: AsyncEngine
+) -> None:
+    writes = GroupCommit(other_engine, drains=1)
+    conversation, question = conversation_rows(account.id, "before")
+    await asyncio.wait_for(writes.write(repo.NEW_CONVERSATION, (conversation, question)), WAIT_S)
+    async with _row_held(app.state.engine, conversation["id"]):
+        written = writes.submit(
+            RETITLE, ({"conversation_id": conversation["id"], "new_title": "after"},)
+        )
+        await asyncio.sleep(0.3)  # its transaction is under way, waiting for the row
+        (drain,) = writes._drains
+        drain.cancel()  # as at a shutdown that cancels every task
+        await asyncio.sleep(0.1)
+        # The transaction goes on (SQLite's thread cannot stop it): not "cancelled" yet.
+        assert not written.done()
+    await asyncio.wait_for(written, WAIT_S)  # committed, and told so
+    async with sessionmaker() as session:
+        stored = await session.get(Conversation, conversation["id"])
+    assert stored is not None and stored.title == "after"
 
 
 async def test_an_answer_to_a_deleted_conversation_is_not_found(

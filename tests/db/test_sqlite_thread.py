@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chatlens.chat import repository as repo
 from chatlens.db import migrate
+from chatlens.db.base import Model
 from chatlens.db.batch import GroupCommit
 from chatlens.db.engine import create_engine, create_sessionmaker
 from chatlens.db.sqlite_thread import SqliteThread
@@ -81,8 +82,27 @@ def _rows(user_id: uuid.UUID, text: str) -> tuple[dict[str, Any], dict[str, Any]
     )
 
 
-async def test_the_one_trip_path_is_used_on_sqlite(engine: AsyncEngine) -> None:
-    assert SqliteThread.usable(engine)
+async def test_on_an_in_memory_database_a_write_leaves_other_sessions_work_alone() -> None:
+    # Its one connection is shared by every session: the one-trip path (whose synchronous
+    # engine rolls back on its first connect) must not be used there.
+    memory = create_engine(make_settings("sqlite+aiosqlite://"))
+    try:
+        async with memory.begin() as connection:
+            await connection.run_sync(Model.metadata.create_all)
+        maker = create_sessionmaker(memory)
+        user_id = await _user(maker)
+        writes = GroupCommit(memory, drains=1)
+        async with maker() as session, session.begin():
+            other = User(name="flushed, not yet committed", is_admin=False)
+            session.add(other)
+            await session.flush()
+            await asyncio.wait_for(
+                writes.write(repo.NEW_CONVERSATION, _rows(user_id, "hello")), WAIT_S
+            )
+        async with maker() as session:
+            assert await session.get(User, other.id) is not None
+    finally:
+        await memory.dispose()
 
 
 async def test_a_write_is_one_trip_and_reads_back_as_written(

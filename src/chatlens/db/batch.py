@@ -24,6 +24,7 @@ import asyncio
 import contextvars
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from time import time_ns
 from typing import Any
 
@@ -107,11 +108,16 @@ class GroupCommit:
 
     async def _drain(self) -> None:
         batch: list[_Write] = []
+        committing: asyncio.Future[None] | None = None
         try:
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                await self._commit(batch)
+                # A task of its own, awaited shielded: a transaction can still commit after
+                # its drain is cancelled (SQLite's thread finishes what it was given), and
+                # its writes are then told how it ended, not that they were cancelled.
+                committing = asyncio.ensure_future(self._commit(batch))
+                await asyncio.shield(committing)
             batch = []
         finally:
             # At once, not in a done callback: a write queued before that ran would find
@@ -119,8 +125,11 @@ class GroupCommit:
             task = asyncio.current_task()
             if task is not None:
                 self._drains.discard(task)
-            for write in batch:  # cancelled in the middle of a transaction
-                _settle(write, asyncio.CancelledError())
+            if batch:  # cancelled in the middle of a transaction
+                if committing is not None and not committing.done():
+                    committing.add_done_callback(partial(_abandon, batch))
+                else:
+                    _abandon(batch)
             if not self._drains:
                 self._fail_pending()
 
@@ -235,6 +244,12 @@ def _by_kind(batch: list[_Write]) -> list[tuple[Statements, list[_Write]]]:
         else:
             kind[1].append(write)
     return list(kinds.values())
+
+
+def _abandon(batch: list[_Write], *_: Any) -> None:
+    """Writes whose transaction was cancelled and settled none of them."""
+    for write in batch:
+        _settle(write, asyncio.CancelledError())
 
 
 def _settle(write: _Write, error: BaseException | None) -> None:

@@ -41,7 +41,12 @@ class SqliteThread:
 
     @staticmethod
     def usable(engine: AsyncEngine) -> bool:
+        """An aiosqlite engine on a file. Not an in-memory database: its one connection is
+        shared by every session, and the synchronous engine's first connect rolls back."""
         if engine.dialect.name != "sqlite" or engine.dialect.driver != "aiosqlite":
+            return False
+        database = engine.url.database
+        if not database or database == ":memory:" or engine.url.query.get("mode") == "memory":
             return False
         import aiosqlite
 
