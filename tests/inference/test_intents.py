@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chatlens.inference.intents import MATCH_CACHE_SIZE, IntentMatcher, normalize
+from chatlens.inference.intents import (
+    MATCH_CACHE_KEY_CHARS,
+    MATCH_CACHE_SIZE,
+    IntentMatcher,
+    normalize,
+)
 from chatlens.inference.knowledge_base import default_knowledge_base_path, load_knowledge_base
 
 EVAL_SET = Path(__file__).resolve().parents[1] / "data" / "intents_eval.yaml"
@@ -90,5 +95,12 @@ def test_a_repeated_question_is_matched_once_and_the_memory_is_bounded() -> None
     for number in range(MATCH_CACHE_SIZE + 100):
         matcher.match(f"question q{number} about order")  # a word, not only digits
     assert matcher.cache_info().currsize == MATCH_CACHE_SIZE
-    # The oldest went first; matching it again gives the same answer as before.
+    # The oldest went first: matched anew, to the same answer as before.
+    misses = matcher.cache_info().misses
     assert matcher.match("where is my order") == matches[0]
+    assert matcher.cache_info().misses == misses + 1
+
+    # A long message is matched, not remembered: what clients send cannot fill the memory.
+    long = "my order has not arrived " * (MATCH_CACHE_KEY_CHARS // 10)
+    assert matcher.match(long).intent == matcher.match_anew(long).intent
+    assert matcher.cache_info().misses == misses + 1

@@ -77,7 +77,7 @@ class BuiltinBackend:
 
     async def health(self) -> BackendHealth:
         started = time.perf_counter()
-        self.matcher.match("health check")
+        self.matcher.match_anew("health check")
         return BackendHealth(ok=True, latency_ms=(time.perf_counter() - started) * 1000)
 
     async def aclose(self) -> None:
