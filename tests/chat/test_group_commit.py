@@ -122,15 +122,19 @@ async def _answer_ids(sessionmaker: Any, conversation_id: uuid.UUID) -> list[uui
         return list((await session.scalars(query)).all())
 
 
-def _answers_counted(app: Any) -> float:
-    """messages_total, all labels."""
+def _counted(app: Any, name: str) -> float:
+    """A counter's total over all its labels (`name` without `_total`)."""
     return sum(
         sample.value
         for metric in app.state.metrics.registry.collect()
-        if metric.name == "messages"
+        if metric.name == name
         for sample in metric.samples
-        if sample.name == "messages_total"
+        if sample.name == f"{name}_total"
     )
+
+
+def _answers_counted(app: Any) -> float:
+    return _counted(app, "messages")
 
 
 def _observations(histogram: Any) -> float:
@@ -206,6 +210,42 @@ async def test_a_write_whose_drain_is_cancelled_is_told_how_its_transaction_ende
     async with sessionmaker() as session:
         stored = await session.get(Conversation, conversation["id"])
     assert stored is not None and stored.title == "after"
+
+
+async def test_a_conversation_whose_caller_went_away_is_created_and_counted(
+    app: Any,
+    account: Any,
+    sessionmaker: Any,
+    other_engine: AsyncEngine,
+    one_drain: GroupCommit,
+) -> None:
+    pipeline = app.state.pipeline
+    user = Principal(user_id=account.id, name=account.name, is_admin=False)
+    held, question = conversation_rows(account.id, "held")
+    await asyncio.wait_for(one_drain.write(repo.NEW_CONVERSATION, (held, question)), WAIT_S)
+    before = _counted(app, "conversations")
+
+    async def start() -> None:
+        async with sessionmaker() as session:
+            await pipeline.start_turn(
+                session, user=user, text="the client went away", conversation_id=None
+            )
+
+    async with _row_held(other_engine, held["id"]):
+        # The one drain is busy, waiting for the held row; the new question queues behind.
+        busy = one_drain.submit(RETITLE, ({"conversation_id": held["id"], "new_title": "x"},))
+        await asyncio.sleep(0.2)
+        caller = asyncio.create_task(start())
+        await asyncio.sleep(0.2)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert _counted(app, "conversations") == before
+    await asyncio.wait_for(busy, WAIT_S)
+    await asyncio.wait_for(one_drain.aclose(), WAIT_S)
+    # Committed anyway, and counted (and logged) when it was.
+    assert await _count(sessionmaker, Conversation, title="the client went away") == 1
+    assert _counted(app, "conversations") == before + 1
 
 
 async def test_an_answer_to_a_deleted_conversation_is_not_found(
