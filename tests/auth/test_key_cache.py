@@ -89,6 +89,18 @@ async def test_a_key_is_looked_up_once_per_ttl(cached: Running) -> None:
     assert len(cached.lookups) == 2
 
 
+async def test_a_keys_use_is_recorded_where_the_route_has_no_session(cached: Running) -> None:
+    key, key_id = await cached.new_key()
+    async with cached.app.state.sessionmaker() as session:
+        assert (await session.get(ApiKey, key_id)).last_used_at is None  # type: ignore[union-attr]
+    # /v1/models reads no database itself: the key's lookup commits its last use.
+    response = await cached.client.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200
+    async with cached.app.state.sessionmaker() as session:
+        stored = await session.get(ApiKey, key_id)
+    assert stored is not None and stored.last_used_at is not None
+
+
 async def test_an_unknown_key_is_never_cached(cached: Running) -> None:
     for _ in range(3):
         response = await cached.me("cl_" + "x" * 43)

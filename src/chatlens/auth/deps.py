@@ -10,8 +10,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chatlens.auth import keys
 from chatlens.auth.external import AuthUnavailable, ExternalAuth
-from chatlens.auth.service import KeyCache, Principal, authenticate
-from chatlens.db.session import SessionDep
+from chatlens.auth.service import KeyCache, Principal, authenticate, from_cache
+from chatlens.db.session import SessionMakerDep
 from chatlens.errors import Forbidden
 from chatlens.observability.logging import bind
 from chatlens.observability.metrics import Metrics
@@ -23,7 +23,7 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 
 async def current_user(
     request: Request,
-    session: SessionDep,
+    sessions: SessionMakerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     token = credentials.credentials if credentials else None
@@ -32,7 +32,8 @@ async def current_user(
     # admin keys); every other bearer token is the auth service's to judge.
     if external is not None and token and not keys.looks_like_key(token):
         try:
-            principal = await external.authenticate(session, token)
+            async with sessions() as session:  # users seen for the first time are created
+                principal = await external.authenticate(session, token)
         except AuthUnavailable as exc:
             metrics: Metrics | None = getattr(request.app.state, "metrics", None)
             if metrics is not None:
@@ -41,7 +42,14 @@ async def current_user(
             raise
     else:
         cache: KeyCache | None = getattr(request.app.state, "key_cache", None)
-        principal = await authenticate(session, token, cache=cache)
+        # A key in the cache needs no database: no session is opened for it.
+        cached = from_cache(token, cache)
+        if cached is not None:
+            principal = cached
+        else:
+            async with sessions() as session:
+                principal = await authenticate(session, token, cache=cache)
+                await session.commit()  # the key's last use
     bind(user_id=str(principal.user_id))
     return principal
 

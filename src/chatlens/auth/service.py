@@ -63,6 +63,13 @@ class KeyCache:
         self._forgotten[key_hash] = True
 
 
+def from_cache(token: str | None, cache: KeyCache | None) -> Principal | None:
+    """The principal of a key the cache holds, without the database; None otherwise."""
+    if not token or cache is None or not keys.looks_like_key(token):
+        return None
+    return cache.get(keys.hash_key(token))
+
+
 async def authenticate(
     session: AsyncSession, token: str | None, *, cache: KeyCache | None = None
 ) -> Principal:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import orjson
 import structlog
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Response
 from sse_starlette import EventSourceResponse
 
 from chatlens.auth.deps import CurrentUser
@@ -31,7 +31,6 @@ from chatlens.chat.openai_schemas import (
 from chatlens.chat.router import PipelineDep
 from chatlens.chat.schemas import ChatResponse
 from chatlens.chat.service import Answer
-from chatlens.db.session import SessionDep
 from chatlens.errors import ChatlensError, openai_error_body
 from chatlens.inference import service as models_service
 
@@ -52,9 +51,7 @@ def _usage(done: ChatResponse) -> CompletionUsage:
 
 @router.post("/chat/completions", response_model=Completion)
 async def chat_completions(
-    request: Request,
     response: Response,
-    session: SessionDep,
     user: CurrentUser,
     pipeline: PipelineDep,
     body: CompletionRequest,
@@ -64,18 +61,21 @@ async def chat_completions(
     `X-Chatlens-Conversation-Id` names one of yours."""
     model = await service.resolve_model(pipeline, body.model)
     metadata = body.metadata
-    turn = await pipeline.start_turn(
-        session,
-        user=user,
-        text=body.question,
-        conversation_id=conversation_id,
-        project_id=metadata.project_id if metadata else "default",
-        platform=metadata.platform if metadata else "api",
-        external_user_id=body.user,
-        endpoint="/v1/chat/completions",
-        context=[m.as_chat_message() for m in body.messages if m.text()],
-        model=model,
-    )
+    # A session of its own, not a request dependency: only a conversation that goes on uses
+    # it (a new one's question goes through the group commit).
+    async with pipeline.sessionmaker() as session:
+        turn = await pipeline.start_turn(
+            session,
+            user=user,
+            text=body.question,
+            conversation_id=conversation_id,
+            project_id=metadata.project_id if metadata else "default",
+            platform=metadata.platform if metadata else "api",
+            external_user_id=body.user,
+            endpoint="/v1/chat/completions",
+            context=[m.as_chat_message() for m in body.messages if m.text()],
+            model=model,
+        )
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     headers = {CONVERSATION_HEADER: str(turn.conversation_id)}
