@@ -10,6 +10,10 @@ after the same warm-up, and the difference over N is the cost of a request.
 It counts work, not time: cache misses, thread switches and the kernel are not in it, so
 its ratio reads a few points higher than the requests/s ratio of the observability run.
 
+Then, the same way, a non-streamed POST /v1/chat/completions relayed to the relay
+benchmark's fake upstream (a process of its own, not counted), observability on: the
+relay's cost per turn, repeatable where its requests/s drift.
+
     .venv/bin/python -m benchmarks.instructions [--requests 60]
 """
 
@@ -44,11 +48,13 @@ _QUIET_TIMERS = {
 }
 
 
-async def _drive(requests: int, warmup: int) -> None:
-    """Inside valgrind: migrate, create a key, warm up, then `requests` POST /chat."""
+async def _drive(requests: int, warmup: int, relay: bool) -> None:
+    """Inside valgrind: migrate, create a key, warm up, then `requests` POST /chat (or,
+    with `relay`, POST /v1/chat/completions to the configured upstream)."""
     import httpx
 
     from benchmarks.bench_app import create_app
+    from benchmarks.relay import MODEL, QUESTION
     from benchmarks.workloads import CHAT_MESSAGES
     from chatlens.auth import service as auth
 
@@ -63,12 +69,16 @@ async def _drive(requests: int, warmup: int) -> None:
             transport=transport, base_url="http://bench", headers=headers
         ) as client:
             for number in range(warmup + requests):
-                message = CHAT_MESSAGES[number % len(CHAT_MESSAGES)]
-                response = await client.post("/chat", json={"message": message})
+                if relay:
+                    body = {"model": MODEL, "messages": QUESTION}
+                    response = await client.post("/v1/chat/completions", json=body)
+                else:
+                    message = CHAT_MESSAGES[number % len(CHAT_MESSAGES)]
+                    response = await client.post("/chat", json={"message": message})
                 response.raise_for_status()
 
 
-def _count(settings: dict[str, str], requests: int) -> int:
+def _count(settings: dict[str, str], requests: int, relay: bool) -> int:
     """Instructions of one whole process run (start-up, warm-up and `requests`)."""
     with tempfile.TemporaryDirectory(prefix="chatlens-instructions-") as tmp:
         env = bench_env(
@@ -89,6 +99,7 @@ def _count(settings: dict[str, str], requests: int) -> int:
             "benchmarks.instructions",
             "--drive",
             str(requests),
+            *(["--relay"] if relay else []),
         ]
         with (Path(tmp) / "app.log").open("wb") as log:
             done = subprocess.run(
@@ -107,21 +118,37 @@ def _count(settings: dict[str, str], requests: int) -> int:
         return int(match.group(1).replace(",", ""))
 
 
-def per_request(settings: dict[str, str], requests: int) -> float:
+def per_request(settings: dict[str, str], requests: int, *, relay: bool = False) -> float:
     """Instructions one request costs: (run with 1 + N) - (run with 1), over N."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        small = pool.submit(_count, settings, 1)
-        large = pool.submit(_count, settings, 1 + requests)
+        small = pool.submit(_count, settings, 1, relay)
+        large = pool.submit(_count, settings, 1 + requests, relay)
         return (large.result() - small.result()) / requests
+
+
+def per_relayed_turn(requests: int) -> float:
+    """A non-streamed /v1/chat/completions turn relayed to the relay benchmark's fake
+    upstream (run outside valgrind), observability on: the relay's cost, repeatably."""
+    from benchmarks.relay import MODEL, fake_upstream
+
+    with fake_upstream(None) as upstream:
+        settings = {
+            **ON,
+            "CHATLENS_INFERENCE_BACKEND": "openai",
+            "CHATLENS_OPENAI_BASE_URL": upstream.url,
+            "CHATLENS_MODEL": MODEL,
+        }
+        return per_request(settings, requests, relay=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions")
     parser.add_argument("--requests", type=int, default=60, help="counted requests (60)")
     parser.add_argument("--drive", type=int, help=argparse.SUPPRESS)  # inside valgrind
+    parser.add_argument("--relay", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.drive is not None:
-        asyncio.run(_drive(args.drive, WARMUP_REQUESTS))
+        asyncio.run(_drive(args.drive, WARMUP_REQUESTS, args.relay))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian package valgrind): nothing counted")
@@ -130,13 +157,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--requests must be positive")
     print(
         f"== instructions: POST /chat in-process under callgrind, {WARMUP_REQUESTS} warm-up "
-        f"requests, {args.requests} counted, observability off then on"
+        f"requests, {args.requests} counted, observability off then on; then a relayed "
+        "/v1/chat/completions turn"
     )
     off = per_request(dict(OFF), args.requests)
     on = per_request(dict(ON), args.requests)
     print(f"  off: {off / 1e6:.2f} M instructions per request")
     print(f"  on:  {on / 1e6:.2f} M instructions per request (+{(on - off) / 1e6:.2f} M)")
     print(f"  on does {100 * off / on:.1f} % of off's requests per instruction")
+    relayed = per_relayed_turn(args.requests)
+    print(
+        f"  a relayed POST /v1/chat/completions turn (fake upstream, observability on): "
+        f"{relayed / 1e6:.2f} M instructions"
+    )
     return 0
 
 
