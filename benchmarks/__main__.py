@@ -190,10 +190,12 @@ def run_relay(args: argparse.Namespace) -> None:
             f"p50 {_fmt(s['p50_ms'], 2)} ms  p99 {_fmt(s['p99_ms'], 2)} ms  CPU {cpu}  "
             f"TTFB p50 {_fmt(result.ttfb_p50, 2)} ms  p90 {_fmt(result.ttfb_p90, 2)} ms"
         )
-    direct = results[0]
     for result in results[1:]:
-        added = result.ttfb_p50 - direct.ttfb_p50
-        print(f"  {result.name}: adds {_fmt(added, 2)} ms to the median time to first byte")
+        print(
+            f"  {result.name}: adds {_fmt(result.added_ttfb_ms, 2)} ms to the median time to "
+            f"first byte (the upstream's just before and after: "
+            f"{_fmt(result.ttfb_p50 - result.added_ttfb_ms, 2)} ms)"
+        )
     by_name = {result.name: result.load["rps"] for result in results}
     litellm = by_name.get("through LiteLLM")
     if litellm:

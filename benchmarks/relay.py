@@ -7,7 +7,9 @@ the first content byte of streamed ones (one client, sequential), directly at th
 upstream, through a bare relay on chatlens's HTTP stack (`benchmarks/bare_relay.py`, the
 floor: nothing but the relay), through `chatlens serve` (openai backend, SQLite
 persistence and observability on, as a user runs it) and, when installed, through
-LiteLLM's proxy.
+LiteLLM's proxy. Each relay's time to first byte is read against the upstream's measured
+just before and just after it, so a machine that slows down between relays does not
+count.
 
 LiteLLM runs from its own virtualenv, never the project's: create it once with
 `python -m venv benchmarks/.litellm && benchmarks/.litellm/bin/pip install 'litellm[proxy]'`
@@ -66,10 +68,21 @@ class RelayResult:
     cpu_pct: float | None
     ttfb_ms: list[float]
     engine: str  # what made the load: "wrk" or "python"
+    # The upstream's own, measured just before and just after this target's.
+    upstream_ttfb_ms: list[float]
 
     @property
     def ttfb_p50(self) -> float:
         return statistics.median(self.ttfb_ms) if self.ttfb_ms else float("nan")
+
+    @property
+    def added_ttfb_ms(self) -> float:
+        """What this target adds to the median time to first byte: against the upstream's
+        median of the same minutes, so a machine that speeds up or slows down between
+        targets does not count."""
+        if not (self.ttfb_ms and self.upstream_ttfb_ms):
+            return float("nan")
+        return self.ttfb_p50 - statistics.median(self.upstream_ttfb_ms)
 
     @property
     def ttfb_p90(self) -> float:
@@ -207,31 +220,53 @@ def litellm(upstream: Target, cpus: CpuSplit | None, executable: Path) -> Iterat
             )
 
 
-async def _ttfb(target: Target, requests: int) -> list[float]:
-    """Time to the first content byte of streamed completions, one at a time."""
+async def _first_byte_ms(client: httpx.AsyncClient, body: dict[str, object]) -> float | None:
+    """Milliseconds to the first content byte of one streamed completion."""
+    started = time.perf_counter()
+    first: float | None = None
+    async with client.stream("POST", "/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if (
+                first is None
+                and line.startswith("data:")
+                and '"content":"' in line
+                and '"content":""' not in line
+            ):
+                first = time.perf_counter()
+    return None if first is None else (first - started) * 1000
+
+
+async def _ttfb(
+    target: Target, requests: int, upstream: Target | None
+) -> tuple[list[float], list[float]]:
+    """Time to the first content byte of streamed completions, one at a time. With
+    `upstream`, half as many straight to the upstream just before and just after: its
+    median of the same minutes, with nothing else running meanwhile."""
     body = {"model": MODEL, "messages": QUESTION, "stream": True}
-    times: list[float] = []
-    async with httpx.AsyncClient(base_url=target.url, headers=target.headers, timeout=10) as c:
-        for index in range(requests + 5):
-            started = time.perf_counter()
-            first: float | None = None
-            async with c.stream("POST", "/chat/completions", json=body) as response:
-                response.raise_for_status()
-                async for line in response.aiter_lines():
-                    if (
-                        first is None
-                        and line.startswith("data:")
-                        and '"content":"' in line
-                        and '"content":""' not in line
-                    ):
-                        first = time.perf_counter()
-            if index >= 5 and first is not None:  # the first five warm up
-                times.append((first - started) * 1000)
-    return times
+
+    async def timed(base: Target, count: int) -> list[float]:
+        times: list[float] = []
+        async with httpx.AsyncClient(base_url=base.url, headers=base.headers, timeout=10) as c:
+            for index in range(count + 5):
+                took = await _first_byte_ms(c, body)
+                if index >= 5 and took is not None:  # the first five warm up
+                    times.append(took)
+        return times
+
+    before = await timed(upstream, requests // 2) if upstream is not None else []
+    times = await timed(target, requests)
+    after = await timed(upstream, requests // 2) if upstream is not None else []
+    return times, before + after
 
 
 def measure(
-    target: Target, *, duration_s: float, concurrency: int, ttfb_requests: int
+    target: Target,
+    *,
+    duration_s: float,
+    concurrency: int,
+    ttfb_requests: int,
+    upstream: Target | None = None,
 ) -> RelayResult:
     body = {"model": MODEL, "messages": QUESTION}
 
@@ -266,8 +301,8 @@ def measure(
         if cpu_before is None or cpu_after is None
         else round(100 * (cpu_after - cpu_before) / wall, 1)
     )
-    ttfb = asyncio.run(_ttfb(target, ttfb_requests))
-    return RelayResult(target.name, load, cpu, ttfb, engine)
+    ttfb, upstream_ttfb = asyncio.run(_ttfb(target, ttfb_requests, upstream))
+    return RelayResult(target.name, load, cpu, ttfb, engine, upstream_ttfb)
 
 
 def bench_relay(
@@ -287,11 +322,11 @@ def bench_relay(
         if cpus is not None:
             os.sched_setaffinity(upstream.pid, cpus.client)
         with bare_relay(upstream, cpus) as target:
-            results.append(measure(target, **kwargs))  # type: ignore[arg-type]
+            results.append(measure(target, upstream=upstream, **kwargs))  # type: ignore[arg-type]
         with chatlens(upstream, cpus) as target:
-            results.append(measure(target, **kwargs))  # type: ignore[arg-type]
+            results.append(measure(target, upstream=upstream, **kwargs))  # type: ignore[arg-type]
         executable = litellm_executable()
         if executable is not None:
             with litellm(upstream, cpus, executable) as target:
-                results.append(measure(target, **kwargs))  # type: ignore[arg-type]
+                results.append(measure(target, upstream=upstream, **kwargs))  # type: ignore[arg-type]
     return results
