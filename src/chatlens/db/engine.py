@@ -7,9 +7,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext import asyncio as sa_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState, StaticPool
 
-from chatlens.db.sqlite_thread import rollback_if_open
 from chatlens.settings import Settings
 
 
@@ -22,6 +21,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _rollback_if_open(
+    dbapi_connection: Any, record: ConnectionPoolEntry, state: PoolResetState
+) -> None:
+    """The pool's reset for aiosqlite connections: a rollback only when a transaction is open.
+
+    The pool's default rolls back every connection it gets back, a trip to the driver's
+    thread even after a commit. sqlite3 says whether a transaction is open without one.
+    Installed with `pool_reset_on_return=None`.
+    """
+    if state.terminate_only or not state.asyncio_safe or state.transaction_was_reset:
+        return  # closed next, or already rolled back
+    driver = record.driver_connection
+    try:
+        open_transaction = driver is None or driver.in_transaction
+    except ValueError:  # aiosqlite's connection is closed already: nothing to roll back
+        return
+    if open_transaction:
+        dbapi_connection.rollback()
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -57,7 +76,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     engine = sa_asyncio.create_async_engine(settings.database, **kwargs)
     if settings.is_sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "reset", rollback_if_open)
+        event.listen(engine.sync_engine, "reset", _rollback_if_open)
     return engine
 
 

@@ -21,9 +21,10 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState, StaticPool
+from sqlalchemy.pool import StaticPool
 
 Work = Callable[[Connection], None]
 
@@ -48,8 +49,6 @@ class SqliteThread:
         database = engine.url.database
         if not database or database == ":memory:" or engine.url.query.get("mode") == "memory":
             return False
-        import aiosqlite
-
         return hasattr(aiosqlite.Connection, "_execute") and hasattr(aiosqlite.Connection, "_conn")
 
     async def transaction(self, work: Work) -> None:
@@ -91,19 +90,3 @@ class SqliteThread:
 def _transaction(engine: Engine, work: Work) -> None:
     with engine.begin() as connection:
         work(connection)
-
-
-def rollback_if_open(
-    dbapi_connection: Any, record: ConnectionPoolEntry, state: PoolResetState
-) -> None:
-    """The pool's reset for aiosqlite connections: a rollback only when a transaction is open.
-
-    The pool's default rolls back every connection it gets back, a trip to the driver's
-    thread even after a commit. sqlite3 says whether a transaction is open without one.
-    Installed with `pool_reset_on_return=None` (see `chatlens.db.engine`).
-    """
-    if state.terminate_only or not state.asyncio_safe or state.transaction_was_reset:
-        return  # closed next, or already rolled back
-    driver = record.driver_connection
-    if driver is None or getattr(driver, "in_transaction", True):
-        dbapi_connection.rollback()
