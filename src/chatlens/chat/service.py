@@ -375,15 +375,10 @@ class ChatPipeline:
                 # What the request did so far (an API key's last use) lets go of its
                 # connection first: SQLite has one, and the group commit needs it.
                 await session.commit()
-            written = self.writes.submit(repo.NEW_CONVERSATION, (opened, question))
-            # Logged and counted once committed: also when this caller has gone by then,
-            # since the write is committed anyway.
-            written.add_done_callback(partial(self._opened, turn))
-            try:
-                await asyncio.shield(written)
-            except asyncio.CancelledError:
-                written.add_done_callback(_log_if_failed)  # nobody else is left to tell
-                raise
+            # Logged and counted once committed, also when this caller has gone by then.
+            await self.writes.write(
+                repo.NEW_CONVERSATION, (opened, question), committed=partial(self._opened, turn)
+            )
         else:
             await repo.insert(session, Message, question)
             await session.commit()
@@ -395,9 +390,7 @@ class ChatPipeline:
         self._announce(turn)
         return turn
 
-    def _opened(self, turn: Turn, written: asyncio.Future[None]) -> None:
-        if written.cancelled() or written.exception() is not None:
-            return  # not committed: the caller gets the error
+    def _opened(self, turn: Turn) -> None:
         log.info(
             "conversation_created",
             conversation_id=str(turn.conversation_id),
@@ -472,12 +465,6 @@ class ChatPipeline:
         finally:
             response = await answer.save()
         return response
-
-
-def _log_if_failed(written: asyncio.Future[None]) -> None:
-    """A write whose caller has gone: its failure is logged here or nowhere."""
-    if not written.cancelled() and (error := written.exception()) is not None:
-        log.error("write_failed", error_type=type(error).__name__, caller_gone=True)
 
 
 def _pipeline_span(endpoint: str) -> Span:

@@ -53,6 +53,8 @@ class _Write:
     # The caller's trace context: the transaction's SQL spans join the first caller's trace.
     context: otel_context.Context
     future: asyncio.Future[None]
+    # Runs once the write is committed, in the caller's context, waiting caller or not.
+    committed: Callable[[], object] | None = None
 
 
 class GroupCommit:
@@ -77,22 +79,37 @@ class GroupCommit:
         self._drains: set[asyncio.Task[None]] = set()
         self._sqlite = SqliteThread(engine) if SqliteThread.usable(engine) else None
 
-    async def write(self, statements: Statements, params: Sequence[dict[str, Any]]) -> None:
+    async def write(
+        self,
+        statements: Statements,
+        params: Sequence[dict[str, Any]],
+        *,
+        committed: Callable[[], object] | None = None,
+    ) -> None:
         """Run `statements` (one row of `params` each) and return once they are committed.
 
-        A caller cancelled while it waits does not cancel the write: it is committed anyway.
+        A caller cancelled while it waits does not cancel the write: it is committed anyway,
+        and `committed` (what the caller logs and counts for it) runs then all the same.
         """
         # Cancelling the caller cancels this future, not the write; `_settle` skips it.
-        await self.submit(statements, params)
+        await self.submit(statements, params, committed=committed)
 
     def submit(
-        self, statements: Statements, params: Sequence[dict[str, Any]]
+        self,
+        statements: Statements,
+        params: Sequence[dict[str, Any]],
+        *,
+        committed: Callable[[], object] | None = None,
     ) -> asyncio.Future[None]:
         """Queue a write; the future is done once it is committed (or failed). Await it
         shielded to keep it for a second waiter."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._pending.append(_Write(statements, params, otel_context.get_current(), future))
+        if committed is not None:  # the caller's log fields and trace go with it
+            committed = partial(contextvars.copy_context().run, committed)
+        self._pending.append(
+            _Write(statements, params, otel_context.get_current(), future, committed)
+        )
         if len(self._drains) < self._max_drains:
             # A context of its own: the drain outlives the request that started it.
             drain = loop.create_task(self._drain(), context=contextvars.Context())
@@ -175,7 +192,7 @@ class GroupCommit:
             self._committed(len(batch))
             self._trace_group(batch, lead, started)
         except Exception as exc:  # observability never fails a committed write
-            log.error("write_batch_not_observed", error_type=type(exc).__name__)
+            log.error("write_not_observed", error_type=type(exc).__name__)
 
     def _trace_group(self, batch: list[_Write], lead: _Write, started: int) -> None:
         """A grouped transaction's statements are traced once, in the lead write's trace.
@@ -253,6 +270,11 @@ def _abandon(batch: list[_Write], *_: Any) -> None:
 
 
 def _settle(write: _Write, error: BaseException | None) -> None:
+    if error is None and write.committed is not None:
+        try:
+            write.committed()
+        except Exception as exc:  # observability never fails a committed write
+            log.error("write_not_observed", error_type=type(exc).__name__)
     if write.future.done():
         # Its caller went away (a client that disconnected): nobody is left to tell.
         if isinstance(error, Exception):
