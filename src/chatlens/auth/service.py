@@ -74,13 +74,13 @@ async def authenticate(
     session: AsyncSession, token: str | None, *, cache: KeyCache | None = None
 ) -> Principal:
     """The principal behind a bearer token; Unauthorized for a missing, unknown or revoked key."""
+    if (principal := from_cache(token, cache)) is not None:
+        return principal
     if not token:
         raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>'")
     if not keys.looks_like_key(token):
         raise Unauthorized("invalid API key")
     key_hash = keys.hash_key(token)
-    if cache is not None and (principal := cache.get(key_hash)) is not None:
-        return principal
     found = await repo.get_key_with_user(session, key_hash)
     if found is None:
         raise Unauthorized("invalid API key")
