@@ -165,7 +165,7 @@ def run_analytics(args: argparse.Namespace) -> None:
 
 
 def run_relay(args: argparse.Namespace) -> None:
-    """/v1/chat/completions: directly, through a bare relay, chatlens and LiteLLM."""
+    """/v1/chat/completions: directly, through the bare relays, chatlens and LiteLLM."""
     engine = "wrk" if wrk_executable() is not None else "the Python load generator (no wrk)"
     print(
         f"\n== relay: /v1/chat/completions against a fake upstream (20 chunks, no delays); "
@@ -186,7 +186,7 @@ def run_relay(args: argparse.Namespace) -> None:
         s = result.load
         cpu = "n/a" if result.cpu_pct is None else f"{result.cpu_pct:.0f} %"
         print(
-            f"  {result.name:<18} rps {_fmt(s['rps'])}  errors {s['errors']}  "
+            f"  {result.name:<20} rps {_fmt(s['rps'])}  errors {s['errors']}  "
             f"p50 {_fmt(s['p50_ms'], 2)} ms  p99 {_fmt(s['p99_ms'], 2)} ms  CPU {cpu}  "
             f"TTFB p50 {_fmt(result.ttfb_p50, 2)} ms  p90 {_fmt(result.ttfb_p90, 2)} ms"
         )
@@ -199,7 +199,7 @@ def run_relay(args: argparse.Namespace) -> None:
     by_name = {result.name: result.load["rps"] for result in results}
     litellm = by_name.get("through LiteLLM")
     if litellm:
-        for name in ("through chatlens", "bare relay (floor)"):
+        for name in ("through chatlens", relay.STORING_FLOOR, relay.BARE_FLOOR):
             print(f"  {name}: {_fmt(by_name[name] / litellm)}x LiteLLM's requests/s")
         print(f"  20x LiteLLM would be {_fmt(20 * litellm)} requests/s")
 

@@ -5,11 +5,12 @@ Measured in one run, one worker each: requests/s of non-streamed completions (8 
 closed loop; from wrk where it is installed, else the Python load generator) and time to
 the first content byte of streamed ones (one client, sequential), directly at the
 upstream, through a bare relay on chatlens's HTTP stack (`benchmarks/bare_relay.py`, the
-floor: nothing but the relay), through `chatlens serve` (openai backend, SQLite
-persistence and observability on, as a user runs it) and, when installed, through
-LiteLLM's proxy. Each relay's time to first byte is read against the upstream's measured
-just before and just after it, so a machine that slows down between relays does not
-count.
+floor: nothing but the relay), through the same relay storing each turn's rows in
+chatlens's SQLite schema (the floor of any relay that keeps its turns there), through
+`chatlens serve` (openai backend, SQLite persistence and observability on, as a user runs
+it) and, when installed, through LiteLLM's proxy. Each relay's time to first byte is read
+against the upstream's measured just before and just after it, so a machine that slows
+down between relays does not count.
 
 LiteLLM runs from its own virtualenv, never the project's: create it once with
 `python -m venv benchmarks/.litellm && benchmarks/.litellm/bin/pip install 'litellm[proxy]'`
@@ -23,13 +24,15 @@ import asyncio
 import json
 import os
 import secrets
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +53,8 @@ from benchmarks.wrk import run_wrk, wrk_executable
 _ROOT = Path(__file__).resolve().parents[1]
 LITELLM_VENV = _ROOT / "benchmarks" / ".litellm"
 MODEL = "bench-model"
+BARE_FLOOR = "bare relay (floor)"
+STORING_FLOOR = "bare relay, storing"
 QUESTION = [{"role": "user", "content": "Where is my order?"}]
 
 
@@ -163,7 +168,51 @@ def bare_relay(upstream: Target, cpus: CpuSplit | None) -> Iterator[Target]:
     ]
     env = bench_env({"PYTHONPATH": str(_ROOT)})
     with _process(command, port, env=env, cpus=cpus.server if cpus else None, timeout=30) as pid:
-        yield Target("bare relay (floor)", f"http://{HOST}:{port}/v1", {}, pid)
+        yield Target(BARE_FLOOR, f"http://{HOST}:{port}/v1", {}, pid)
+
+
+def _turn_database(directory: Path) -> Path:
+    """A SQLite database made by chatlens's migrations (`chatlens db upgrade`), with one
+    user: where the storing floor keeps its turns, in chatlens's schema and indexes."""
+    path = directory / "turns.db"
+    env = bench_env({"DATABASE_URL": f"sqlite+aiosqlite:///{path}"})
+    subprocess.run(
+        [*chatlens_command(), "db", "upgrade"],
+        env=env,
+        cwd=directory,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute(
+            "INSERT INTO users (id, name, is_admin, created_at) VALUES (?, 'bench', 1, ?)",
+            (uuid.uuid4().hex, "2026-01-01 00:00:00.000000"),
+        )
+    return path
+
+
+@contextmanager
+def storing_relay(upstream: Target, cpus: CpuSplit | None) -> Iterator[Target]:
+    with tempfile.TemporaryDirectory(prefix="chatlens-floor-") as tmp:
+        database = _turn_database(Path(tmp))
+        port = free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.bare_relay",
+            "--port",
+            str(port),
+            "--upstream",
+            upstream.url,
+            "--store",
+            str(database),
+        ]
+        env = bench_env({"PYTHONPATH": str(_ROOT)})
+        with _process(
+            command, port, env=env, cpus=cpus.server if cpus else None, timeout=30
+        ) as pid:
+            yield Target(STORING_FLOOR, f"http://{HOST}:{port}/v1", {}, pid)
 
 
 @contextmanager
@@ -322,6 +371,8 @@ def bench_relay(
         if cpus is not None:
             os.sched_setaffinity(upstream.pid, cpus.client)
         with bare_relay(upstream, cpus) as target:
+            results.append(measure(target, upstream=upstream, **kwargs))  # type: ignore[arg-type]
+        with storing_relay(upstream, cpus) as target:
             results.append(measure(target, upstream=upstream, **kwargs))  # type: ignore[arg-type]
         with chatlens(upstream, cpus) as target:
             results.append(measure(target, upstream=upstream, **kwargs))  # type: ignore[arg-type]
