@@ -154,23 +154,6 @@ def fake_upstream(cpus: CpuSplit | None) -> Iterator[Target]:
         yield Target("upstream directly", f"http://{HOST}:{port}/v1", {}, pid)
 
 
-@contextmanager
-def bare_relay(upstream: Target, cpus: CpuSplit | None) -> Iterator[Target]:
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "benchmarks.bare_relay",
-        "--port",
-        str(port),
-        "--upstream",
-        upstream.url,
-    ]
-    env = bench_env({"PYTHONPATH": str(_ROOT)})
-    with _process(command, port, env=env, cpus=cpus.server if cpus else None, timeout=30) as pid:
-        yield Target(BARE_FLOOR, f"http://{HOST}:{port}/v1", {}, pid)
-
-
 def _turn_database(directory: Path) -> Path:
     """A SQLite database made by chatlens's migrations (`chatlens db upgrade`), with one
     user: where the storing floor keeps its turns, in chatlens's schema and indexes."""
@@ -193,9 +176,12 @@ def _turn_database(directory: Path) -> Path:
 
 
 @contextmanager
-def storing_relay(upstream: Target, cpus: CpuSplit | None) -> Iterator[Target]:
+def bare_relay(
+    upstream: Target, cpus: CpuSplit | None, *, storing: bool = False
+) -> Iterator[Target]:
+    """The bare relay; `storing`: the one that also stores each turn (in a fresh database)."""
     with tempfile.TemporaryDirectory(prefix="chatlens-floor-") as tmp:
-        database = _turn_database(Path(tmp))
+        store = ["--store", str(_turn_database(Path(tmp)))] if storing else []
         port = free_port()
         command = [
             sys.executable,
@@ -205,14 +191,13 @@ def storing_relay(upstream: Target, cpus: CpuSplit | None) -> Iterator[Target]:
             str(port),
             "--upstream",
             upstream.url,
-            "--store",
-            str(database),
+            *store,
         ]
         env = bench_env({"PYTHONPATH": str(_ROOT)})
-        with _process(
-            command, port, env=env, cpus=cpus.server if cpus else None, timeout=30
-        ) as pid:
-            yield Target(STORING_FLOOR, f"http://{HOST}:{port}/v1", {}, pid)
+        cpu = cpus.server if cpus else None
+        with _process(command, port, env=env, cpus=cpu, timeout=30) as pid:
+            name = STORING_FLOOR if storing else BARE_FLOOR
+            yield Target(name, f"http://{HOST}:{port}/v1", {}, pid)
 
 
 @contextmanager
@@ -372,7 +357,7 @@ def bench_relay(
             os.sched_setaffinity(upstream.pid, cpus.client)
         with bare_relay(upstream, cpus) as target:
             results.append(measure(target, upstream=upstream, **kwargs))  # type: ignore[arg-type]
-        with storing_relay(upstream, cpus) as target:
+        with bare_relay(upstream, cpus, storing=True) as target:
             results.append(measure(target, upstream=upstream, **kwargs))  # type: ignore[arg-type]
         with chatlens(upstream, cpus) as target:
             results.append(measure(target, upstream=upstream, **kwargs))  # type: ignore[arg-type]
