@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sqlite3
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ import orjson
 import uvicorn
 from httpx_aiohttp import AiohttpTransport
 
-from benchmarks.fake_upstream import read_body
+from benchmarks.fake_upstream import MODEL, read_body
 
 _HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 
@@ -77,7 +78,35 @@ class TurnStore:
         self.user_id: str = row[0]
         self._queued: list[tuple[list[Statement], asyncio.Future[None]]] = []
 
-    async def write(self, statements: list[Statement]) -> None:
+    async def question(self, body: bytes) -> str:
+        """Store a new conversation with the request's last message; its id."""
+        conversation_id = uuid.uuid4().hex
+        text = orjson.loads(body)["messages"][-1]["content"]
+        now = _now()
+        await self._write(
+            [
+                (_CONVERSATION, (conversation_id, self.user_id, text[:60], now, now)),
+                (_QUESTION, (uuid.uuid4().hex, conversation_id, text, now)),
+            ]
+        )
+        return conversation_id
+
+    async def answer(self, conversation_id: str, body: bytes, took_ms: float) -> None:
+        """Store the answer, its conversation_metrics row, and the conversation's update."""
+        text, prompt, completion = _answer_of(body)
+        answer_id, now = uuid.uuid4().hex, _now()
+        answer = (answer_id, conversation_id, text, now, MODEL, prompt, completion, took_ms)
+        facts = (uuid.uuid4().hex, now, conversation_id, answer_id, self.user_id, MODEL)
+        tokens = (took_ms, prompt, completion, prompt + completion)
+        await self._write(
+            [
+                (_TOUCH, (now, now, conversation_id)),
+                (_ANSWER, answer),
+                (_FACTS, facts + tokens),
+            ]
+        )
+
+    async def _write(self, statements: list[Statement]) -> None:
         loop = asyncio.get_running_loop()
         if not self._queued:
             loop.call_soon(self._commit)
@@ -138,17 +167,8 @@ def make_app(upstream: str, store: TurnStore | None = None) -> Any:
             await send({"type": "http.response.body", "body": b""})
             return
         body = await read_body(receive)
-        conversation_id = uuid.uuid4().hex if store is not None else ""
-        if store is not None:
-            question = orjson.loads(body)["messages"][-1]["content"]
-            now = _now()
-            await store.write(
-                [
-                    (_CONVERSATION, (conversation_id, store.user_id, question[:60], now, now)),
-                    (_QUESTION, (uuid.uuid4().hex, conversation_id, question, now)),
-                ]
-            )
-        asked = asyncio.get_running_loop().time()
+        conversation_id = await store.question(body) if store is not None else None
+        asked = time.perf_counter()
         request = httpx.Request("POST", url, content=body, headers=_HEADERS)
         response = await transport.handle_async_request(request)
         content_type = response.headers.get("content-type", "application/json").encode()
@@ -159,51 +179,17 @@ def make_app(upstream: str, store: TurnStore | None = None) -> Any:
                 "headers": [(b"content-type", content_type)],
             }
         )
-        received: list[bytes] | None = [] if store is not None else None
+        received: list[bytes] = []
         try:
             async for chunk in response.aiter_raw():
-                if received is not None:
+                if conversation_id is not None:
                     received.append(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         finally:
             await response.aclose()
-        if store is not None and received is not None:
-            took_ms = (asyncio.get_running_loop().time() - asked) * 1000
-            text, prompt, completion = _answer_of(b"".join(received))
-            answer_id, now = uuid.uuid4().hex, _now()
-            await store.write(
-                [
-                    (_TOUCH, (now, now, conversation_id)),
-                    (
-                        _ANSWER,
-                        (
-                            answer_id,
-                            conversation_id,
-                            text,
-                            now,
-                            "bench-model",
-                            prompt,
-                            completion,
-                            took_ms,
-                        ),
-                    ),
-                    (
-                        _FACTS,
-                        (
-                            uuid.uuid4().hex,
-                            now,
-                            conversation_id,
-                            answer_id,
-                            store.user_id,
-                            "bench-model",
-                            took_ms,
-                            prompt,
-                            completion,
-                            prompt + completion,
-                        ),
-                    ),
-                ]
-            )
+        if store is not None and conversation_id is not None:
+            took_ms = (time.perf_counter() - asked) * 1000
+            await store.answer(conversation_id, b"".join(received), took_ms)
         await send({"type": "http.response.body", "body": b""})
 
     return app
