@@ -122,14 +122,16 @@ class TurnStore:
                 for sql, parameters in statements:
                     self._db.execute(sql, parameters)
             self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:  # the whole group fails: a floor retries nothing
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             for _, done in queued:
-                done.set_exception(exc)
+                if not done.done():
+                    done.set_exception(exc)
             return
         for _, done in queued:
-            done.set_result(None)
+            if not done.done():  # a request cancelled meanwhile
+                done.set_result(None)
 
 
 def _now() -> str:
@@ -168,7 +170,7 @@ def make_app(upstream: str, store: TurnStore | None = None) -> Any:
             return
         body = await read_body(receive)
         conversation_id = await store.question(body) if store is not None else None
-        asked = time.perf_counter()
+        asked = time.perf_counter() if store is not None else 0.0
         request = httpx.Request("POST", url, content=body, headers=_HEADERS)
         response = await transport.handle_async_request(request)
         content_type = response.headers.get("content-type", "application/json").encode()
@@ -179,15 +181,15 @@ def make_app(upstream: str, store: TurnStore | None = None) -> Any:
                 "headers": [(b"content-type", content_type)],
             }
         )
-        received: list[bytes] = []
+        received: list[bytes] | None = [] if store is not None else None
         try:
             async for chunk in response.aiter_raw():
-                if conversation_id is not None:
+                if received is not None:
                     received.append(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         finally:
             await response.aclose()
-        if store is not None and conversation_id is not None:
+        if store is not None and conversation_id is not None and received is not None:
             took_ms = (time.perf_counter() - asked) * 1000
             await store.answer(conversation_id, b"".join(received), took_ms)
         await send({"type": "http.response.body", "body": b""})

@@ -159,14 +159,16 @@ def _turn_database(directory: Path) -> Path:
     user: where the storing floor keeps its turns, in chatlens's schema and indexes."""
     path = directory / "turns.db"
     env = bench_env({"DATABASE_URL": f"sqlite+aiosqlite:///{path}"})
-    subprocess.run(
+    done = subprocess.run(
         [*chatlens_command(), "db", "upgrade"],
         env=env,
         cwd=directory,
-        check=True,
         capture_output=True,
         timeout=120,
+        check=False,
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"chatlens db upgrade failed:\n{done.stderr.decode(errors='replace')}")
     with closing(sqlite3.connect(path)) as db, db:
         db.execute(
             "INSERT INTO users (id, name, is_admin, created_at) VALUES (?, 'bench', 1, ?)",
