@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -28,7 +27,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.load import Budget, percentile, phase
-from benchmarks.server import KEY, CpuSplit, Server, chatlens_command, running
+from benchmarks.server import CpuSplit, Server, create_admin, running
 from benchmarks.workloads import CHAT_MESSAGES
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -143,27 +142,6 @@ class ObservabilityResult:
         return self.off.cpu_ms_per_request / on if on else float("nan")
 
 
-def _create_admin(workdir: Path, env: Mapping[str, str]) -> str:
-    """Migrate and create a user with the CLI, as an operator would before a custom app."""
-    cli = chatlens_command()
-    for args in (["db", "upgrade"], ["users", "create", "bench", "--admin"]):
-        done = subprocess.run(
-            [*cli, *args],
-            cwd=workdir,
-            env=dict(env),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"`chatlens {' '.join(args)}` failed: {done.stderr[-2000:]}")
-    match = KEY.search(done.stdout)
-    if match is None:
-        raise RuntimeError(f"no API key from `chatlens users create`: {done.stdout[-2000:]}")
-    return match.group()
-
-
 async def _alternate(
     servers: Mapping[str, Server],
     *,
@@ -261,7 +239,7 @@ def bench_observability(
                 # benchmarks.bench_app is imported by the server from its temp dir.
                 env = {**settings[name], "PYTHONPATH": str(_ROOT), "PYTHONHASHSEED": "0"}
                 servers[name] = stack.enter_context(
-                    running(command, env=env, setup=_create_admin, cpus=cpus)
+                    running(command, env=env, setup=create_admin, cpus=cpus)
                 )
             sides = asyncio.run(
                 _alternate(

@@ -24,15 +24,13 @@ import asyncio
 import json
 import os
 import secrets
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +42,7 @@ from benchmarks.server import (
     CpuSplit,
     bench_env,
     chatlens_command,
+    create_admin,
     free_port,
     process_cpu_seconds,
     running,
@@ -155,26 +154,11 @@ def fake_upstream(cpus: CpuSplit | None) -> Iterator[Target]:
 
 
 def _turn_database(directory: Path) -> Path:
-    """A SQLite database made by chatlens's migrations (`chatlens db upgrade`), with one
-    user: where the storing floor keeps its turns, in chatlens's schema and indexes."""
-    path = directory / "turns.db"
-    env = bench_env({"DATABASE_URL": f"sqlite+aiosqlite:///{path}"})
-    done = subprocess.run(
-        [*chatlens_command(), "db", "upgrade"],
-        env=env,
-        cwd=directory,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"chatlens db upgrade failed:\n{done.stderr.decode(errors='replace')}")
-    with closing(sqlite3.connect(path)) as db, db:
-        db.execute(
-            "INSERT INTO users (id, name, is_admin, created_at) VALUES (?, 'bench', 1, ?)",
-            (uuid.uuid4().hex, "2026-01-01 00:00:00.000000"),
-        )
-    return path
+    """A database made by chatlens's migrations, with one user (`chatlens db upgrade`,
+    `chatlens users create`): where the storing floor keeps its turns, in chatlens's schema
+    and indexes."""
+    create_admin(directory, bench_env({}))
+    return directory / "chatlens.db"
 
 
 @contextmanager

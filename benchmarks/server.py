@@ -108,6 +108,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def create_admin(workdir: Path, env: Mapping[str, str]) -> str:
+    """Migrate and create a user with the CLI, as an operator would before a custom app."""
+    cli = chatlens_command()
+    for args in (["db", "upgrade"], ["users", "create", "bench", "--admin"]):
+        done = subprocess.run(
+            [*cli, *args],
+            cwd=workdir,
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"`chatlens {' '.join(args)}` failed: {done.stderr[-2000:]}")
+    match = KEY.search(done.stdout)
+    if match is None:
+        raise RuntimeError(f"no API key from `chatlens users create`: {done.stdout[-2000:]}")
+    return match.group()
+
+
 @dataclass(frozen=True)
 class CpuSplit:
     """Which CPUs the client (this process) and the servers run on."""
