@@ -12,8 +12,8 @@ With `--store DB` (a SQLite database migrated by chatlens's migrations, with one
 also stores each turn as chatlens does, and nothing else: the conversation and the question
 committed before the upstream is asked, the answer, its conversation_metrics row and the
 conversation's update after. It writes with sqlite3 on the event loop's own thread (no
-ORM, no thread switch), the writes of one pass of the loop in one transaction: the least
-a relay that keeps its turns in this database can spend on keeping them.
+ORM, no thread switch), the writes of one pass of the loop in one transaction: the cheapest
+way these benchmarks know to keep a turn in this database.
 
     python -m benchmarks.bare_relay --port 9001 --upstream http://127.0.0.1:9000/v1 [--store DB]
 """
@@ -25,6 +25,7 @@ import asyncio
 import sqlite3
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,15 @@ _FACTS = (
 Statement = tuple[str, tuple[Any, ...]]
 
 
+@dataclass(slots=True)
+class _Turn:
+    """A stored question, waiting for its answer."""
+
+    conversation_id: str
+    asked: float = field(default_factory=time.perf_counter)  # after the question's commit
+    received: list[bytes] = field(default_factory=list)  # the upstream's reply as it came
+
+
 class TurnStore:
     """A turn's rows in SQLite, the writes queued in one pass of the loop committed together."""
 
@@ -78,8 +88,8 @@ class TurnStore:
         self.user_id: str = row[0]
         self._queued: list[tuple[list[Statement], asyncio.Future[None]]] = []
 
-    async def question(self, body: bytes) -> str:
-        """Store a new conversation with the request's last message; its id."""
+    async def question(self, body: bytes) -> _Turn:
+        """Store a new conversation with the request's last message."""
         conversation_id = uuid.uuid4().hex
         text = orjson.loads(body)["messages"][-1]["content"]
         now = _now()
@@ -89,12 +99,13 @@ class TurnStore:
                 (_QUESTION, (uuid.uuid4().hex, conversation_id, text, now)),
             ]
         )
-        return conversation_id
+        return _Turn(conversation_id)
 
-    async def answer(self, conversation_id: str, body: bytes, took_ms: float) -> None:
+    async def answer(self, turn: _Turn) -> None:
         """Store the answer, its conversation_metrics row, and the conversation's update."""
-        text, prompt, completion = _answer_of(body)
-        answer_id, now = uuid.uuid4().hex, _now()
+        took_ms = (time.perf_counter() - turn.asked) * 1000
+        text, prompt, completion = _answer_of(b"".join(turn.received))
+        answer_id, now, conversation_id = uuid.uuid4().hex, _now(), turn.conversation_id
         answer = (answer_id, conversation_id, text, now, MODEL, prompt, completion, took_ms)
         facts = (uuid.uuid4().hex, now, conversation_id, answer_id, self.user_id, MODEL)
         tokens = (took_ms, prompt, completion, prompt + completion)
@@ -169,8 +180,7 @@ def make_app(upstream: str, store: TurnStore | None = None) -> Any:
             await send({"type": "http.response.body", "body": b""})
             return
         body = await read_body(receive)
-        conversation_id = await store.question(body) if store is not None else None
-        asked = time.perf_counter() if store is not None else 0.0
+        turn = await store.question(body) if store is not None else None
         request = httpx.Request("POST", url, content=body, headers=_HEADERS)
         response = await transport.handle_async_request(request)
         content_type = response.headers.get("content-type", "application/json").encode()
@@ -181,17 +191,15 @@ def make_app(upstream: str, store: TurnStore | None = None) -> Any:
                 "headers": [(b"content-type", content_type)],
             }
         )
-        received: list[bytes] | None = [] if store is not None else None
         try:
             async for chunk in response.aiter_raw():
-                if received is not None:
-                    received.append(chunk)
+                if turn is not None:
+                    turn.received.append(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         finally:
             await response.aclose()
-        if store is not None and conversation_id is not None and received is not None:
-            took_ms = (time.perf_counter() - asked) * 1000
-            await store.answer(conversation_id, b"".join(received), took_ms)
+        if store is not None and turn is not None:
+            await store.answer(turn)
         await send({"type": "http.response.body", "body": b""})
 
     return app

@@ -6,11 +6,11 @@ closed loop; from wrk where it is installed, else the Python load generator) and
 the first content byte of streamed ones (one client, sequential), directly at the
 upstream, through a bare relay on chatlens's HTTP stack (`benchmarks/bare_relay.py`, the
 floor: nothing but the relay), through the same relay storing each turn's rows in
-chatlens's SQLite schema (the floor of any relay that keeps its turns there), through
-`chatlens serve` (openai backend, SQLite persistence and observability on, as a user runs
-it) and, when installed, through LiteLLM's proxy. Each relay's time to first byte is read
-against the upstream's measured just before and just after it, so a machine that slows
-down between relays does not count.
+chatlens's SQLite schema (the cheapest relay keeping its turns there that these benchmarks
+know), through `chatlens serve` (openai backend, SQLite persistence and observability on,
+as a user runs it) and, when installed, through LiteLLM's proxy. Each relay's time to
+first byte is read against the upstream's measured just before and just after it, so a
+machine that slows down between relays does not count.
 
 LiteLLM runs from its own virtualenv, never the project's: create it once with
 `python -m venv benchmarks/.litellm && benchmarks/.litellm/bin/pip install 'litellm[proxy]'`
@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -328,27 +329,32 @@ def measure(
 def bench_relay(
     *, duration_s: float, concurrency: int, cpus: CpuSplit | None, ttfb_requests: int = 200
 ) -> list[RelayResult]:
-    results: list[RelayResult] = []
     with fake_upstream(cpus) as upstream:
-        kwargs = {
-            "duration_s": duration_s,
-            "concurrency": concurrency,
-            "ttfb_requests": ttfb_requests,
-        }
+
+        def measured(target: Target, against: Target | None = upstream) -> RelayResult:
+            return measure(
+                target,
+                duration_s=duration_s,
+                concurrency=concurrency,
+                ttfb_requests=ttfb_requests,
+                upstream=against,
+            )
+
         # The upstream directly: pinned alone on the server CPU for this part.
         if cpus is not None:
             os.sched_setaffinity(upstream.pid, cpus.server)
-        results.append(measure(upstream, **kwargs))  # type: ignore[arg-type]
+        results = [measured(upstream, None)]
         if cpus is not None:
             os.sched_setaffinity(upstream.pid, cpus.client)
-        with bare_relay(upstream, cpus) as target:
-            results.append(measure(target, upstream=upstream, **kwargs))  # type: ignore[arg-type]
-        with bare_relay(upstream, cpus, storing=True) as target:
-            results.append(measure(target, upstream=upstream, **kwargs))  # type: ignore[arg-type]
-        with chatlens(upstream, cpus) as target:
-            results.append(measure(target, upstream=upstream, **kwargs))  # type: ignore[arg-type]
+        relays = [
+            partial(bare_relay, upstream, cpus),
+            partial(bare_relay, upstream, cpus, storing=True),
+            partial(chatlens, upstream, cpus),
+        ]
         executable = litellm_executable()
         if executable is not None:
-            with litellm(upstream, cpus, executable) as target:
-                results.append(measure(target, upstream=upstream, **kwargs))  # type: ignore[arg-type]
+            relays.append(partial(litellm, upstream, cpus, executable))
+        for relay in relays:
+            with relay() as target:
+                results.append(measured(target))
     return results
