@@ -39,7 +39,7 @@ from chatlens.inference.pricing import load_pricing
 from chatlens.inference.router import router as models_router
 from chatlens.limits import BodySizeLimitMiddleware
 from chatlens.observability.errors import capture_log_errors, init_sentry
-from chatlens.observability.logging import configure_logging
+from chatlens.observability.logging import LogStream, configure_logging
 from chatlens.observability.metrics import Metrics, multiprocess_dir
 from chatlens.observability.middleware import ObservabilityMiddleware
 from chatlens.observability.request_stats import RequestStats
@@ -56,8 +56,11 @@ class SchemaMissingError(RuntimeError):
     """The database was never migrated."""
 
 
-def configure_process(settings: Settings) -> None:
-    """Error reporting, logging and tracing for this process (the CLI calls it first, too)."""
+def configure_process(settings: Settings, *, log_stream: LogStream | None = None) -> None:
+    """Error reporting, logging and tracing for this process (the CLI calls it first, too).
+
+    Log lines go to `log_stream`, stdout by default (the service's own).
+    """
     # Before logging, so that no error line is logged while Sentry is not yet listening.
     init_sentry(settings)
     configure_logging(
@@ -69,6 +72,7 @@ def configure_process(settings: Settings) -> None:
         # Present even with Sentry off, where it returns at once: structlog keeps the
         # processors a logger had at its first use, so one added later would be missed.
         extra=[capture_log_errors],
+        stream=log_stream,
         sql_echo=settings.database_echo,
     )
     if settings.tracing_enabled:

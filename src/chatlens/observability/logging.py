@@ -1,4 +1,8 @@
-"""Structured logging: one JSON object per line on stdout, ours and every library's alike."""
+"""Structured logging: one JSON object per line, ours and every library's alike.
+
+The service writes its lines to stdout, for the container's log shipper; the other commands
+write theirs to stderr, leaving stdout to their result.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import time
 from collections.abc import Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -155,6 +159,29 @@ class _NamedBytesLoggerFactory:
         return _NamedBytesLogger(self._file, str(args[0]) if args else None)
 
 
+class LogStream(Protocol):
+    """Where log lines go: a text file such as sys.stdout, or CurrentStderr."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+class CurrentStderr:
+    """sys.stderr as it is at each write, for a command's logs.
+
+    What stands in for stderr after logging is configured still gets the lines: a progress
+    bar's console, which prints them above the bar, or a test runner's capture.
+    """
+
+    def write(self, text: str | bytes, /) -> int:
+        # JSON lines arrive as bytes (BytesLogger), which a stand-in may not take.
+        return sys.stderr.write(text.decode() if isinstance(text, bytes) else text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def _orjson_dumps(value: Any, **_: Any) -> bytes:
     return orjson.dumps(value, default=str)
 
@@ -188,11 +215,14 @@ def configure_logging(
     version: str,
     environment: str,
     extra: list[Processor] | None = None,
-    stream: Any = None,
+    stream: LogStream | None = None,
     sql_echo: bool = False,
 ) -> None:
-    """Configure structlog and route the standard library (uvicorn, SQLAlchemy, ...) through it."""
-    out = stream or sys.stdout
+    """Configure structlog and route the standard library (uvicorn, SQLAlchemy, ...) through it.
+
+    Lines go to `stream`, stdout by default.
+    """
+    out: Any = stream or sys.stdout
     numeric = logging.getLevelNamesMapping()[level]
     processors = shared_processors(
         service=service, version=version, environment=environment, extra=extra
