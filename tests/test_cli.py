@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
+import pytest
 from typer.testing import CliRunner
 
 from chatlens.app import create_app
 from chatlens.cli import app as cli
-from tests.helpers import make_settings
+from tests.helpers import free_port, make_settings
 
 KEY = re.compile(r"cl_[A-Za-z0-9_-]{43}")
 runner = CliRunner()
@@ -42,7 +48,9 @@ async def test_cli_database_users_and_keys(fresh_database_url: Any) -> None:
 def _cli_flow(url: str) -> None:
     before = invoke(url, "users", "list")
     assert before.exit_code == 2
-    assert "run `chatlens db upgrade` first" in before.output
+    assert "run `chatlens db upgrade`" in before.output
+    sqlite_file = make_settings(url).database_path
+    assert sqlite_file is None or not sqlite_file.exists()  # only asked for, not created
 
     upgraded = invoke(url, "db", "upgrade")
     assert upgraded.exit_code == 0, upgraded.output
@@ -105,6 +113,53 @@ def test_serve_refuses_a_malformed_knowledge_base(tmp_path: Path) -> None:
     assert not (tmp_path / "x.db").exists()  # nothing was started or created
 
 
+NEEDS_A_DATABASE = [
+    ["users", "list"],
+    ["users", "create", "alice"],
+    ["keys", "create", "--user", "alice"],
+    ["keys", "list", "--user", "alice"],
+    ["keys", "revoke", "cl_abcdefg"],
+    ["report"],
+    ["export"],
+    ["simulate", "--conversations", "1"],
+    ["db", "current"],
+    ["db", "downgrade", "base"],
+    ["backup"],
+]
+
+
+@pytest.mark.parametrize("args", NEEDS_A_DATABASE, ids=" ".join)
+def test_a_folder_without_a_database_is_told_so_and_left_empty(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run where no database is, a command says where it looked and creates nothing."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(cli, args, env={"DATABASE_URL": None})
+    assert result.exit_code != 0
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "chatlens: database sqlite+aiosqlite:///./chatlens.db",
+        "chatlens: no database at ./chatlens.db: "
+        "run `chatlens db upgrade` or `chatlens serve` first",
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreachable_postgresql_is_one_line_and_its_password_is_hidden() -> None:
+    port = free_port()  # nothing listens there: the connection is refused
+    url = f"postgresql+asyncpg://chatlens:s3cret@127.0.0.1:{port}/chatlens"
+    for args in (["users", "list"], ["db", "current"]):
+        result = invoke(url, *args)
+        assert result.exit_code == 1, result.output
+        database, error = result.stderr.splitlines()
+        assert (
+            database
+            == f"chatlens: database postgresql+asyncpg://chatlens:***@127.0.0.1:{port}/chatlens"
+        )
+        assert error.startswith("chatlens: cannot reach the database: ")
+        assert "s3cret" not in result.output
+
+
 async def test_cli_export_writes_the_same_rows_as_the_api(
     fresh_database_url: Any, tmp_path: Path
 ) -> None:
@@ -130,16 +185,11 @@ async def test_cli_export_writes_the_same_rows_as_the_api(
     await asyncio.to_thread(run)
 
 
-async def test_export_to_stdout_is_only_the_data_and_includes_today(
+async def test_report_and_export_pipe_their_result_alone_and_log_on_stderr(
     fresh_database_url: Any, env_without_chatlens: dict[str, str]
 ) -> None:
-    """`-o -` pipes the export into another tool (e.g. ClickHouse): the status line goes to
-    stderr, and the default range, like the API's, ends with today."""
-    import subprocess
-    import sys
-
-    import orjson
-
+    """stdout is the result, for `| jq` or ClickHouse; the command's log lines go to stderr.
+    The export's default range, like the API's, ends with today."""
     from chatlens.db import migrate
     from tests.helpers import api_on
 
@@ -148,14 +198,43 @@ async def test_export_to_stdout_is_only_the_data_and_includes_today(
     async with api_on(url) as (client, headers):
         asked = await client.post("/chat", json={"message": "where is my order"}, headers=headers)
         assert asked.status_code == 200
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "chatlens.cli", "export", "--format", "json", "-o", "-"],
-        env=env_without_chatlens | {"DATABASE_URL": url},
-        capture_output=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    rows = [orjson.loads(line) for line in done.stdout.splitlines()]
+    # SQL statements are logged: lines that must not reach stdout.
+    env = env_without_chatlens | {"DATABASE_URL": url, "CHATLENS_DATABASE_ECHO": "true"}
+
+    def chatlens(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "chatlens.cli", *args], env=env, capture_output=True, timeout=60
+        )
+
+    def log_lines(stderr: bytes) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in stderr.splitlines() if line.startswith(b"{")]
+
+    reported = await asyncio.to_thread(chatlens, "report", "--period", "day", "--format", "json")
+    assert reported.returncode == 0, reported.stderr
+    assert orjson.loads(reported.stdout)["summary"]["business"]["conversations"] == 1
+    assert any(r["logger"].startswith("sqlalchemy.engine") for r in log_lines(reported.stderr))
+
+    exported = await asyncio.to_thread(chatlens, "export", "--format", "csv", "-o", "-")
+    assert exported.returncode == 0, exported.stderr
+    rows = list(csv.DictReader(io.StringIO(exported.stdout.decode())))
     assert [row["message_id"] for row in rows] == [asked.json()["message_id"]]
-    assert b"wrote - (" in done.stderr
+    assert any(r["logger"].startswith("sqlalchemy.engine") for r in log_lines(exported.stderr))
+    assert b"wrote - (" in exported.stderr
+
+    def closed_early() -> tuple[int, bytes]:
+        """`chatlens export -o - | head -c 0`: the reader is gone before the first byte."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chatlens.cli", "export", "-o", "-"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()
+        stderr = process.stderr.read()
+        return process.wait(timeout=60), stderr
+
+    code, stderr = await asyncio.to_thread(closed_early)
+    assert code == 1
+    assert b"Traceback" not in stderr
+    assert b"BrokenPipeError" not in stderr

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -81,3 +84,26 @@ def test_first_start_prints_a_working_key_and_answers(
         assert "chatlens keys create --user admin" in again.output
     finally:
         again.stop()
+
+
+def test_a_busy_port_is_one_line_and_creates_nothing(
+    workdir: Path, env_without_chatlens: dict[str, str]
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "chatlens.cli", "serve", "--port", str(port)],
+            cwd=workdir,
+            env=env_without_chatlens,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"chatlens: port {port} on 127.0.0.1 is in use; choose another with --port or CHATLENS_PORT"
+    ]
+    assert KEY.search(done.stdout) is None
+    assert list(workdir.iterdir()) == []  # no database, migrated or not

@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
+import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, NoReturn, TypeVar
 
 import orjson
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from chatlens import __version__
 from chatlens.analytics import export, report, s3, simulate, summary
@@ -31,6 +36,7 @@ from chatlens.inference.knowledge_base import (
     load_knowledge_base,
 )
 from chatlens.inference.pricing import PricingError, load_pricing
+from chatlens.observability.logging import CurrentStderr
 from chatlens.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(help="chatlens: AI customer-support chat service.", no_args_is_help=True)
@@ -56,25 +62,54 @@ def settings_or_exit() -> Settings:
         fail(str(exc))
 
 
+def open_database(*, creates: bool = False) -> Settings:
+    """The settings of a command that uses the database, which it names on stderr.
+
+    The command's logs go to stderr too: stdout carries its result alone, for pipes (only
+    `serve` logs on stdout, for the container's log shipper). A SQLite file that does not
+    exist is refused unless the command is one that creates it.
+    """
+    settings = settings_or_exit()
+    configure_process(settings, log_stream=CurrentStderr())
+    url = settings.database
+    typer.echo(f"chatlens: database {url.render_as_string(hide_password=True)}", err=True)
+    path = settings.database_path
+    if path is not None and not creates and not path.exists():
+        # Connecting would create an empty file here, and the next command would use it.
+        fail(f"no database at {url.database}: run `chatlens db upgrade` or `chatlens serve` first")
+    return settings
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; a ChatlensError or an unreachable database is one line."""
+    try:
+        return asyncio.run(main)
+    except ChatlensError as exc:
+        fail(exc.message, 1)
+    except BrokenPipeError:
+        raise  # the reader of stdout left (`| head`): typer ends the command quietly
+    except OSError as exc:
+        fail(f"cannot reach the database: {exc}", 1)
+
+
+async def require_schema(engine: AsyncEngine) -> None:
+    if await migrate.current_revision(engine) is None:
+        fail("the database has no schema yet: run `chatlens db upgrade` first")
+
+
 def run_in_session(settings: Settings, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run one transaction against the configured database; a ChatlensError exits cleanly."""
+    """Run one transaction against the configured database."""
 
     async def main() -> T:
         engine = create_engine(settings)
         try:
-            if await migrate.current_revision(engine) is None:
-                fail("the database has no schema yet: run `chatlens db upgrade` first")
+            await require_schema(engine)
             async with create_sessionmaker(engine)() as session, session.begin():
                 return await action(session)
         finally:
             await engine.dispose()
 
-    try:
-        return asyncio.run(main())
-    except ChatlensError as exc:
-        fail(exc.message, 1)
-    except OSError as exc:
-        fail(f"cannot reach the database: {exc}", 1)
+    return run(main())
 
 
 @app.command()
@@ -107,6 +142,8 @@ def serve(
         load_pricing(settings.pricing_file)
     except (KnowledgeBaseError, PricingError) as exc:
         fail(str(exc))
+    # Before the database is made and an admin key printed that no server would accept.
+    _check_port(host, port)
 
     admin_key = asyncio.run(_prepare_database(settings))
     if workers > 1:
@@ -125,6 +162,23 @@ def serve(
         log_config=None,
         access_log=False,
     )
+
+
+def _check_port(host: str, port: int) -> None:
+    """Exit with one line when uvicorn could not listen on host:port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As uvicorn binds: a port a stopped server left in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                fail(
+                    f"port {port} on {host} is in use; choose another with --port or CHATLENS_PORT",
+                    1,
+                )
+            fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1)
 
 
 def _prepare_multiprocess_metrics() -> None:
@@ -203,27 +257,24 @@ def _print_banner(settings: Settings, host: str, port: int, admin_key: str | Non
 
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
-    """Upgrade the schema (default: to the newest migration)."""
-    settings = settings_or_exit()
-    try:
-        asyncio.run(migrate.upgrade(settings, revision))
-    except OSError as exc:
-        fail(f"cannot reach the database: {exc}", 1)
+    """Upgrade the schema (default: to the newest migration); creates a SQLite database."""
+    settings = open_database(creates=True)
+    run(migrate.upgrade(settings, revision))
     typer.echo(f"database at revision {revision}")
 
 
 @db_app.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
     """Downgrade the schema to a revision (`base` removes every table)."""
-    settings = settings_or_exit()
-    asyncio.run(migrate.downgrade(settings, revision))
+    settings = open_database()
+    run(migrate.downgrade(settings, revision))
     typer.echo(f"database at revision {revision}")
 
 
 @db_app.command("current")
 def db_current() -> None:
     """Print the database's revision and the newest one."""
-    settings = settings_or_exit()
+    settings = open_database()
 
     async def read() -> str | None:
         engine = create_engine(settings)
@@ -232,7 +283,7 @@ def db_current() -> None:
         finally:
             await engine.dispose()
 
-    typer.echo(f"current: {asyncio.run(read()) or 'none'}  head: {migrate.head_revision()}")
+    typer.echo(f"current: {run(read()) or 'none'}  head: {migrate.head_revision()}")
 
 
 @users_app.command("create")
@@ -242,7 +293,7 @@ def users_create(
     key: Annotated[bool, typer.Option(help="Also create an API key and print it")] = True,
 ) -> None:
     """Create a user (and, by default, its first API key)."""
-    settings = settings_or_exit()
+    settings = open_database()
 
     async def action(session: AsyncSession) -> tuple[str, str | None]:
         user = await auth.create_user(session, name=name, is_admin=admin)
@@ -258,7 +309,7 @@ def users_create(
 @users_app.command("list")
 def users_list() -> None:
     """List users."""
-    settings = settings_or_exit()
+    settings = open_database()
 
     async def action(session: AsyncSession) -> list[str]:
         return [
@@ -276,7 +327,7 @@ def keys_create(
     name: Annotated[str | None, typer.Option(help="A label for the key")] = None,
 ) -> None:
     """Create an API key for a user and print it (once)."""
-    settings = settings_or_exit()
+    settings = open_database()
 
     async def action(session: AsyncSession) -> tuple[str, str]:
         owner = await auth.resolve_user(session, user)
@@ -291,7 +342,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(user: Annotated[str, typer.Option("--user", help="User id or name")]) -> None:
     """List a user's keys (never the keys themselves)."""
-    settings = settings_or_exit()
+    settings = open_database()
 
     async def action(session: AsyncSession) -> list[str]:
         owner = await auth.resolve_user(session, user)
@@ -309,7 +360,7 @@ def keys_revoke(
     key: Annotated[str, typer.Argument(help="Key id, or its prefix (cl_xxxxxxx)")],
 ) -> None:
     """Revoke an API key; requests with it fail from now on."""
-    settings = settings_or_exit()
+    settings = open_database()
 
     async def action(session: AsyncSession) -> str:
         return str((await auth.revoke_key(session, key_id_or_prefix=key)).id)
@@ -327,7 +378,7 @@ def backup_command(
     ] = None,
 ) -> None:
     """Back up the database (PostgreSQL: pg_dump -Fc; SQLite: online backup); print the file."""
-    settings = settings_or_exit()
+    settings = open_database()
     try:
         path = backups.backup(settings, directory, keep)
     except (backups.BackupError, OSError) as exc:
@@ -343,7 +394,7 @@ def restore_command(
     ] = False,
 ) -> None:
     """Restore a backup into the configured database; stop the service first."""
-    settings = settings_or_exit()
+    settings = open_database(creates=True)
     try:
         backups.restore(settings, file, force=force)
     except (backups.BackupError, OSError) as exc:
@@ -379,7 +430,7 @@ def export_command(
     ] = None,
 ) -> None:
     """Write a dataset of a date range to a file, as GET /api/analytics/export streams it."""
-    settings = settings_or_exit()
+    settings = open_database()
     if dataset not in export.SOURCES:
         fail(f"--dataset: one of {', '.join(export.SOURCES)}")
     if fmt not in export.MEDIA_TYPES:
@@ -410,8 +461,7 @@ def export_command(
         engine = create_engine(settings)
         written = 0
         try:
-            if await migrate.current_revision(engine) is None:
-                fail("the database has no schema yet: run `chatlens db upgrade` first")
+            await require_schema(engine)
             maker = create_sessionmaker(engine)
             async for chunk in export.stream(maker, dataset, filters, fmt):  # type: ignore[arg-type]
                 file.write(chunk)
@@ -423,7 +473,7 @@ def export_command(
     to_stdout = str(target) == "-"
     try:
         with contextlib.nullcontext(sys.stdout.buffer) if to_stdout else target.open("wb") as file:
-            size = asyncio.run(write(file))
+            size = run(write(file))
             file.flush()
         if location is None:
             # On stderr: stdout may be the export itself (-o -), piped into another tool.
@@ -448,7 +498,7 @@ def report_command(
     platform: Annotated[str | None, typer.Option(help="Only this platform")] = None,
 ) -> None:
     """Print a period's report: summary, change against the period before, anomalies."""
-    settings = settings_or_exit()
+    settings = open_database()
     if period not in ("day", "week", "month"):
         fail("--period: day, week or month")
     if fmt not in ("md", "json"):
@@ -481,22 +531,45 @@ def simulate_command(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same traffic")] = 1,
 ) -> None:
     """Fill the analytics with realistic support traffic, through the real service code."""
-    settings = settings_or_exit()
+    settings = open_database()
     kb = load_knowledge_base(settings.knowledge_base or default_knowledge_base_path())
+    # The app it drives logs several lines per request: a progress bar shows the run
+    # instead, and only warnings and errors are logged.
+    level = max(logging.getLevelNamesMapping()[settings.log_level], logging.WARNING)
+    quiet = settings.model_copy(update={"log_level": logging.getLevelName(level)})
 
-    async def run() -> simulate.Tally:
+    async def main(advance: Callable[[], None]) -> simulate.Tally:
         from chatlens.app import create_app  # the whole service, for this command only
 
-        application = create_app(settings)
-        async with application.router.lifespan_context(application):
-            return await simulate.simulate(
-                application, kb, conversations=conversations, days=days, seed=seed
-            )
+        application = create_app(quiet)
+        # create_app sets the service's logging up, on stdout; this command's stays on stderr.
+        configure_process(quiet, log_stream=CurrentStderr())
+        try:
+            async with application.router.lifespan_context(application):
+                return await simulate.simulate(
+                    application,
+                    kb,
+                    conversations=conversations,
+                    days=days,
+                    seed=seed,
+                    on_conversation=advance,
+                )
+        except RuntimeError as exc:  # a request the service refused, or no schema
+            fail(str(exc), 1)
 
-    try:
-        tally = asyncio.run(run())
-    except (ChatlensError, RuntimeError) as exc:
-        fail(str(exc), 1)
+    bar = Progress(
+        TextColumn("simulating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("conversations"),
+        TimeRemainingColumn(),
+        # While the bar is drawn, rich prints what is written to sys.stderr (log lines, as
+        # CurrentStderr follows it) above the bar.
+        console=Console(stderr=True),
+    )
+    with bar:
+        task = bar.add_task("simulate", total=conversations)
+        tally = run(main(lambda: bar.advance(task)))
     resolved = ", ".join(f"{k} {v}" for k, v in sorted(tally.resolved.items())) or "none"
     typer.echo(
         f"simulated {tally.conversations} conversations over {days} days: {tally.turns} turns "

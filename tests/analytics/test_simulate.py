@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from typer.testing import CliRunner
 
 from chatlens.analytics import summary
-from chatlens.cli import app as cli
 from chatlens.db import migrate
 from chatlens.db.base import utcnow
 from chatlens.db.engine import create_engine, create_sessionmaker
@@ -23,24 +23,29 @@ pytestmark = pytest.mark.asyncio
 
 
 async def test_simulated_traffic_lands_on_past_days_and_in_every_table(
-    fresh_database_url: Any,
+    fresh_database_url: Any, env_without_chatlens: dict[str, str]
 ) -> None:
     url = await fresh_database_url("simulate")
     settings = make_settings(url)
     await migrate.upgrade(settings)
 
-    def run() -> Any:
-        return CliRunner().invoke(
-            cli,
-            ["simulate", "--conversations", "24", "--days", "6", "--seed", "7"],
-            env={"DATABASE_URL": url, "LOG_LEVEL": "WARNING"},
-        )
-
-    done = await asyncio.to_thread(run)
-    assert done.exit_code == 0, done.output
-    line = done.output.strip().splitlines()[-1]
+    args = ["simulate", "--conversations", "24", "--days", "6", "--seed", "7"]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "chatlens.cli", *args],
+        env=env_without_chatlens | {"DATABASE_URL": url},  # logging at its default, INFO
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    # stdout is the summary alone; stderr the database, one progress bar and no request logs.
+    [line] = done.stdout.splitlines()
     assert line.startswith("simulated 24 conversations over 6 days")
     csat = int(re.search(r"(\d+) CSAT", line).group(1))  # type: ignore[union-attr]
+    database, bar = done.stderr.splitlines()
+    assert database.startswith("chatlens: database ")
+    assert re.match(r"simulating .* 24/24 conversations", bar), bar
 
     engine = create_engine(settings)
     try:

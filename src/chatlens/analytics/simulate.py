@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,9 +73,18 @@ def _question(rng: random.Random, kb: KnowledgeBase) -> str:
 
 
 async def simulate(
-    app: FastAPI, kb: KnowledgeBase, *, conversations: int, days: int, seed: int
+    app: FastAPI,
+    kb: KnowledgeBase,
+    *,
+    conversations: int,
+    days: int,
+    seed: int,
+    on_conversation: Callable[[], None] | None = None,
 ) -> Tally:
-    """Drive `conversations` conversations through `app`, spread over the last `days` days."""
+    """Drive `conversations` conversations through `app`, spread over the last `days` days.
+
+    `on_conversation` is called after each one, for a progress bar.
+    """
     rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
     tally = Tally()
     async with app.state.sessionmaker() as session, session.begin():
@@ -91,6 +101,8 @@ async def simulate(
             hour = rng.choices([h for h, _ in HOURS], weights=[w for _, w in HOURS])[0]
             moment = day + timedelta(hours=hour, minutes=rng.randrange(60))
             await _conversation(client, rng, kb, tally, number, _Clock(moment, rng))
+            if on_conversation is not None:
+                on_conversation()
     return tally
 
 
