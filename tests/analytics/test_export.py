@@ -11,11 +11,12 @@ import openpyxl
 import orjson
 import pytest
 
+from tests.analytics.conftest import Clock
 from tests.analytics.test_summary import seed
 
 pytestmark = pytest.mark.asyncio
 
-RANGE = {"start_date": "2026-01-01", "end_date": "2026-01-08"}
+RANGE = {"start": "2026-01-01", "end": "2026-01-08"}
 
 
 async def export(client: httpx.AsyncClient, admin: Any, **params: str) -> httpx.Response:
@@ -74,7 +75,7 @@ async def test_xlsx_opens_in_a_spreadsheet(
     [
         {"dataset": "users"},
         {"dataset": "messages", "format": "pdf"},
-        {"dataset": "messages", "start_date": "2026-01-08", "end_date": "2026-01-01"},
+        {"dataset": "messages", "start": "2026-01-08", "end": "2026-01-01"},
     ],
 )
 async def test_bad_requests_are_422(
@@ -88,3 +89,98 @@ async def test_only_admins(client: httpx.AsyncClient, account: Any) -> None:
         "/api/analytics/export", params={**RANGE, "dataset": "messages"}, headers=account.headers
     )
     assert response.status_code == 403
+
+
+async def test_the_range_and_its_defaults_are_the_summarys(
+    client: httpx.AsyncClient, admin: Any, sessionmaker: Any, clock: Clock
+) -> None:
+    """Without `start` and `end`: the last 30 days, today (2026-01-07) included."""
+    await seed(sessionmaker, admin.id)
+    response = await client.get(
+        "/api/analytics/export",
+        params={"dataset": "conversation_metrics"},
+        headers=admin.headers,
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-disposition"].endswith(
+        '"chatlens-conversation_metrics-2025-12-09-2026-01-07.csv"'
+    )
+    assert len(list(csv.DictReader(io.StringIO(response.text)))) == 4
+    summary = await client.get("/api/analytics/summary", headers=admin.headers)
+    assert (summary.json()["start"], summary.json()["end"]) == (
+        "2025-12-09T00:00:00Z",
+        "2026-01-08T00:00:00Z",
+    )
+    assert summary.json()["ai"]["turns"] == 4
+    only_end = await client.get(
+        "/api/analytics/export",
+        params={"dataset": "conversations", "end": "2026-01-03"},
+        headers=admin.headers,
+    )
+    assert only_end.headers["content-disposition"].endswith('-2025-12-04-2026-01-02.csv"')
+
+
+async def test_an_export_may_cover_any_range_a_summary_at_most_366_days(
+    client: httpx.AsyncClient, admin: Any, sessionmaker: Any
+) -> None:
+    await seed(sessionmaker, admin.id)
+    years = {"start": "2020-01-01", "end": "2027-01-01"}
+    response = await export(client, admin, dataset="conversation_metrics", **years)
+    assert response.status_code == 200, response.text
+    assert len(list(csv.DictReader(io.StringIO(response.text)))) == 5
+    summary = await client.get("/api/analytics/summary", params=years, headers=admin.headers)
+    assert summary.status_code == 422
+    assert summary.json()["error"]["message"] == "end: a range covers at most 366 days"
+
+
+BAD_RANGES = [
+    ({"start": "2026-13-01"}, "query.start: Input should be a valid date"),
+    ({"end": "soon"}, "query.end: Input should be a valid date"),
+    ({"start": "2026-01-08", "end": "2026-01-01"}, "end: must be after start"),
+    # Only `start` sent, after the default end (tomorrow): `start` is to fix.
+    ({"start": "2026-02-01"}, "start: must be before end, which defaults to 2026-01-08"),
+    ({"project_id": "Not A Project"}, "query.project_id: String should match pattern"),
+]
+
+
+@pytest.mark.parametrize("path", ["/api/analytics/export", "/api/analytics/summary"])
+@pytest.mark.parametrize(("params", "message"), BAD_RANGES)
+async def test_a_bad_range_names_the_parameter_sent(
+    client: httpx.AsyncClient,
+    admin: Any,
+    clock: Clock,
+    path: str,
+    params: dict[str, str],
+    message: str,
+) -> None:
+    response = await client.get(
+        path, params={"dataset": "messages", **params}, headers=admin.headers
+    )
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["type"] == "validation_error"
+    assert error["message"].startswith(message), error["message"]
+    assert error["request_id"]
+
+
+async def test_a_long_range_from_start_alone_names_start(
+    client: httpx.AsyncClient, admin: Any, clock: Clock
+) -> None:
+    response = await client.get(
+        "/api/analytics/summary", params={"start": "2024-01-01"}, headers=admin.headers
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == "start: a range covers at most 366 days"
+
+
+@pytest.mark.parametrize("old", ["start_date", "end_date"])
+async def test_the_old_range_names_are_refused_not_ignored(
+    client: httpx.AsyncClient, admin: Any, old: str
+) -> None:
+    response = await client.get(
+        "/api/analytics/export",
+        params={"dataset": "messages", old: "2026-01-01"},
+        headers=admin.headers,
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith(f"{old}: renamed")

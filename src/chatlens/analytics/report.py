@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import statistics
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens.analytics import summary as summaries
 from chatlens.analytics.summary import Filters
-from chatlens.analytics.timeseries import timeseries
+from chatlens.analytics.timeseries import observed
+from chatlens.db.base import utcnow
 
 Period = Literal["day", "week", "month"]
 HISTORY_DAYS = 28
@@ -59,22 +60,40 @@ def changes(current: dict[str, Any], previous: dict[str, Any]) -> dict[str, dict
     return result
 
 
+def last_judged_day(now: datetime) -> date:
+    """The latest day whose whole 24 hours are over: today is still being counted."""
+    return now.astimezone(UTC).date() - timedelta(days=1)
+
+
 async def anomalies(
-    session: AsyncSession, f: Filters, start: date, end: date
+    session: AsyncSession, f: Filters, start: date, end: date, *, now: datetime
 ) -> list[dict[str, Any]]:
     """Days of the period whose value is more than 3 standard deviations from the mean of the
-    28 days before it, judged only with at least 7 of those days having a value."""
+    28 days before it, judged only with at least 7 of those days having a value.
+
+    Only days that are over are judged: today and later days have no final value. A day
+    without rows for a number has no value for it (not 0): it is neither judged nor part of
+    a mean, so a quiet Sunday or a gap in the data is never an anomalous drop.
+    """
+    stop = min(end, last_judged_day(now) + timedelta(days=1))
+    if stop <= start:
+        return []
     history = Filters.from_dates(
-        start - timedelta(days=HISTORY_DAYS), end, f.project_id, f.platform
+        start - timedelta(days=HISTORY_DAYS), stop, f.project_id, f.platform
     )
     found = []
     for metric in WATCHED:
-        points = await timeseries(session, history, metric=metric, interval="day")
-        values = [(moment.date(), value) for moment, value in points]
-        for index, (day, value) in enumerate(values):
-            if day < start or value is None:
+        points = await observed(session, history, metric=metric, interval="day")
+        values = {moment.date(): value for moment, value in points.items() if value is not None}
+        for day in sorted(values):
+            if day < start:
                 continue
-            window = [v for _, v in values[max(0, index - HISTORY_DAYS) : index] if v is not None]
+            value = values[day]
+            window = [
+                values[before]
+                for before in (day - timedelta(days=n) for n in range(1, HISTORY_DAYS + 1))
+                if before in values
+            ]
             if len(window) < MIN_HISTORY:
                 continue
             mean = statistics.fmean(window)
@@ -103,13 +122,16 @@ async def report(
     day: date,
     project_id: str | None = None,
     platform: str | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
+    """`now` (default: the clock) decides which days are over and may be judged anomalous."""
     start, end = bounds(period, day)
     before_start, before_end = previous_bounds(period, start)
     current_filters = Filters.from_dates(start, end, project_id, platform)
     previous_filters = Filters.from_dates(before_start, before_end, project_id, platform)
     current = await summaries.summary(session, current_filters)
     previous = await summaries.summary(session, previous_filters)
+    found = await anomalies(session, current_filters, start, end, now=now or utcnow())
     return {
         "period": period,
         "start": start.isoformat(),
@@ -118,7 +140,7 @@ async def report(
         "previous_end": before_end.isoformat(),
         "summary": current,
         "changes": changes(current, previous),
-        "anomalies": await anomalies(session, current_filters, start, end),
+        "anomalies": found,
     }
 
 

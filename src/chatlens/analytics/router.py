@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
@@ -34,7 +35,9 @@ from chatlens.auth.deps import AdminUser, CurrentUser
 from chatlens.auth.service import Principal
 from chatlens.chat.router import PipelineDep
 from chatlens.chat.schemas import ConversationRead, Platform
+from chatlens.db.base import utcnow
 from chatlens.db.session import SessionDep
+from chatlens.errors import ValidationFailed
 from chatlens.inference.factory import intent_names
 from chatlens.models import FeedbackKind
 from chatlens.observability.metrics import Metrics
@@ -54,6 +57,7 @@ async def _metrics(request: Request) -> Metrics | None:
     return metrics
 
 
+ProjectId = Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")]
 FeedbackDep = Annotated[service.FeedbackContext, Depends(_context)]
 MetricsDep = Annotated[Metrics | None, Depends(_metrics)]
 
@@ -256,19 +260,73 @@ async def read_sla(
     )
 
 
-async def range_filters(
-    start: Annotated[date | None, Query(description="First day (UTC), inclusive")] = None,
-    end: Annotated[date | None, Query(description="Last day (UTC), exclusive")] = None,
-    project_id: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
+def clock() -> datetime:
+    """Now, for the default range and the days a report may judge; tests override it."""
+    return utcnow()
+
+
+NowDep = Annotated[datetime, Depends(clock)]
+RANGE_DAYS = 30
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """The `start`/`end` query parameters with their defaults, and which ones were sent."""
+
+    start: date
+    end: date
+    project_id: str | None
+    platform: str | None
+    start_sent: bool
+    end_sent: bool
+
+    def filters(self, *, max_range: timedelta | None = summary.MAX_RANGE) -> summary.Filters:
+        """The range's filters; an error names a parameter the caller sent."""
+        # Only `start` sent: the default `end` is not the caller's to fix.
+        defaulted_end = self.start_sent and not self.end_sent
+        if self.end <= self.start:
+            if defaulted_end:
+                raise ValidationFailed(
+                    f"start: must be before end, which defaults to {self.end} (tomorrow)"
+                )
+            raise ValidationFailed("end: must be after start (end is exclusive)")
+        if max_range is not None and self.end - self.start > max_range:
+            blamed = "start" if defaulted_end else "end"
+            raise ValidationFailed(f"{blamed}: a range covers at most {max_range.days} days")
+        return summary.Filters.from_dates(
+            self.start, self.end, self.project_id, self.platform, max_range=max_range
+        )
+
+
+async def date_range(
+    now: NowDep,
+    start: Annotated[
+        date | None, Query(description="First day (UTC), inclusive (default: `end` - 30 days)")
+    ] = None,
+    end: Annotated[
+        date | None, Query(description="Last day (UTC), exclusive (default: tomorrow)")
+    ] = None,
+    project_id: ProjectId = None,
     platform: Platform | None = None,
-) -> summary.Filters:
+) -> DateRange:
     """The analytics range: default the last 30 days, today included."""
-    last = end or (datetime.now(UTC).date() + timedelta(days=1))
-    first = start or (last - timedelta(days=30))
-    return summary.Filters.from_dates(first, last, project_id, platform)
+    last = end or (now.astimezone(UTC).date() + timedelta(days=1))
+    first = start or (last - timedelta(days=RANGE_DAYS))
+    return DateRange(first, last, project_id, platform, start is not None, end is not None)
+
+
+async def range_filters(dates: Annotated[DateRange, Depends(date_range)]) -> summary.Filters:
+    """A range the summaries may cover: at most 366 days."""
+    return dates.filters()
+
+
+async def export_filters(dates: Annotated[DateRange, Depends(date_range)]) -> summary.Filters:
+    """A range to export: any length, the rows are streamed."""
+    return dates.filters(max_range=None)
 
 
 RangeDep = Annotated[summary.Filters, Depends(range_filters)]
+ExportRangeDep = Annotated[summary.Filters, Depends(export_filters)]
 
 
 @router.get(
@@ -339,15 +397,18 @@ async def export_rows(
     session: SessionDep,
     _: AdminUser,
     dataset: export.Dataset,
-    start_date: Annotated[date, Query(description="First day (UTC), inclusive")],
-    end_date: Annotated[date, Query(description="Last day (UTC), exclusive")],
+    filters: ExportRangeDep,
     format: export.Format = "csv",
-    project_id: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
-    platform: Platform | None = None,
+    start_date: Annotated[str | None, Query(include_in_schema=False)] = None,
+    end_date: Annotated[str | None, Query(include_in_schema=False)] = None,
 ) -> StreamingResponse:
-    """A dataset of a range, streamed as it is read: `conversation_metrics` (one row per
-    answer, ready for ClickHouse), `conversations` or `messages` (admins)."""
-    filters = summary.Filters.from_dates(start_date, end_date, project_id, platform)
+    """A dataset of a range (default: the last 30 days; any length), streamed as it is read:
+    `conversation_metrics` (one row per answer, ready for ClickHouse), `conversations` or
+    `messages` (admins)."""
+    # The range's old names: refused rather than ignored, which would export another range.
+    if start_date is not None or end_date is not None:
+        old = "start_date" if start_date is not None else "end_date"
+        raise ValidationFailed(f"{old}: renamed; the range is `start` and `end`")
     # The rows are read by their own session: this one lets its connection go first.
     await session.commit()
     name = export.file_name(dataset, filters, format)
@@ -364,20 +425,23 @@ async def export_rows(
 async def read_report(
     session: SessionDep,
     _: AdminUser,
+    now: NowDep,
     period: report.Period = "week",
     day: Annotated[
         date | None, Query(alias="date", description="A day of the period (default: today)")
     ] = None,
-    project_id: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
+    project_id: ProjectId = None,
     platform: Platform | None = None,
 ) -> ReportRead:
     """The period's summary, each number's change against the period before, and anomalous
-    days (more than 3 standard deviations from the trailing 28-day mean) (admins)."""
+    days (more than 3 standard deviations from the trailing 28-day mean; only days that are
+    over, and only days with data) (admins)."""
     data = await report.report(
         session,
         period=period,
-        day=day or datetime.now(UTC).date(),
+        day=day or now.astimezone(UTC).date(),
         project_id=project_id,
         platform=platform,
+        now=now,
     )
     return ReportRead.model_validate(data)

@@ -36,12 +36,19 @@ class Filters:
 
     @classmethod
     def from_dates(
-        cls, start: date, end: date, project_id: str | None, platform: str | None
+        cls,
+        start: date,
+        end: date,
+        project_id: str | None,
+        platform: str | None,
+        *,
+        max_range: timedelta | None = MAX_RANGE,
     ) -> Filters:
+        """`max_range` None: any length (an export streams its rows; a summary holds them)."""
         if end <= start:
             raise ValidationFailed("end: must be after start (end is exclusive)")
-        if end - start > MAX_RANGE:
-            raise ValidationFailed("end: a range covers at most 366 days")
+        if max_range is not None and end - start > max_range:
+            raise ValidationFailed(f"end: a range covers at most {max_range.days} days")
         return cls(
             start=datetime.combine(start, time.min, UTC),
             end=datetime.combine(end, time.min, UTC),

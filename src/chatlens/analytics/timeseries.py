@@ -179,6 +179,26 @@ def _float(value: Any) -> float | None:
     return float(value) if value is not None else None
 
 
+async def observed(
+    session: AsyncSession, f: Filters, *, metric: str, interval: Interval
+) -> dict[datetime, float | int | None]:
+    """The intervals of the range that hold rows, with their number; empty ones are absent."""
+    series = SERIES.get(metric)
+    if series is None:
+        raise ValidationFailed(f"metric: one of {', '.join(sorted(SERIES))}")
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    bucket = _bucket(series.time, interval, dialect).label("bucket")
+    query = (
+        select(bucket, *series.columns)
+        .where(series.time >= f.start, series.time < f.end, *series.where(f))
+        .group_by(bucket)
+    )
+    return {
+        datetime.fromisoformat(str(row[0])).replace(tzinfo=UTC): series.finish(row[1:])
+        for row in (await session.execute(query)).all()
+    }
+
+
 async def timeseries(
     session: AsyncSession, f: Filters, *, metric: str, interval: Interval
 ) -> list[tuple[datetime, float | int | None]]:
@@ -190,17 +210,7 @@ async def timeseries(
     points = int((f.end - first) / _STEP[interval]) + 1
     if points > MAX_POINTS:
         raise ValidationFailed("interval: too many points for the range; use a longer interval")
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    bucket = _bucket(series.time, interval, dialect).label("bucket")
-    query = (
-        select(bucket, *series.columns)
-        .where(series.time >= f.start, series.time < f.end, *series.where(f))
-        .group_by(bucket)
-    )
-    found = {
-        datetime.fromisoformat(str(row[0])).replace(tzinfo=UTC): series.finish(row[1:])
-        for row in (await session.execute(query)).all()
-    }
+    found = await observed(session, f, metric=metric, interval=interval)
     empty = series.finish([0] * len(series.columns))
     result = []
     moment = first
