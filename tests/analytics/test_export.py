@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -11,6 +14,8 @@ import openpyxl
 import orjson
 import pytest
 
+from chatlens.analytics import export as export_module
+from chatlens.models import Conversation, ConversationMetrics, Message, MessageRole
 from tests.analytics.conftest import Clock
 from tests.analytics.test_summary import seed
 
@@ -89,6 +94,121 @@ async def test_only_admins(client: httpx.AsyncClient, account: Any) -> None:
         "/api/analytics/export", params={**RANGE, "dataset": "messages"}, headers=account.headers
     )
     assert response.status_code == 403
+
+
+def sheet_of(response: httpx.Response, name: str) -> Any:
+    assert response.status_code == 200, response.text
+    return openpyxl.load_workbook(io.BytesIO(response.content))[name]
+
+
+async def test_xlsx_numbers_and_times_are_cells_a_spreadsheet_can_sum_and_sort(
+    client: httpx.AsyncClient, admin: Any, sessionmaker: Any
+) -> None:
+    await seed(sessionmaker, admin.id)
+    sheet = sheet_of(
+        await export(client, admin, dataset="conversation_metrics", format="xlsx"),
+        "conversation_metrics",
+    )
+    header, *cells = list(sheet.iter_rows())
+    column = {cell.value: index for index, cell in enumerate(header)}
+    assert len(cells) == 4
+
+    def values(name: str) -> list[Any]:
+        return [row[column[name]] for row in cells]
+
+    for cell in values("cost_usd") + values("tokens_used") + values("response_time_ms"):
+        assert cell.data_type == "n"
+        assert isinstance(cell.value, int | float) and not isinstance(cell.value, bool)
+    assert sum(c.value for c in values("cost_usd")) == pytest.approx(0.10)
+    assert sum(c.value for c in values("tokens_used")) == 180
+    stamps = values("timestamp")
+    assert all(cell.is_date for cell in stamps)
+    assert [cell.value for cell in stamps] == [  # UTC, to the second
+        datetime(2026, 1, 2, 10), datetime(2026, 1, 3, 10), datetime(2026, 1, 4, 12),
+        datetime(2026, 1, 5, 10),
+    ]  # fmt: skip
+    assert {cell.data_type for cell in values("escalated")} == {"b"}
+    assert [cell.value for cell in values("ttft_ms")] == [10, 20, None, 40]
+    assert all(cell.data_type == "s" for cell in values("conversation_id"))
+
+
+async def test_xlsx_text_stays_text(
+    client: httpx.AsyncClient, admin: Any, sessionmaker: Any
+) -> None:
+    """A message that looks like a formula, a number or a link is shown as written."""
+    when = datetime(2026, 1, 2, 9, tzinfo=UTC)
+    conversation = Conversation(id=uuid.uuid4(), user_id=admin.id, created_at=when, updated_at=when)
+    texts = ['=HYPERLINK("http://evil.test","refund")', "0012345", "https://example.test/a"]
+    messages = [
+        Message(
+            id=uuid.uuid4(),
+            conversation_id=conversation.id,
+            role=MessageRole.user,
+            content=text,
+            created_at=when.replace(minute=n),
+        )
+        for n, text in enumerate(texts)
+    ]
+    async with sessionmaker() as session, session.begin():
+        session.add(conversation)
+        await session.flush()
+        session.add_all(messages)
+    sheet = sheet_of(await export(client, admin, dataset="messages", format="xlsx"), "messages")
+    content = [row[2] for row in sheet.iter_rows(min_row=2)]
+    assert [(cell.data_type, cell.value) for cell in content] == [("s", t) for t in texts]
+
+
+async def test_csv_writes_numbers_in_full(
+    client: httpx.AsyncClient, admin: Any, sessionmaker: Any
+) -> None:
+    when = datetime(2026, 1, 3, 8, tzinfo=UTC)
+    costs = [Decimal("0"), Decimal("0.00012"), Decimal("1500")]
+    rows = [
+        ConversationMetrics(
+            id=uuid.uuid4(),
+            timestamp=when.replace(minute=n),
+            conversation_id=uuid.uuid4(),
+            message_id=uuid.uuid4(),
+            user_id=admin.id,
+            project_id="default",
+            platform="web",
+            confidence=0.00001,
+            response_time_ms=0.5,
+            prompt_tokens=0,
+            completion_tokens=0,
+            tokens_used=0,
+            cost_usd=cost,
+            status="complete",
+        )
+        for n, cost in enumerate(costs)
+    ]
+    async with sessionmaker() as session, session.begin():
+        session.add_all(rows)
+    response = await export(client, admin, dataset="conversation_metrics", format="csv")
+    table = list(csv.DictReader(io.StringIO(response.text)))
+    assert [row["cost_usd"] for row in table] == ["0", "0.00012", "1500"]
+    assert {row["confidence"] for row in table} == {"0.00001"}
+    assert {row["response_time_ms"] for row in table} == {"0.5"}
+    # JSON lines keep money exact, as a string, written out the same way.
+    lines = await export(client, admin, dataset="conversation_metrics", format="json")
+    parsed = [orjson.loads(line) for line in lines.content.splitlines()]
+    assert [line["cost_usd"] for line in parsed] == ["0", "0.00012", "1500"]
+
+
+async def test_xlsx_goes_on_to_a_new_sheet_when_one_is_full(
+    client: httpx.AsyncClient,
+    admin: Any,
+    sessionmaker: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await seed(sessionmaker, admin.id)
+    monkeypatch.setattr(export_module, "XLSX_ROWS", 3)  # a header and two rows a sheet
+    response = await export(client, admin, dataset="conversation_metrics", format="xlsx")
+    book = openpyxl.load_workbook(io.BytesIO(response.content))
+    assert book.sheetnames == ["conversation_metrics", "conversation_metrics (2)"]
+    first, second = (list(book[name].iter_rows(values_only=True)) for name in book.sheetnames)
+    assert first[0] == second[0]  # each sheet has the header
+    assert len(first) + len(second) == 2 + 4
 
 
 async def test_the_range_and_its_defaults_are_the_summarys(

@@ -7,16 +7,16 @@ import io
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Literal
 
 import orjson
 import xlsxwriter
-from sqlalchemy import Table, select
+from sqlalchemy import Row, Table, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatlens.analytics.summary import Filters
@@ -32,6 +32,7 @@ MEDIA_TYPES = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 EXTENSIONS = {"csv": "csv", "json": "jsonl", "xlsx": "xlsx"}
+XLSX_ROWS = 1_048_576  # rows a sheet holds, the header included
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,20 @@ def columns(dataset: str) -> list[str]:
     return [c.name for c in SOURCES[dataset].table.columns]
 
 
+def plain(number: Decimal | float) -> str:
+    """A number written out in full, as a person would: 0, 0.00012, 1500; never 0E-8 or 1e-05."""
+    exact = Decimal(repr(number)) if isinstance(number, float) else number
+    if not exact.is_finite():
+        return str(number)
+    return format(exact.normalize(), "f")
+
+
 def _plain(value: Any) -> Any:
+    """A value for JSON lines: money as a decimal string, which a float would round."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return str(value)
+        return plain(value)
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, Enum):
@@ -79,9 +89,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _csv(value: Any) -> Any:
+    """A value for CSV, where every number is text: written out in full."""
+    if isinstance(value, float):
+        return plain(value)
+    return _plain(value)
+
+
 async def rows(
     sessionmaker: async_sessionmaker[AsyncSession], dataset: str, f: Filters
-) -> AsyncIterator[list[Any]]:
+) -> AsyncIterator[Row[Any]]:
     """The dataset's rows in time order, read in batches from a server-side cursor."""
     source = SOURCES[dataset]
     table = source.table
@@ -96,7 +113,7 @@ async def rows(
         result = await session.stream(query)
         async for partition in result.partitions(_BATCH):
             for row in partition:
-                yield [_plain(v) for v in row]
+                yield row
 
 
 async def stream(
@@ -113,7 +130,7 @@ async def stream(
         writer.writerow(names)
         pending = 1
         async for row in rows(sessionmaker, dataset, f):
-            writer.writerow(row)
+            writer.writerow([_csv(v) for v in row])
             pending += 1
             if pending >= _BATCH:
                 yield buffer.getvalue().encode()
@@ -124,11 +141,57 @@ async def stream(
         return
     batch: list[bytes] = []
     async for row in rows(sessionmaker, dataset, f):
-        batch.append(orjson.dumps(dict(zip(names, row, strict=True))) + b"\n")
+        line = {name: _plain(value) for name, value in zip(names, row, strict=True)}
+        batch.append(orjson.dumps(line) + b"\n")
         if len(batch) >= _BATCH:
             yield b"".join(batch)
             batch.clear()
     yield b"".join(batch)
+
+
+class _Sheets:
+    """Typed cells, so a spreadsheet can sum, sort and filter them, and more sheets when one
+    is full (Excel holds 1,048,576 rows a sheet; xlsxwriter drops the rest silently)."""
+
+    def __init__(self, book: xlsxwriter.Workbook, dataset: str, names: list[str]) -> None:
+        self.book, self.dataset, self.names = book, dataset, names
+        self.when = book.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
+        self.money = book.add_format({"num_format": "0.00######"})
+        self.sheets = 0
+        self._add_sheet()
+
+    def _add_sheet(self) -> None:
+        self.sheets += 1
+        suffix = "" if self.sheets == 1 else f" ({self.sheets})"
+        self.sheet = self.book.add_worksheet(self.dataset[: 31 - len(suffix)] + suffix)
+        self.sheet.write_row(0, 0, self.names)
+        self.row = 1
+
+    def append(self, values: Sequence[Any]) -> None:
+        if self.row >= XLSX_ROWS:
+            self._add_sheet()
+        for column, value in enumerate(values):
+            self._cell(column, value)
+        self.row += 1
+
+    def _cell(self, column: int, value: Any) -> None:
+        sheet, row = self.sheet, self.row
+        if value is None:
+            return  # an empty cell
+        if isinstance(value, bool):
+            sheet.write_boolean(row, column, value)
+        elif isinstance(value, datetime):
+            # Excel has no time zones: the cell holds the UTC time, as every export does.
+            sheet.write_datetime(row, column, value.astimezone(UTC).replace(tzinfo=None), self.when)
+        elif isinstance(value, Decimal):
+            sheet.write_number(row, column, float(value), self.money)
+        elif isinstance(value, int | float):
+            sheet.write_number(row, column, value)
+        elif isinstance(value, Enum):
+            sheet.write_string(row, column, str(value.value))
+        else:
+            # Text stays text: never a formula or a link, whatever a message says.
+            sheet.write_string(row, column, str(value))
 
 
 async def _xlsx(
@@ -139,12 +202,9 @@ async def _xlsx(
     os.close(handle)
     try:
         book = xlsxwriter.Workbook(path, {"constant_memory": True})
-        sheet = book.add_worksheet(dataset[:31])
-        sheet.write_row(0, 0, names)
-        number = 1
+        sheets = _Sheets(book, dataset, names)
         async for row in rows(sessionmaker, dataset, f):
-            sheet.write_row(number, 0, row)
-            number += 1
+            sheets.append(row)
         book.close()
         for chunk in _read(path):
             yield chunk
