@@ -4,9 +4,15 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from chatlens.chat.schemas import ConversationRead
+from chatlens.models.conversation import ESCALATION_NOTE_MAX_CHARS
 
 Comment = Annotated[str, Field(max_length=2000)]
+EscalationNote = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=ESCALATION_NOTE_MAX_CHARS)
+]
 
 
 class RatingCreate(BaseModel):
@@ -52,6 +58,15 @@ class IntentLabelRead(BaseModel):
 
 class EscalateRequest(BaseModel):
     reason: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$")] = "manual"
+    note: EscalationNote | None = Field(
+        None, description="Free text for the operator, beside the coded reason"
+    )
+
+
+class ConversationLifecycleRead(ConversationRead):
+    """A conversation as escalating or resolving it returns it: with the escalation's note."""
+
+    escalation_note: str | None
 
 
 class ResolveRequest(BaseModel):

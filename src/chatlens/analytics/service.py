@@ -207,7 +207,9 @@ async def escalate(
     user: Principal,
     conversation_id: uuid.UUID,
     reason: str,
+    note: str | None = None,
 ) -> Conversation:
+    """open → escalated, with a coded reason and an optional note for the operator; else 409."""
     conversation = await get_conversation_or_raise(
         session, user=user, conversation_id=conversation_id
     )
@@ -217,11 +219,19 @@ async def escalate(
     conversation.status = ConversationStatus.escalated
     conversation.escalated_at = now
     conversation.escalation_reason = reason
+    # This escalation's note, or none: never an earlier escalation's beside a new reason.
+    conversation.escalation_note = note or None
     conversation.updated_at = now
     await session.commit()
     if metrics is not None:
         metrics.escalations.labels(conversation.platform, reason).inc()
-    log.info("conversation_escalated", conversation_id=str(conversation.id), reason=reason)
+    # The note is the caller's own words (a customer's, often): only its length is logged.
+    log.info(
+        "conversation_escalated",
+        conversation_id=str(conversation.id),
+        reason=reason,
+        note_chars=len(conversation.escalation_note or ""),
+    )
     return conversation
 
 

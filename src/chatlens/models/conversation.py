@@ -9,6 +9,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from chatlens.db.base import IdMixin, Model, utcnow
 
+# An escalation's free-text note, beside its coded reason: a few sentences for the operator.
+ESCALATION_NOTE_MAX_CHARS = 500
+
 
 class ConversationStatus(StrEnum):
     open = "open"
@@ -46,6 +49,7 @@ class Conversation(IdMixin, Model):
         str_enum(ConversationStatus, "conversation_status"), default=ConversationStatus.open
     )
     escalation_reason: Mapped[str | None] = mapped_column(String(32))
+    escalation_note: Mapped[str | None] = mapped_column(String(ESCALATION_NOTE_MAX_CHARS))
     outcome: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
