@@ -1,30 +1,56 @@
-# The two commands a newcomer needs: `make run` and `make test`. Both set everything up.
+# The two commands a newcomer needs: `make run` and `make test`. Both set everything up, and
+# both install exactly what uv.lock pins; `make lock` refreshes it on purpose.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# uv installs from the lock; it is itself pinned, in a virtualenv of its own.
+UV_VERSION := 0.13.10
+TOOLS  := .tools
+UV     := $(TOOLS)/bin/uv
+# Never a Python that uv would download: the machine's own, 3.11 or newer.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Bytecode compiled once at install: every process (servers in tests included) starts fast,
+# also where PYTHONDONTWRITEBYTECODE keeps Python from caching it.
+export UV_COMPILE_BYTECODE := 1
+SYNC   := $(UV) sync --frozen --python $(PYTHON)
+PORT   ?= 8000
 
-.PHONY: run test lint format bench up down clean
+.PHONY: run test test-quick lint format lock bench up down clean
 
-$(BIN)/python:
-	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "chatlens needs Python 3.11 or newer")'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+$(UV):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "chatlens needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+# `make run` needs no test tools; once `make test` has installed them, it keeps them.
+$(VENV)/.installed-run: uv.lock pyproject.toml | $(UV)
+	@if [ -f $(VENV)/.installed-dev ] && [ $(VENV)/.installed-dev -nt uv.lock ]; then :; \
+	else $(SYNC) --quiet --no-dev; fi
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(VENV)/.installed-dev: uv.lock pyproject.toml | $(UV)
+	$(SYNC) --quiet
 	touch $@ $(VENV)/.installed-run
 
-## Serve on 127.0.0.1:8000 with the builtin bot and an embedded SQLite database (./chatlens.db).
+## Serve on 127.0.0.1:8000 (PORT=8080 make run for another) with the builtin bot and an
+## embedded SQLite database (./chatlens.db).
 run: $(VENV)/.installed-run
-	$(BIN)/chatlens serve
+	$(BIN)/chatlens serve --port $(PORT)
 
-## Lint, type-check and run the tests (set CHATLENS_TEST_DATABASE_URL to add PostgreSQL).
+## Lint, type-check and run every test (set CHATLENS_TEST_DATABASE_URL to add PostgreSQL).
 test: $(VENV)/.installed-dev lint
 	$(BIN)/pytest
+
+## The quick part alone: everything but the tests marked slow (real Prometheus, servers in
+## subprocesses, deploy checks).
+test-quick: $(VENV)/.installed-dev
+	$(BIN)/pytest -m "not slow"
+
+## Refresh uv.lock to the newest versions pyproject.toml allows, install them and run the suite.
+lock: | $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
+	$(MAKE) test
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks
@@ -66,4 +92,4 @@ down:
 	COMPOSE_PROFILES=promtail,clickhouse $(COMPOSE) down
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
