@@ -200,10 +200,24 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
-    @field_validator("sentry_dsn", "redis_url", "otel_exporter_otlp_endpoint", "model")
+    @field_validator("redis_url", "otel_exporter_otlp_endpoint", "model")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _check_sentry_dsn(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        # Sentry's own parser, so a DSN it would refuse stops start-up here, in one line.
+        from sentry_sdk.utils import BadDsn, Dsn
+
+        try:
+            Dsn(value)
+        except BadDsn as exc:
+            raise ValueError(f"not a Sentry DSN ({exc})") from None
+        return value
 
     @field_validator("openai_base_url", "auth_validate_url", "s3_endpoint_url")
     @classmethod

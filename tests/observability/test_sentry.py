@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import logging
 import re
+import sqlite3
+import subprocess
+import sys
 import threading
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,9 +28,7 @@ from chatlens.app import create_app
 from chatlens.auth.deps import CurrentUser
 from chatlens.observability.errors import close_sentry
 from chatlens.settings import Settings
-from tests.helpers import make_settings
-
-pytestmark = pytest.mark.asyncio
+from tests.helpers import Server, make_settings
 
 EMAIL = "jane.doe@example.com"
 CARD = "4111 1111 1111 1111"
@@ -36,6 +37,7 @@ PHONE = "+1 415 555 0100"
 # Not one of these, in any form, may leave the process.
 PERSONAL = (EMAIL, "jane.doe", CARD, CARD.replace(" ", ""), KEY, "Zq7Zq7Zq7", PHONE, "555 0100")
 HEX32 = re.compile(r"[0-9a-f]{32}")
+KEY_PATTERN = re.compile(r"cl_[A-Za-z0-9_-]{43}")
 
 
 class CardDeclined(RuntimeError):
@@ -266,5 +268,57 @@ async def test_without_a_dsn_nothing_is_sent_and_errors_are_still_answered(
     assert failed.status_code == 500
     assert failed.json()["error"]["type"] == "internal_error"
     assert logged.status_code == 200
-    await asyncio.sleep(0.2)
-    assert receiver.items("event") == []
+    sentry_sdk.flush(timeout=2)  # nothing to send: no client is active
+    assert receiver.bodies == []
+
+
+@pytest.mark.slow
+def test_the_served_process_reports_to_sentry(
+    tmp_path: Path, receiver: Receiver, env_without_chatlens: dict[str, str]
+) -> None:
+    """`chatlens serve` with SENTRY_DSN set starts, and a failure reaches the receiver."""
+    server = Server(tmp_path, {**env_without_chatlens, "SENTRY_DSN": receiver.dsn})
+    try:
+        key = KEY_PATTERN.findall(server.output)[0]
+        headers = {"Authorization": f"Bearer {key}", "X-Request-ID": "req-served-1"}
+        assert httpx.get(f"{server.url}/api/conversations", headers=headers).status_code == 200
+        # The schema broken under the running service: its next read fails unhandled.
+        with sqlite3.connect(tmp_path / "chatlens.db") as database:
+            database.execute("DROP TABLE conversation_metrics")
+            database.execute("DROP TABLE feedback")
+            database.execute("DROP TABLE messages")
+            database.execute("DROP TABLE conversations")
+        response = httpx.get(
+            f"{server.url}/api/conversations", params={"q": EMAIL}, headers=headers, timeout=30
+        )
+        assert response.status_code == 500
+        assert response.json()["error"]["request_id"] == "req-served-1"
+        events = receiver.events(1)
+    finally:
+        server.stop()
+    [event] = events
+    assert event["tags"]["request_id"] == "req-served-1"
+    assert event["tags"]["trace_id"] == response.headers["x-trace-id"]
+    assert event["logentry"]["message"] == "unhandled_exception"
+    assert event["exception"]["values"][-1]["type"] == "OperationalError"
+    _assert_no_personal_data(receiver)
+
+
+def test_an_invalid_dsn_stops_start_up_in_one_line(
+    tmp_path: Path, env_without_chatlens: dict[str, str]
+) -> None:
+    env = {**env_without_chatlens, "SENTRY_DSN": "https://sentry.example.com/not-a-dsn"}
+    done = subprocess.run(
+        [sys.executable, "-m", "chatlens.cli", "serve", "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "chatlens: invalid setting SENTRY_DSN: not a Sentry DSN (Missing public key)"
+    ]
+    assert list(tmp_path.iterdir()) == []  # nothing created

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import warnings
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, cast
@@ -59,34 +58,39 @@ def init_sentry(settings: Settings) -> bool:
     close_sentry()
     if not settings.sentry_dsn:
         return False
-    with warnings.catch_warnings():
-        # send_default_pii stays explicit: recent 2.x deprecate it for data_collection,
-        # which the older 2.x releases that pyproject allows would reject.
-        warnings.filterwarnings("ignore", "The send_default_pii option", DeprecationWarning)
-        sentry_sdk.init(
-            dsn=settings.sentry_dsn,
-            release=settings.version,
-            environment=settings.environment.value,
-            # 0 is None to the SDK: no unsampled transaction per request, nor a client
-            # report counting each one; OpenTelemetry is the tracer.
-            traces_sample_rate=settings.sentry_traces_sample_rate or None,
-            send_default_pii=False,
-            include_local_variables=False,
-            max_request_body_size="never",
-            # OpenTelemetry already instruments SQLAlchemy, httpx and the rest: Sentry
-            # patches nothing beyond the web framework, and adds no second set of spans.
-            auto_enabling_integrations=False,
-            integrations=[
-                StarletteIntegration(),
-                FastApiIntegration(),
-                # Log lines reach Sentry through capture_log_errors alone, the standard
-                # library's included: one path, so one event per failure.
-                LoggingIntegration(level=None, event_level=None),
-            ],
-            before_send=scrub_event,
-            before_send_transaction=scrub_event,
-            before_breadcrumb=scrub_breadcrumb,
-        )
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn,
+        release=settings.version,
+        environment=settings.environment.value,
+        # 0 is None to the SDK: no unsampled transaction per request, nor a client report
+        # counting each one; OpenTelemetry is the tracer.
+        traces_sample_rate=settings.sentry_traces_sample_rate or None,
+        # What the SDK may collect by itself: nothing that names or quotes a customer.
+        # Headers keep the SDK's deny list (authorization, cookies, keys are "[Filtered]").
+        data_collection={
+            "user_info": False,
+            "cookies": {"mode": "off"},
+            "http_bodies": [],
+            "url_query_params": {"mode": "off"},
+            "gen_ai": {"inputs": False, "outputs": False},
+            "database_query_data": False,
+            "stack_frame_variables": False,
+        },
+        # OpenTelemetry already instruments SQLAlchemy, httpx and the rest: Sentry patches
+        # nothing beyond the web framework, and adds no second set of spans.
+        auto_enabling_integrations=False,
+        integrations=[
+            # Error responses are reported by the ERROR line the service logs for them,
+            # not a second time by the framework integration.
+            StarletteIntegration(failed_request_status_codes=set()),
+            FastApiIntegration(failed_request_status_codes=set()),
+            # Log lines reach Sentry through capture_log_errors alone, the standard
+            # library's included: one path, so one event per failure.
+            LoggingIntegration(level=None, event_level=None),
+        ],
+        before_send=scrub_event,
+        before_breadcrumb=scrub_breadcrumb,
+    )
     return True
 
 
@@ -121,9 +125,7 @@ def _report(event_dict: EventDict, level: str) -> None:
     exc_info = _exc_info(event_dict)
     hint: Hint = {}
     if exc_info is not None:
-        event, hint = event_from_exception(
-            exc_info, client_options=sentry_sdk.get_client().options, mechanism=_MECHANISM
-        )
+        event, hint = event_from_exception(exc_info, mechanism=_MECHANISM)
     else:
         event = {}
         rendered = event_dict.get("exception")
