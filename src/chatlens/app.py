@@ -7,7 +7,7 @@ import contextlib
 import gc
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import structlog
@@ -127,7 +127,7 @@ async def _follow_active_model(app: FastAPI, interval_s: float) -> None:
             log.warning("active_model_not_read", error=type(exc).__name__)
 
 
-def _external_auth(settings: Settings) -> ExternalAuth | None:
+def _external_auth(settings: Settings, clock: Callable[[], float]) -> ExternalAuth | None:
     if settings.auth_validate_url is None:
         return None
     key = settings.auth_internal_api_key
@@ -138,6 +138,7 @@ def _external_auth(settings: Settings) -> ExternalAuth | None:
         negative_ttl_s=settings.auth_negative_ttl_s,
         maxsize=settings.auth_cache_size,
         timeout_s=settings.auth_timeout_s,
+        clock=clock,
     )
 
 
@@ -154,8 +155,13 @@ def _watch_breaker(backend: InferenceBackend, metrics: Metrics) -> None:
         breaker.on_change = on_change
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the application; `uvicorn --factory chatlens.app:create_app` reads the environment."""
+def create_app(
+    settings: Settings | None = None, *, clock: Callable[[], float] = time.monotonic
+) -> FastAPI:
+    """Build the application; `uvicorn --factory chatlens.app:create_app` reads the environment.
+
+    `clock` times the key and token caches' TTLs (tests advance their own).
+    """
     settings = settings or load_settings()
     configure_process(settings)
     metrics = Metrics() if settings.metrics_enabled else None
@@ -170,7 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Optional: state shared between replicas; its health is reported by /health.
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         app.state.redis = redis
-        external_auth = _external_auth(settings)
+        external_auth = _external_auth(settings, clock)
         app.state.external_auth = external_auth
         refresher: asyncio.Task[None] | None = None
         follower: asyncio.Task[None] | None = None
@@ -257,7 +263,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.critical_words = CriticalWords(settings.critical_word_list)
     app.state.key_cache = (
-        KeyCache(ttl_s=settings.api_key_cache_ttl_s) if settings.api_key_cache_ttl_s > 0 else None
+        KeyCache(ttl_s=settings.api_key_cache_ttl_s, clock=clock)
+        if settings.api_key_cache_ttl_s > 0
+        else None
     )
     request_stats = RequestStats()
     app.state.request_stats = request_stats

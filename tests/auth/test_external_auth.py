@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ from starlette.routing import Route
 from chatlens.app import create_app
 from chatlens.db import migrate
 from tests.asgi_server import serving
-from tests.helpers import free_port, make_settings
+from tests.helpers import ManualClock, free_port, make_settings
 
 pytestmark = pytest.mark.asyncio
 
@@ -57,6 +56,7 @@ def fake_auth() -> Iterator[FakeAuth]:
 class Running:
     app: FastAPI
     client: httpx.AsyncClient
+    clock: ManualClock
 
     def errors(self, error_type: str) -> float:
         value = self.app.state.metrics.registry.get_sample_value(
@@ -68,11 +68,12 @@ class Running:
 async def _running(url: str, **overrides: Any) -> AsyncIterator[Running]:
     settings = make_settings(url, auth_internal_api_key=INTERNAL_KEY, **overrides)
     await migrate.upgrade(settings)
-    app = create_app(settings)
+    clock = ManualClock()
+    app = create_app(settings, clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://chatlens.test") as c:
-            yield Running(app=app, client=c)
+            yield Running(app=app, client=c, clock=clock)
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ async def chatlens(fresh_database_url: Any, fake_auth: FakeAuth) -> AsyncIterato
     fake_auth.calls.clear()
     url = await fresh_database_url("extauth")
     async for running in _running(
-        url, auth_validate_url=fake_auth.url, auth_cache_ttl_s=0.4, auth_negative_ttl_s=0.3
+        url, auth_validate_url=fake_auth.url, auth_cache_ttl_s=300, auth_negative_ttl_s=10
     ):
         yield running
 
@@ -108,7 +109,10 @@ async def test_a_valid_token_is_a_user_created_on_first_sight_then_cached(
     assert again.json()["id"] == first.json()["id"]
     assert len(fake_auth.calls) == 1
     # After the TTL the service is asked again; the same user row is found.
-    await asyncio.sleep(0.45)
+    chatlens.clock.advance(299)
+    assert (await chatlens.client.get("/api/me", headers=bearer("tok-alice"))).status_code == 200
+    assert len(fake_auth.calls) == 1
+    chatlens.clock.advance(1)
     later = await chatlens.client.get("/api/me", headers=bearer("tok-alice"))
     assert later.json()["id"] == first.json()["id"]
     assert len(fake_auth.calls) == 2
@@ -129,7 +133,7 @@ async def test_an_invalid_token_is_401_and_briefly_cached(
         assert response.status_code == 401
         assert response.json()["error"]["type"] == "unauthorized"
     assert len(fake_auth.calls) == 1
-    await asyncio.sleep(0.35)
+    chatlens.clock.advance(10)
     assert (await chatlens.client.get("/api/me", headers=bearer("tok-nobody"))).status_code == 401
     assert len(fake_auth.calls) == 2
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,11 +17,11 @@ from chatlens.auth import service as auth
 from chatlens.db import migrate
 from chatlens.db.base import utcnow
 from chatlens.models import ApiKey
-from tests.helpers import make_settings
+from tests.helpers import ManualClock, make_settings
 
 pytestmark = pytest.mark.asyncio
 
-TTL_S = 0.5
+TTL_S = 30.0
 
 
 @dataclass
@@ -30,6 +29,7 @@ class Running:
     app: FastAPI
     client: httpx.AsyncClient
     lookups: list[str]
+    clock: ManualClock
 
     async def me(self, key: str) -> httpx.Response:
         return await self.client.get("/api/me", headers={"Authorization": f"Bearer {key}"})
@@ -53,7 +53,8 @@ class Running:
 async def _running(url: str, ttl_s: float) -> AsyncIterator[Running]:
     settings = make_settings(url, api_key_cache_ttl_s=ttl_s)
     await migrate.upgrade(settings)
-    app = create_app(settings)
+    clock = ManualClock()
+    app = create_app(settings, clock=clock)
     async with app.router.lifespan_context(app):
         lookups: list[str] = []
 
@@ -64,7 +65,7 @@ async def _running(url: str, ttl_s: float) -> AsyncIterator[Running]:
         event.listen(app.state.engine.sync_engine, "before_cursor_execute", count)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://chatlens.test") as c:
-            yield Running(app=app, client=c, lookups=lookups)
+            yield Running(app=app, client=c, lookups=lookups, clock=clock)
 
 
 @pytest.fixture
@@ -84,7 +85,10 @@ async def test_a_key_is_looked_up_once_per_ttl(cached: Running) -> None:
     for _ in range(5):
         assert (await cached.me(key)).status_code == 200
     assert len(cached.lookups) == 1
-    await asyncio.sleep(TTL_S + 0.1)
+    cached.clock.advance(TTL_S - 1)
+    assert (await cached.me(key)).status_code == 200
+    assert len(cached.lookups) == 1
+    cached.clock.advance(1)
     assert (await cached.me(key)).status_code == 200
     assert len(cached.lookups) == 2
 
@@ -126,7 +130,7 @@ async def test_revoked_elsewhere_it_fails_within_the_ttl(cached: Running) -> Non
     assert (await cached.me(key)).status_code == 200
     await cached.revoke_in_database(key_id)
     assert (await cached.me(key)).status_code == 200  # this replica has not looked again yet
-    await asyncio.sleep(TTL_S + 0.1)
+    cached.clock.advance(TTL_S)
     assert (await cached.me(key)).status_code == 401
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,7 @@ class ExternalAuth:
         maxsize: int = 1024,
         timeout_s: float = 5.0,
         client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self._headers = {INTERNAL_KEY_HEADER: internal_api_key} if internal_api_key else {}
@@ -73,7 +75,7 @@ class ExternalAuth:
             return now + (negative_ttl_s if value is _INVALID else ttl_s)
 
         self._cache: TLRUCache[str, Principal | _Invalid] = TLRUCache(
-            maxsize=maxsize, ttu=expires, timer=time.monotonic
+            maxsize=maxsize, ttu=expires, timer=clock
         )
 
     async def authenticate(self, session: AsyncSession, token: str) -> Principal:

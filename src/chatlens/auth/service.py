@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -41,15 +41,15 @@ class KeyCache:
     working within `ttl_s`. Only keys that were valid are kept.
     """
 
-    def __init__(self, *, ttl_s: float, maxsize: int = 4096) -> None:
+    def __init__(
+        self, *, ttl_s: float, maxsize: int = 4096, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._principals: TTLCache[str, Principal] = TTLCache(
-            maxsize=maxsize, ttl=ttl_s, timer=time.monotonic
+            maxsize=maxsize, ttl=ttl_s, timer=clock
         )
         # Keys forgotten within the TTL: a request that read such a key before its
         # revocation was committed must not cache it as valid again afterwards.
-        self._forgotten: TTLCache[str, bool] = TTLCache(
-            maxsize=maxsize, ttl=ttl_s, timer=time.monotonic
-        )
+        self._forgotten: TTLCache[str, bool] = TTLCache(maxsize=maxsize, ttl=ttl_s, timer=clock)
 
     def get(self, key_hash: str) -> Principal | None:
         return self._principals.get(key_hash)
