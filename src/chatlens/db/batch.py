@@ -57,6 +57,10 @@ class _Write:
     committed: Callable[[], object] | None = None
 
 
+# The name of the tasks that commit queued writes, as asyncio.all_tasks() shows them.
+DRAIN_TASK_NAME = "chatlens-group-commit"
+
+
 class GroupCommit:
     """Commits queued writes, as many per transaction as are waiting (up to `max_batch`)."""
 
@@ -74,7 +78,8 @@ class GroupCommit:
         # One per pooled connection (SQLite: one); `drains` overrides.
         size = getattr(engine.pool, "size", None)
         pooled = size() if callable(size) and engine.dialect.name != "sqlite" else 1
-        self._max_drains = max(1, drains if drains is not None else pooled)
+        # How many transactions may run at once.
+        self.max_drains = max(1, drains if drains is not None else pooled)
         self._pending: list[_Write] = []
         self._drains: set[asyncio.Task[None]] = set()
         self._sqlite = SqliteThread(engine) if SqliteThread.usable(engine) else None
@@ -110,9 +115,11 @@ class GroupCommit:
         self._pending.append(
             _Write(statements, params, otel_context.get_current(), future, committed)
         )
-        if len(self._drains) < self._max_drains:
+        if len(self._drains) < self.max_drains:
             # A context of its own: the drain outlives the request that started it.
-            drain = loop.create_task(self._drain(), context=contextvars.Context())
+            drain = loop.create_task(
+                self._drain(), name=DRAIN_TASK_NAME, context=contextvars.Context()
+            )
             self._drains.add(drain)
             drain.add_done_callback(self._gone)
         return future
