@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -281,9 +281,15 @@ def bind(**fields: Any) -> None:
     _bound.set({**_bound.get(), **fields})
 
 
-def start_request(fields: Mapping[str, Any]) -> None:
+def start_request(fields: Mapping[str, Any]) -> Token[Mapping[str, Any]]:
     """Bind exactly these fields, dropping whatever an earlier request left in the context."""
-    _bound.set(fields)
+    return _bound.set(fields)
+
+
+def end_request(token: Token[Mapping[str, Any]]) -> None:
+    """Restore the fields bound before the request (none, as a rule): a request served in
+    its caller's task, as through an in-process transport, leaves nothing behind."""
+    _bound.reset(token)
 
 
 def context() -> dict[str, Any]:

@@ -22,8 +22,8 @@ from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatlens.observability.asgi import send_json
-from chatlens.observability.context import set_request_id
-from chatlens.observability.logging import start_request
+from chatlens.observability.context import end_request_id, set_request_id
+from chatlens.observability.logging import end_request, start_request
 from chatlens.observability.metrics import UNMATCHED_ROUTE, Metrics
 from chatlens.observability.request_stats import RequestStats
 from chatlens.observability.tracing import start_span
@@ -136,7 +136,7 @@ class ObservabilityMiddleware:
         path: str = scope["path"]
         route = self.routes.template(scope)
         request_id = _request_id(scope)
-        set_request_id(request_id)
+        request_id_token = set_request_id(request_id)
         fields: dict[str, Any] = {"request_id": request_id, "method": method, "route": route}
 
         span = None
@@ -163,7 +163,7 @@ class ObservabilityMiddleware:
                 trace_id = format(span_context.trace_id, "032x")
                 fields["trace_id"] = trace_id
                 fields["span_id"] = format(span_context.span_id, "016x")
-        start_request(fields)
+        fields_token = start_request(fields)
 
         metrics = self.metrics
         if metrics is not None:
@@ -228,6 +228,8 @@ class ObservabilityMiddleware:
                 self.request_stats.record(route, status, until - started)
             if self.access_log:
                 self._log_access(scope, path, status, (ended - started) * 1000)
+            end_request(fields_token)
+            end_request_id(request_id_token)
 
     def _log_access(self, scope: Scope, path: str, status: int, duration_ms: float) -> None:
         client = scope.get("client")
