@@ -27,6 +27,7 @@ from chatlens.chat import service as chat_service
 from chatlens.chat.openai_router import router as openai_router
 from chatlens.chat.router import router as chat_router
 from chatlens.chat.service import ChatPipeline
+from chatlens.console import router as console
 from chatlens.db import migrate
 from chatlens.db.engine import create_engine, create_sessionmaker
 from chatlens.errors import install_error_handlers
@@ -256,6 +257,9 @@ def create_app(
         version=__version__,
         summary="AI customer-support chat service, observable from the first request",
         lifespan=lifespan,
+        # Served by the console package from vendored files, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
         # FastAPI's own telemetry would add a second server span and a span per dependency;
         # ObservabilityMiddleware is the single, leaner source of spans, metrics and logs.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -279,6 +283,9 @@ def create_app(
     app.include_router(admin_router)
     app.include_router(health_router)
     app.include_router(metrics_router)
+    app.include_router(console.router)
+    app.include_router(console.docs_router)
+    app.mount(console.STATIC_PATH, console.static_files(), name=console.STATIC_NAME)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Added last, so outermost: every response, a 413 or a 500 included, is counted and
     # carries the request and trace ids.
