@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmark in order and print a summary for benchmarks/README.md."""
+"""`make bench`: every benchmark in order, about 20 minutes on 2 cores (benchmarks/README.md)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,18 @@ from benchmarks.wrk import wrk_executable
 
 BENCHMARKS = ("matching", "chat", "observability", "relay", "analytics", "instructions")
 WARMUP_S = 1.0
+CHOICES_HELP = """\
+--only choices; without --only all six run in this order, about 20 minutes on 2 cores:
+  matching       IntentMatcher.match() alone, against its 1 ms median target   ~10 s
+  chat           POST /chat against `chatlens serve`: requests/s, latency      ~30 s
+  observability  POST /chat with observability on against off, interleaved     ~2.5 min
+  relay          /v1/chat/completions: upstream, bare relays, chatlens,
+                 LiteLLM (needs wrk, benchmarks/.litellm)                      ~2 min
+  analytics      1,000,000 metrics rows on PostgreSQL and SQLite: queries,
+                 CSV and XLSX exports                                          ~9 min
+  instructions   instructions per request under valgrind (POST /chat off and
+                 on, a relayed turn); needs valgrind                           ~5 min
+"""
 OBSERVABILITY_WARMUP_S = 2.0
 
 
@@ -206,12 +218,19 @@ def run_relay(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse options, run the chosen benchmarks; speed never changes the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        epilog=CHOICES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--duration", type=float, default=10.0, help="seconds per load run (default 10)"
     )
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
-    parser.add_argument("--only", choices=BENCHMARKS, help="run one benchmark")
+    parser.add_argument(
+        "--only", choices=BENCHMARKS, help="run one benchmark (each described below)"
+    )
     parser.add_argument(
         "--max-requests",
         type=int,
