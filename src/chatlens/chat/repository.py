@@ -103,7 +103,7 @@ def _table(model: type[Conversation | Message | ConversationMetrics]) -> Table:
 
 
 # The chat pipeline's statements, built once: a statement built per call costs its cache key
-# (about 0.05 ms each) before SQLAlchemy finds the compiled form.
+# on every call before SQLAlchemy finds the compiled form (benchmarks/README.md).
 _INSERTS = {model: _table(model).insert() for model in (Conversation, Message, ConversationMetrics)}
 _conversations = _table(Conversation)
 _TOUCH = (
@@ -129,8 +129,8 @@ async def insert(
     model: type[Conversation | Message | ConversationMetrics],
     values: dict[str, Any],
 ) -> None:
-    """One row, as a plain INSERT: the chat pipeline's hot path skips the ORM's unit of work,
-    which costs its two commits about 0.2 ms each (the caller sets ids and timestamps)."""
+    """One row, as a plain INSERT: the chat pipeline's hot path skips the ORM's unit of work
+    and what it adds to each of its two commits (the caller sets ids and timestamps)."""
     await session.execute(_INSERTS[model], values)
 
 

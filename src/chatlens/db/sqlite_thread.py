@@ -3,10 +3,10 @@
 aiosqlite runs every call on the connection's own thread, and SQLAlchemy's async adapter
 makes three trips per statement (cursor, execute, close) and one for the commit: eight for
 a new conversation's two rows, ten for an answer's three. Each trip is a thread switch and
-an event-loop wake-up, about 0.1 ms on a busy core. `SqliteThread.transaction` builds the
-transaction with a synchronous SQLAlchemy connection over the same sqlite3 connection and
-runs all of it on that thread, in one trip: the same statements, types, SQL spans and
-errors, on the one connection SQLite's writes share.
+an event-loop wake-up, dear on a busy core (benchmarks/README.md). `SqliteThread.transaction`
+builds the transaction with a synchronous SQLAlchemy connection over the same sqlite3
+connection and runs all of it on that thread, in one trip: the same statements, types, SQL
+spans and errors, on the one connection SQLite's writes share.
 
 It reaches two private names of aiosqlite's `Connection`, `_execute` (run a function on its
 thread) and `_conn` (its sqlite3 connection), both in every release since 0.17;

@@ -84,9 +84,9 @@ def configure_tracing(
 class _Recorder:
     """Makes this process's own spans and hands them, finished, to the span processors.
 
-    The SDK's `Span` costs about 170,000 instructions: a lock, bounded attribute and event
-    collections, attribute validation, and a `ReadableSpan` copy at its end. A chat turn
-    makes nine or ten spans, and at that price tracing alone took a tenth of its CPU. Here a
+    The SDK's `Span` is costly: a lock, bounded attribute and event collections, attribute
+    validation, and a `ReadableSpan` copy at its end. A chat turn makes nine or ten spans,
+    and at that price tracing was a large share of its CPU (benchmarks/README.md). Here a
     span is a plain object while it runs (`_Span`), or nothing at all when it has no
     children (`leaf_span`), and becomes the SDK's `ReadableSpan` when it ends: the same ids,
     parent, resource, scope, kind, times, attributes, events and status the SDK would
@@ -438,11 +438,11 @@ def _instrument_sql() -> None:
     """A client span per SQL statement, on every engine of the process.
 
     The dialect's execute hooks, instead of opentelemetry-instrumentation-sqlalchemy or the
-    connection's cursor events: measured on a POST /chat turn, that package added 1.7 ms,
-    and any connection event makes SQLAlchemy dispatch a dozen empty events per statement
-    and join event collections on every new connection. Dialect hooks cost neither, for
-    spans with the same semantic conventions (db.system.name, db.namespace,
-    db.operation.name, db.query.text).
+    connection's cursor events: that package made a POST /chat turn measurably slower
+    (benchmarks/README.md), and any connection event makes SQLAlchemy dispatch a dozen empty
+    events per statement and join event collections on every new connection. Dialect hooks
+    cost neither, for spans with the same semantic conventions (db.system.name,
+    db.namespace, db.operation.name, db.query.text).
     """
     if not event.contains(Dialect, "do_execute", _do_execute):
         event.listen(Dialect, "do_execute", _do_execute)
@@ -558,7 +558,8 @@ class HttpClientSpan:
                 "http.request.method": method,
                 "server.address": url.host,
                 "server.port": url.port or (443 if url.scheme == "https" else 80),
-                # Credentials never reach a span; copying a URL costs about 0.03 ms.
+                # Credentials never reach a span; a URL is copied only when it holds some,
+                # since a copy on every upstream call is not free.
                 "url.full": str(
                     url.copy_with(username=None, password=None) if url.userinfo else url
                 ),
