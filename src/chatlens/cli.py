@@ -440,7 +440,8 @@ def export_command(
         today = dt.datetime.now(dt.UTC).date()
         last = dt.date.fromisoformat(end) if end else today + dt.timedelta(days=1)
         first = dt.date.fromisoformat(start) if start else last - dt.timedelta(days=30)
-        filters = summary.Filters.from_dates(first, last, project_id, platform)
+        # It streams: any range may be exported, as through the API.
+        filters = summary.Filters.from_dates(first, last, project_id, platform, max_range=None)
     except ValueError as exc:
         fail(f"--start/--end: {exc}")
     except ChatlensError as exc:

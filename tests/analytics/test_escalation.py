@@ -40,6 +40,10 @@ async def test_the_note_is_kept_and_returned_and_only_its_length_is_logged(
     body = escalated.json()
     assert (body["status"], body["escalation_reason"]) == ("escalated", "damaged_parcel")
     assert body["escalation_note"] == NOTE  # trimmed
+    read = await client.get(base, headers=account.headers)
+    assert read.json()["escalation_note"] == NOTE
+    listed = await client.get("/api/conversations", headers=account.headers)
+    assert [c["escalation_note"] for c in listed.json()["items"]] == [NOTE]
     resolved = await client.post(
         f"{base}/resolve", json={"outcome": "resolved"}, headers=account.headers
     )

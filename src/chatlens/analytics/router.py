@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chatlens.analytics import export, report, service, sla, summary, timeseries
 from chatlens.analytics.schemas import (
     AvailabilityRead,
-    ConversationLifecycleRead,
     CsatCreate,
     EscalateRequest,
     FeedbackRead,
@@ -35,7 +34,7 @@ from chatlens.analytics.schemas import (
 from chatlens.auth.deps import AdminUser, CurrentUser
 from chatlens.auth.service import Principal
 from chatlens.chat.router import PipelineDep
-from chatlens.chat.schemas import Platform
+from chatlens.chat.schemas import ConversationRead, Platform
 from chatlens.db.base import utcnow
 from chatlens.db.session import SessionDep
 from chatlens.errors import ValidationFailed
@@ -175,7 +174,7 @@ async def label_intent(
 
 @router.post(
     "/conversations/{conversation_id}/escalate",
-    response_model=ConversationLifecycleRead,
+    response_model=ConversationRead,
     responses=errors(409),
 )
 async def escalate(
@@ -184,7 +183,7 @@ async def escalate(
     user: CurrentUser,
     metrics: MetricsDep,
     body: EscalateRequest | None = None,
-) -> ConversationLifecycleRead:
+) -> ConversationRead:
     """Hand an open conversation to a person, with a coded reason and an optional note of
     up to 500 characters (409 unless it is open)."""
     request = body or EscalateRequest()
@@ -196,12 +195,12 @@ async def escalate(
         reason=request.reason,
         note=request.note,
     )
-    return ConversationLifecycleRead.model_validate(conversation)
+    return ConversationRead.model_validate(conversation)
 
 
 @router.post(
     "/conversations/{conversation_id}/resolve",
-    response_model=ConversationLifecycleRead,
+    response_model=ConversationRead,
     responses=errors(409),
 )
 async def resolve(
@@ -210,12 +209,12 @@ async def resolve(
     session: SessionDep,
     user: CurrentUser,
     metrics: MetricsDep,
-) -> ConversationLifecycleRead:
+) -> ConversationRead:
     """Close a conversation: resolved, converted or abandoned (409 if it already is)."""
     conversation = await service.resolve(
         session, metrics, user=user, conversation_id=conversation_id, outcome=body.outcome
     )
-    return ConversationLifecycleRead.model_validate(conversation)
+    return ConversationRead.model_validate(conversation)
 
 
 @router.get("/sla", response_model=SlaRead, tags=["analytics"], responses=errors(403))

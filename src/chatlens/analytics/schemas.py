@@ -6,7 +6,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from chatlens.chat.schemas import ConversationRead
 from chatlens.models.conversation import ESCALATION_NOTE_MAX_CHARS
 
 Comment = Annotated[str, Field(max_length=2000)]
@@ -61,12 +60,6 @@ class EscalateRequest(BaseModel):
     note: EscalationNote | None = Field(
         None, description="Free text for the operator, beside the coded reason"
     )
-
-
-class ConversationLifecycleRead(ConversationRead):
-    """A conversation as escalating or resolving it returns it: with the escalation's note."""
-
-    escalation_note: str | None
 
 
 class ResolveRequest(BaseModel):

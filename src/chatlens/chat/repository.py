@@ -157,7 +157,12 @@ async def escalate_conversation(
             Conversation.id == conversation_id,
             Conversation.status != ConversationStatus.escalated,
         )
-        .values(status=ConversationStatus.escalated, escalated_at=at, escalation_reason=reason)
+        .values(
+            status=ConversationStatus.escalated,
+            escalated_at=at,
+            escalation_reason=reason,
+            escalation_note=None,  # the bot's own escalation has a coded reason only
+        )
         .execution_options(synchronize_session=False)
     )
     result = await session.execute(statement)

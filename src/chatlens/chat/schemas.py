@@ -93,6 +93,7 @@ class ConversationRead(BaseModel):
     user: str | None = Field(validation_alias="external_user_id")
     status: ConversationStatus
     escalation_reason: str | None
+    escalation_note: str | None = Field(description="Free text given with the escalation")
     outcome: str | None
     created_at: datetime
     updated_at: datetime
