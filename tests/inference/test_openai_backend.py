@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
@@ -18,7 +18,7 @@ from chatlens.inference.errors import (
 )
 from chatlens.inference.knowledge_base import default_knowledge_base_path, load_knowledge_base
 from chatlens.inference.openai import OpenAIBackend, UpstreamConfig
-from tests.helpers import free_port
+from tests.helpers import ManualClock, free_port
 from tests.upstream import WORDS, FakeUpstream
 
 pytestmark = pytest.mark.asyncio
@@ -38,9 +38,23 @@ def _fresh(upstream: FakeUpstream) -> None:
     upstream.reset()
 
 
-def make_backend(url: str, **overrides: object) -> OpenAIBackend:
+def make_backend(
+    url: str, *, clock: ManualClock | None = None, **overrides: object
+) -> OpenAIBackend:
     config = UpstreamConfig(base_url=url, api_key="sk-test-key", default_model="ok")
-    return OpenAIBackend(replace(config, **overrides), knowledge_base=KB)  # type: ignore[arg-type]
+    return OpenAIBackend(
+        replace(config, **overrides),  # type: ignore[arg-type]
+        knowledge_base=KB,
+        clock=clock or ManualClock(),
+    )
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait until `condition` holds, for at most `timeout_s`. The fake upstream serves from
+    a thread of its own, so what it records is polled: no asyncio.Event crosses loops."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
 
 
 async def collect(backend: OpenAIBackend, model: str) -> list[Chunk]:
@@ -207,7 +221,10 @@ async def test_an_unreachable_upstream_is_503(upstream: FakeUpstream) -> None:
 
 async def test_breaker_opens_probes_and_closes(upstream: FakeUpstream) -> None:
     states: list[BreakerState] = []
-    backend = make_backend(upstream.url, max_retries=0, breaker_failures=2, breaker_reset_s=0.3)
+    clock = ManualClock()
+    backend = make_backend(
+        upstream.url, clock=clock, max_retries=0, breaker_failures=2, breaker_reset_s=30
+    )
     backend.breaker.on_change = states.append
     try:
         for _ in range(2):
@@ -217,15 +234,15 @@ async def test_breaker_opens_probes_and_closes(upstream: FakeUpstream) -> None:
         # Open: refused at once, the upstream not called, Retry-After from the breaker.
         with pytest.raises(UpstreamUnavailable) as caught:
             await collect(backend, "ok")
-        assert caught.value.headers["Retry-After"] == "1"
+        assert caught.value.headers["Retry-After"] == "30"
         assert upstream.calls_to("ok") == 0
         assert not (await backend.health()).ok
-        await asyncio.sleep(0.35)
+        clock.advance(30)
         # Half-open: a failed probe opens it again ...
         with pytest.raises(UpstreamBadResponse):
             await collect(backend, "fail")
         assert backend.breaker.state is BreakerState.open
-        await asyncio.sleep(0.35)
+        clock.advance(30)
         # ... and a successful one closes it.
         chunks = await collect(backend, "ok")
         assert chunks[-1].usage is not None
@@ -283,19 +300,22 @@ class _NotHttp:
 async def test_a_reply_that_is_not_http_is_retried_counted_and_frees_the_probe() -> None:
     garbage = _NotHttp()
     async with garbage as url:
-        backend = make_backend(url, max_retries=1, breaker_failures=2, breaker_reset_s=0.2)
+        clock = ManualClock()
+        backend = make_backend(
+            url, clock=clock, max_retries=1, breaker_failures=2, breaker_reset_s=20
+        )
         try:
             with pytest.raises(UpstreamUnavailable):
                 await collect(backend, "ok")
             assert garbage.connections == 2  # the attempt and its retry
             assert backend.breaker.state is BreakerState.open
-            await asyncio.sleep(0.25)
+            clock.advance(20)
             # The half-open probe meets the same reply: the breaker opens again, and after
             # its reset time it lets the next probe through (it is not stuck half-open).
             with pytest.raises(UpstreamUnavailable):
                 await collect(backend, "ok")
             assert backend.breaker.state is BreakerState.open
-            await asyncio.sleep(0.25)
+            clock.advance(20)
             before = garbage.connections
             with pytest.raises(UpstreamUnavailable):
                 await collect(backend, "ok")
@@ -308,13 +328,17 @@ async def test_a_reply_that_is_not_http_is_retried_counted_and_frees_the_probe()
 
 
 async def test_a_cancelled_probe_frees_the_breaker(upstream: FakeUpstream) -> None:
-    backend = make_backend(upstream.url, max_retries=0, breaker_failures=1, breaker_reset_s=0.1)
+    clock = ManualClock()
+    backend = make_backend(
+        upstream.url, clock=clock, max_retries=0, breaker_failures=1, breaker_reset_s=10
+    )
     try:
         with pytest.raises(UpstreamBadResponse):
             await collect(backend, "fail")
-        await asyncio.sleep(0.15)
+        clock.advance(10)
         probe = asyncio.create_task(collect(backend, "slow-headers:5"))
-        await asyncio.sleep(0.1)  # the probe waits for the upstream's answer to begin
+        # The probe waits for the upstream's answer to begin.
+        await _until(lambda: upstream.calls_to("slow-headers:5") == 1)
         probe.cancel()
         with pytest.raises(asyncio.CancelledError):
             await probe

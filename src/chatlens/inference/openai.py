@@ -7,7 +7,7 @@ import email.utils
 import random
 import time
 import urllib.request
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +84,7 @@ class OpenAIBackend:
         *,
         knowledge_base: KnowledgeBase,
         matcher: IntentMatcher | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.default_model = config.default_model
@@ -112,7 +113,10 @@ class OpenAIBackend:
         }
         self._timeouts = {"timeout": timeout.as_dict()}
         self.breaker = CircuitBreaker(
-            failures=config.breaker_failures, reset_s=config.breaker_reset_s, name=self.name
+            failures=config.breaker_failures,
+            reset_s=config.breaker_reset_s,
+            name=self.name,
+            clock=clock,
         )
         self._models: tuple[float, list[str]] | None = None
 
