@@ -7,15 +7,20 @@
 # Trixie's postgresql-client (17) can dump the PostgreSQL 17 of deploy/compose.yaml.
 ARG PYTHON_IMAGE=python:3.11-slim-trixie
 
-# ---- build: a virtualenv with chatlens and its runtime dependencies, nothing else
+# ---- build: a virtualenv with chatlens and its runtime dependencies, exactly as uv.lock pins
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/chatlens
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_PROJECT_ENVIRONMENT=/opt/chatlens \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy
+# The uv of the Makefile (UV_VERSION): the same resolver reads the same lock.
+RUN pip install uv==0.13.10
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml uv.lock README.md ./
 COPY src ./src
-RUN /opt/chatlens/bin/pip install '.[s3]'
+RUN uv sync --frozen --no-dev --extra s3 --no-editable
 
 # ---- runtime
 FROM ${PYTHON_IMAGE} AS runtime

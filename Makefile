@@ -14,7 +14,6 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # also where PYTHONDONTWRITEBYTECODE keeps Python from caching it.
 export UV_COMPILE_BYTECODE := 1
 SYNC   := $(UV) sync --frozen --python $(PYTHON)
-PORT   ?= 8000
 
 .PHONY: run test test-quick lint format lock bench up down clean
 
@@ -33,10 +32,10 @@ $(VENV)/.installed-dev: uv.lock pyproject.toml | $(UV)
 	$(SYNC) --quiet
 	touch $@ $(VENV)/.installed-run
 
-## Serve on 127.0.0.1:8000 (PORT=8080 make run for another) with the builtin bot and an
-## embedded SQLite database (./chatlens.db).
+## Serve on 127.0.0.1:8000 with the builtin bot and an embedded SQLite database
+## (./chatlens.db); `make run PORT=8080` (or CHATLENS_PORT) for another port.
 run: $(VENV)/.installed-run
-	$(BIN)/chatlens serve --port $(PORT)
+	$(BIN)/chatlens serve $(if $(PORT),--port $(PORT))
 
 ## Lint, type-check and run every test (set CHATLENS_TEST_DATABASE_URL to add PostgreSQL).
 test: $(VENV)/.installed-dev lint
