@@ -63,6 +63,18 @@ async def drop_pg_database(base_url: str, name: str) -> None:
 DATABASES = ["sqlite"] + (["postgresql"] if os.environ.get(PG_URL_ENV) or STRICT else [])
 
 
+TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`slow`: the tests that start real processes (a server, the CLI, Prometheus: they ask
+    for `env_without_chatlens`) and the deploy checks. `make test-quick` leaves them out."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "env_without_chatlens" in fixtures or item.path.is_relative_to(TESTS / "deploy"):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_report_header() -> str:
     missing = "" if "postgresql" in DATABASES else f" (set {PG_URL_ENV} to add PostgreSQL)"
     return f"databases: {', '.join(DATABASES)}{missing}"

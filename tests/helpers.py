@@ -135,15 +135,19 @@ class Server:
             stderr=self.log.open("wb"),
         )
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.output
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited at start:\n{self.output}")
             try:
                 if httpx.get(f"{self.url}/health/live", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 time.sleep(0.1)
-        raise AssertionError(f"server did not start:\n{self.output}")
+        # Never left running behind a failed test.
+        self.process.kill()
+        self.process.wait(timeout=15)
+        raise AssertionError(f"server did not start within 60 s:\n{self.output}")
 
     @property
     def output(self) -> str:

@@ -102,7 +102,7 @@ async def test_backup_wipe_restore_brings_every_row_back(
     folder = tmp_path / "backups"
     made = await asyncio.to_thread(invoke, url, "backup", "--dir", str(folder), "--keep", "2")
     assert made.exit_code == 0, made.output
-    dump = Path(made.output.strip())
+    dump = Path(made.stdout.strip())
     assert dump.parent == folder
     assert (await asyncio.to_thread(dump.stat)).st_size > 0
     assert dump.name.startswith("chatlens-")
@@ -137,7 +137,7 @@ async def test_keep_prunes_old_backups_and_a_wrong_file_is_refused(
     for _ in range(3):
         made = await asyncio.to_thread(invoke, url, "backup", "--dir", str(folder), "--keep", "2")
         assert made.exit_code == 0, made.output
-        written.append(Path(made.output.strip()))
+        written.append(Path(made.stdout.strip()))
     assert sorted(folder.iterdir()) == written[1:]  # the oldest went
 
     stray = tmp_path / "notes.txt"

@@ -118,7 +118,7 @@ def test_the_build_context_carries_what_the_dockerfile_copies() -> None:
             assert (ROOT / source).exists(), source
 
 
-def test_the_wheel_the_image_installs_holds_the_data_and_the_migrations(tmp_path: Path) -> None:
+def test_the_wheel_the_image_installs_holds_everything_the_package_ships(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path),
          str(ROOT)],
@@ -128,8 +128,11 @@ def test_the_wheel_the_image_installs_holds_the_data_and_the_migrations(tmp_path
     [wheel] = tmp_path.glob("chatlens-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     package = ROOT / "src" / "chatlens"
+    # Code, data, migrations, the console's templates and vendored files: all of it.
     needed = [
-        p for p in package.rglob("*") if p.is_file() and p.suffix in (".py", ".yaml", ".mako")
+        p
+        for p in package.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
     ]
     missing = [str(p) for p in needed if f"chatlens/{p.relative_to(package)}" not in names]
     assert not missing, missing

@@ -272,7 +272,6 @@ async def test_without_a_dsn_nothing_is_sent_and_errors_are_still_answered(
     assert receiver.bodies == []
 
 
-@pytest.mark.slow
 def test_the_served_process_reports_to_sentry(
     tmp_path: Path, receiver: Receiver, env_without_chatlens: dict[str, str]
 ) -> None:
