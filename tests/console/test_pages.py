@@ -160,3 +160,19 @@ def test_vendor_readme_lists_every_vendored_file() -> None:
     for name in files:
         if name != "README.md":
             assert f"`{name}`" in readme, name
+
+
+async def test_static_files_are_one_route_in_the_metrics(
+    client: httpx.AsyncClient, app: Any
+) -> None:
+    def served(route: str) -> float:
+        value = app.state.metrics.registry.get_sample_value(
+            "http_requests_total", {"method": "GET", "route": route, "status": "200"}
+        )
+        return float(value or 0.0)
+
+    before = served("/static/{path:path}")
+    css = next(url for url in links((await client.get("/")).text) if url.endswith(".css"))
+    assert (await client.get(css)).status_code == 200
+    # Labelled by the mount, not by the file's path, and not as an unmatched route.
+    assert served("/static/{path:path}") == before + 1

@@ -263,7 +263,7 @@ async def read_sla(
     )
 
 
-def clock() -> datetime:
+async def clock() -> datetime:
     """Now, for the default range and the days a report may judge; tests override it."""
     return utcnow()
 

@@ -18,7 +18,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from starlette.routing import BaseRoute, compile_path
+from starlette.routing import BaseRoute, Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatlens.observability.asgi import send_json
@@ -70,6 +70,9 @@ class RouteTable:
             path = getattr(route, "path", None)
             if not path:
                 continue
+            if isinstance(getattr(route, "original_route", route), Mount):
+                # A mount serves everything below its path (the static files): one label.
+                path = f"{path}/{{path:path}}"
             regex, _, _ = compile_path(path)
             methods = getattr(route, "methods", None)
             table.append((regex, path, frozenset(methods) if methods else None))
