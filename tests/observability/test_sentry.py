@@ -35,7 +35,18 @@ CARD = "4111 1111 1111 1111"
 KEY = "cl_" + "Zq7" * 15
 PHONE = "+1 415 555 0100"
 # Not one of these, in any form, may leave the process.
-PERSONAL = (EMAIL, "jane.doe", CARD, CARD.replace(" ", ""), KEY, "Zq7Zq7Zq7", PHONE, "555 0100")
+CLIENT_IP = "203.0.113.77"
+# What a proxy in front of chatlens adds: the customer's address, the page they came from.
+PROXY_HEADERS = {
+    "X-Forwarded-For": f"{CLIENT_IP}, 10.0.0.1",
+    "X-Real-IP": CLIENT_IP,
+    "Forwarded": f"for={CLIENT_IP};proto=https",
+    "Referer": "https://shop.example.com/orders/8812?customer=jane",
+}
+PERSONAL = (
+    *(EMAIL, "jane.doe", CARD, CARD.replace(" ", ""), KEY, "Zq7Zq7Zq7", PHONE, "555 0100"),
+    *(CLIENT_IP, "shop.example.com", "customer=jane"),
+)
 HEX32 = re.compile(r"[0-9a-f]{32}")
 KEY_PATTERN = re.compile(r"cl_[A-Za-z0-9_-]{43}")
 
@@ -172,7 +183,7 @@ async def test_an_unhandled_exception_is_one_tagged_event_without_personal_data(
     settings: Settings, make_account: Any, receiver: Receiver
 ) -> None:
     account = await make_account()
-    headers = {**account.headers, "X-Request-ID": "req-sentry-1"}
+    headers = {**account.headers, **PROXY_HEADERS, "X-Request-ID": "req-sentry-1"}
     async with _serving(make_settings(settings.database_url, sentry_dsn=receiver.dsn)) as client:
         response = await client.post(
             "/test/charge", json={"note": f"call me on {PHONE}"}, headers=headers
@@ -209,6 +220,13 @@ async def test_an_unhandled_exception_is_one_tagged_event_without_personal_data(
     assert "raise CardDeclined" in raised["context_line"]
     assert all("vars" not in frame for frame in frames)
     assert not event.get("request", {}).get("data")
+    # Headers by allow list: what a proxy adds about the customer never leaves.
+    # (The SDK's allow list matches parts of names: "accept" lets Accept-Encoding through.)
+    allowed = ("accept", "content-type", "content-length", "user-agent", "x-request-id")
+    sent = event["request"]["headers"]
+    kept = {k: v for k, v in sent.items() if not any(a in k.lower() for a in allowed)}
+    assert set(kept.values()) == {"[Filtered]"}, kept
+    assert sent["x-request-id"] == "req-sentry-1"
     _assert_no_personal_data(receiver)
 
 
@@ -279,7 +297,11 @@ def test_the_served_process_reports_to_sentry(
     server = Server(tmp_path, {**env_without_chatlens, "SENTRY_DSN": receiver.dsn})
     try:
         key = KEY_PATTERN.findall(server.output)[0]
-        headers = {"Authorization": f"Bearer {key}", "X-Request-ID": "req-served-1"}
+        headers = {
+            "Authorization": f"Bearer {key}",
+            "X-Request-ID": "req-served-1",
+            **PROXY_HEADERS,
+        }
         assert httpx.get(f"{server.url}/api/conversations", headers=headers).status_code == 200
         # The schema broken under the running service: its next read fails unhandled.
         with sqlite3.connect(tmp_path / "chatlens.db") as database:

@@ -13,7 +13,7 @@ from opentelemetry import trace
 from sentry_sdk.integrations.fastapi import FastApiIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.integrations.starlette import StarletteIntegration
-from sentry_sdk.types import Breadcrumb, BreadcrumbHint, Event, Hint
+from sentry_sdk.types import Breadcrumb, BreadcrumbHint, Event, Hint, SpanJSON
 from sentry_sdk.utils import event_from_exception
 from structlog.typing import EventDict, WrappedLogger
 
@@ -48,6 +48,8 @@ _NOT_IN_CONTEXT = frozenset(
     }
 )
 _MECHANISM = {"type": "logging", "handled": True}
+# Request headers an event may carry (an allow list): none names or locates a person.
+_SENT_HEADERS = ("accept", "content-type", "content-length", "user-agent", "x-request-id")
 # Set while a line is being reported: anything Sentry logs meanwhile must not report again.
 _reporting: ContextVar[bool] = ContextVar("chatlens_sentry_reporting", default=False)
 
@@ -66,10 +68,12 @@ def init_sentry(settings: Settings) -> bool:
         # counting each one; OpenTelemetry is the tracer.
         traces_sample_rate=settings.sentry_traces_sample_rate or None,
         # What the SDK may collect by itself: nothing that names or quotes a customer.
-        # Headers keep the SDK's deny list (authorization, cookies, keys are "[Filtered]").
+        # Request headers by allow list: the client's address (X-Forwarded-For, Forwarded,
+        # X-Real-IP), the Referer and any credential are never sent, whatever a proxy adds.
         data_collection={
             "user_info": False,
             "cookies": {"mode": "off"},
+            "http_headers": {"request": {"mode": "allowlist", "terms": list(_SENT_HEADERS)}},
             "http_bodies": [],
             "url_query_params": {"mode": "off"},
             "gen_ai": {"inputs": False, "outputs": False},
@@ -89,6 +93,7 @@ def init_sentry(settings: Settings) -> bool:
             LoggingIntegration(level=None, event_level=None),
         ],
         before_send=scrub_event,
+        before_send_span=scrub_span,
         before_breadcrumb=scrub_breadcrumb,
     )
     return True
@@ -207,6 +212,11 @@ def scrub_event(event: Event, _: Hint) -> Event:
     else:
         scrubbed.pop("user", None)
     return scrubbed
+
+
+def scrub_span(span: SpanJSON, _: Hint) -> SpanJSON:
+    """A span (when Sentry's own tracing is on) with its name and attributes redacted."""
+    return cast(SpanJSON, _scrub(span))
 
 
 def scrub_breadcrumb(crumb: Breadcrumb, _: BreadcrumbHint) -> Breadcrumb:
