@@ -13,29 +13,37 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # Bytecode compiled once at install: every process (servers in tests included) starts fast,
 # also where PYTHONDONTWRITEBYTECODE keeps Python from caching it.
 export UV_COMPILE_BYTECODE := 1
-SYNC   := $(UV) sync --frozen --python $(PYTHON)
+# --locked: exactly what uv.lock pins, and a lock that no longer matches pyproject.toml is an
+# error (run `make lock`), never a silent install of something else.
+SYNC   := $(UV) sync --locked --python $(PYTHON)
+UV_STAMP := $(TOOLS)/.uv-$(UV_VERSION)
 
 .PHONY: run test test-quick lint format lock bench up down clean
 
-$(UV):
+# A stamp per version: changing UV_VERSION installs that uv.
+$(UV_STAMP):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "chatlens needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	rm -f $(TOOLS)/.uv-*
+	touch $@
 
 # `make run` needs no test tools; once `make test` has installed them, it keeps them.
-$(VENV)/.installed-run: uv.lock pyproject.toml | $(UV)
+$(VENV)/.installed-run: uv.lock pyproject.toml $(UV_STAMP)
 	@if [ -f $(VENV)/.installed-dev ] && [ $(VENV)/.installed-dev -nt uv.lock ]; then :; \
 	else $(SYNC) --quiet --no-dev; fi
 	touch $@
 
-$(VENV)/.installed-dev: uv.lock pyproject.toml | $(UV)
+$(VENV)/.installed-dev: uv.lock pyproject.toml $(UV_STAMP)
 	$(SYNC) --quiet
 	touch $@ $(VENV)/.installed-run
 
 ## Serve on 127.0.0.1:8000 with the builtin bot and an embedded SQLite database
 ## (./chatlens.db); `make run PORT=8080` (or CHATLENS_PORT) for another port.
+# Only a PORT given on make's command line: one inherited from the environment (many
+# platforms export PORT) must not override CHATLENS_PORT or .env.
 run: $(VENV)/.installed-run
-	$(BIN)/chatlens serve $(if $(PORT),--port $(PORT))
+	$(BIN)/chatlens serve $(if $(filter command line,$(origin PORT)),--port $(PORT))
 
 ## Lint, type-check and run every test (set CHATLENS_TEST_DATABASE_URL to add PostgreSQL).
 test: $(VENV)/.installed-dev lint
@@ -47,7 +55,7 @@ test-quick: $(VENV)/.installed-dev
 	$(BIN)/pytest -m "not slow"
 
 ## Refresh uv.lock to the newest versions pyproject.toml allows, install them and run the suite.
-lock: | $(UV)
+lock: $(UV_STAMP)
 	$(UV) lock --upgrade --python $(PYTHON)
 	$(MAKE) test
 

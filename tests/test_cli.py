@@ -181,6 +181,17 @@ async def test_cli_export_writes_the_same_rows_as_the_api(
         wrong = invoke(url, "export", "--dataset", "users")
         assert wrong.exit_code == 2
         assert "--dataset" in wrong.output
+        # A file that cannot be written is said to be so: the database is not at fault.
+        for place, reason in (
+            (tmp_path / "no" / "such" / "folder.csv", "No such file or directory"),
+            (Path("/dev/full"), "No space left on device"),
+        ):
+            unwritten = invoke(
+                url, "export", "--start", "2026-01-01", "--end", "2026-01-08", "-o", str(place)
+            )
+            assert unwritten.exit_code == 1
+            assert f"chatlens: cannot write {place}: {reason}" in unwritten.stderr
+            assert "database" not in unwritten.stderr.replace("chatlens: database ", "")
 
     await asyncio.to_thread(run)
 

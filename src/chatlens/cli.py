@@ -465,7 +465,12 @@ def export_command(
             await require_schema(engine)
             maker = create_sessionmaker(engine)
             async for chunk in export.stream(maker, dataset, filters, fmt):  # type: ignore[arg-type]
-                file.write(chunk)
+                try:
+                    file.write(chunk)
+                except BrokenPipeError:
+                    raise
+                except OSError as exc:  # a full disk is not the database's fault
+                    raise _WriteFailed(exc) from exc
                 written += len(chunk)
         finally:
             await engine.dispose()
@@ -473,9 +478,17 @@ def export_command(
 
     to_stdout = str(target) == "-"
     try:
-        with contextlib.nullcontext(sys.stdout.buffer) if to_stdout else target.open("wb") as file:
-            size = run(write(file))
-            file.flush()
+        try:
+            opened = contextlib.nullcontext(sys.stdout.buffer) if to_stdout else target.open("wb")
+            with opened as file:
+                size = run(write(file))
+                file.flush()
+        except _WriteFailed as exc:
+            fail(f"cannot write {target}: {exc.__cause__}", 1)
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise
+            fail(f"cannot write {target}: {exc.strerror or exc}", 1)
         if location is None:
             # On stderr: stdout may be the export itself (-o -), piped into another tool.
             typer.echo(f"wrote {target} ({size:,} bytes)", err=True)
@@ -488,6 +501,10 @@ def export_command(
     finally:
         if staging is not None:
             staging.cleanup()
+
+
+class _WriteFailed(Exception):
+    """Writing an export's file failed (not reading the database)."""
 
 
 @app.command("report")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
@@ -60,6 +61,8 @@ async def test_api_docs_load_only_local_assets(client: httpx.AsyncClient, path: 
 
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.headers["content-security-policy"] == "frame-ancestors 'none'"
+    assert response.headers["x-content-type-options"] == "nosniff"
     # No CDN, no Google Fonts, no online validator: nothing outside chatlens.
     assert "http://" not in response.text
     assert "https://" not in response.text
@@ -151,15 +154,17 @@ async def test_pages_behind_a_path_prefix_name_prefixed_urls(
         assert url.startswith("/support/"), url
 
 
-def test_vendor_readme_lists_every_vendored_file() -> None:
+def test_vendor_readme_lists_every_vendored_file_with_its_checksum() -> None:
     readme = (VENDOR / "README.md").read_text(encoding="utf-8")
-    files = [p.relative_to(VENDOR).as_posix() for p in VENDOR.rglob("*") if p.is_file()]
+    files = [p for p in VENDOR.rglob("*") if p.is_file() and p.name != "README.md"]
 
     assert (VENDOR / Path(console.SWAGGER_UI).name / "swagger-ui-bundle.js").is_file()
     assert (VENDOR / Path(console.REDOC).name / "redoc.standalone.js").is_file()
-    for name in files:
-        if name != "README.md":
-            assert f"`{name}`" in readme, name
+    for path in files:
+        name = path.relative_to(VENDOR).as_posix()
+        # The file is the one the README's row names: unchanged since it was vendored.
+        [row] = [line for line in readme.splitlines() if line.startswith(f"| `{name}` |")]
+        assert f"`{hashlib.sha256(path.read_bytes()).hexdigest()}`" in row, name
 
 
 async def test_static_files_are_one_route_in_the_metrics(

@@ -38,6 +38,13 @@ _HOME_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
+# The API docs run inline scripts (their set-up), so their policy only forbids framing.
+_DOCS_HEADERS = {
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
 router = APIRouter(include_in_schema=False)
 # The API docs, kept apart so that the app can leave all of them out at once.
 docs_router = APIRouter(include_in_schema=False)
@@ -87,7 +94,7 @@ async def home(request: Request) -> HTMLResponse:
 async def swagger_ui(request: Request) -> HTMLResponse:
     """Swagger UI over the OpenAPI schema."""
     app = request.app
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=_openapi_url(request),
         title=f"{app.title} - Swagger UI",
         swagger_js_url=_asset(request, f"{SWAGGER_UI}/swagger-ui-bundle.js"),
@@ -98,6 +105,8 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         # No online validator: its badge would send the schema's URL to validator.swagger.io.
         swagger_ui_parameters={**(app.swagger_ui_parameters or {}), "validatorUrl": None},
     )
+    page.headers.update(_DOCS_HEADERS)
+    return page
 
 
 @docs_router.api_route(OAUTH2_REDIRECT_PATH, methods=["GET", "HEAD"], response_class=HTMLResponse)
@@ -109,10 +118,12 @@ async def swagger_ui_oauth2_redirect() -> HTMLResponse:
 @docs_router.api_route(REDOC_PATH, methods=["GET", "HEAD"], response_class=HTMLResponse)
 async def redoc(request: Request) -> HTMLResponse:
     """ReDoc over the OpenAPI schema."""
-    return get_redoc_html(
+    page = get_redoc_html(
         openapi_url=_openapi_url(request),
         title=f"{request.app.title} - ReDoc",
         redoc_js_url=_asset(request, f"{REDOC}/redoc.standalone.js"),
         redoc_favicon_url=_asset(request, "favicon.svg"),
         with_google_fonts=False,
     )
+    page.headers.update(_DOCS_HEADERS)
+    return page

@@ -33,7 +33,8 @@ log = structlog.get_logger(__name__)
 REQUEST_ID_HEADER = b"x-request-id"
 TRACE_ID_HEADER = b"x-trace-id"
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
-_QUIET_PREFIXES = ("/health", "/metrics")
+# Probes, scrapes and static files: logged at DEBUG, and not the traffic the SLA counts.
+_QUIET_PREFIXES = ("/health", "/metrics", "/static/")
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -229,10 +230,12 @@ class ObservabilityMiddleware:
             if self.request_stats is not None and not path.startswith(_QUIET_PREFIXES):
                 # For the SLA: probes and scrapes are not the service's traffic.
                 self.request_stats.record(route, status, until - started)
-            if self.access_log:
-                self._log_access(scope, path, status, (ended - started) * 1000)
-            end_request(fields_token)
-            end_request_id(request_id_token)
+            try:
+                if self.access_log:
+                    self._log_access(scope, path, status, (ended - started) * 1000)
+            finally:
+                end_request(fields_token)
+                end_request_id(request_id_token)
 
     def _log_access(self, scope: Scope, path: str, status: int, duration_ms: float) -> None:
         client = scope.get("client")
