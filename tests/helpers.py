@@ -135,7 +135,8 @@ class Server:
             stderr=self.log.open("wb"),
         )
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
+        # Generous: a busy machine slows a cold start (several workers) down a lot.
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited at start:\n{self.output}")
@@ -147,7 +148,7 @@ class Server:
         # Never left running behind a failed test.
         self.process.kill()
         self.process.wait(timeout=15)
-        raise AssertionError(f"server did not start within 60 s:\n{self.output}")
+        raise AssertionError(f"server did not start within 120 s:\n{self.output}")
 
     @property
     def output(self) -> str:
