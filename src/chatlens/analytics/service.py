@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatlens.analytics import repository as repo
+from chatlens.analytics.repository import feedback as repo
 from chatlens.auth.service import Principal
 from chatlens.chat.service import get_conversation_or_raise
 from chatlens.db.base import utcnow

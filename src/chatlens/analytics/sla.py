@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chatlens.analytics import repository as repo
+from chatlens.analytics.repository import requests as repo
 from chatlens.db.base import utcnow
 from chatlens.errors import ValidationFailed
 from chatlens.models import RequestStat
@@ -57,7 +57,7 @@ async def flush(stats: RequestStats, sessionmaker: async_sessionmaker[AsyncSessi
     ]
     try:
         async with sessionmaker() as session, session.begin():
-            repo.add_request_stats(session, rows)
+            repo.add(session, rows)
     except Exception as exc:
         stats.restore(drained)
         log.warning("request_stats_not_flushed", error=type(exc).__name__, rows=len(rows))
@@ -90,14 +90,12 @@ async def compute(
     span = parse_window(window)
     end = utcnow()
     start = end - span
-    totals = await repo.sum_request_stats(session, since=start)
-    count = int(totals["count"])
-    errors = int(totals["errors"])
-    buckets = [int(totals[f"le_{b}"]) for b in LATENCY_BOUNDS_MS]
+    totals = await repo.totals(session, since=start)
+    count, errors = totals.count, totals.errors
     availability = (count - errors) / count if count else None
     allowed = (1 - uptime_target) * count
     budget = None if not count else (1 - errors / allowed if allowed > 0 else None)
-    p95 = quantile_from_buckets(0.95, buckets, count)
+    p95 = quantile_from_buckets(0.95, list(totals.buckets), count)
     return Sla(
         window=window,
         start=start,
@@ -107,7 +105,7 @@ async def compute(
         availability=availability,
         availability_target=uptime_target,
         error_budget_remaining=budget,
-        mean_seconds=totals["latency_sum_ms"] / count / 1000 if count else None,
+        mean_seconds=totals.latency_sum_ms / count / 1000 if count else None,
         p95_seconds=p95 / 1000 if p95 is not None else None,
         response_time_target=response_time_target,
     )

@@ -1,11 +1,10 @@
-"""SQL for feedback and intent labels."""
+"""SQL for feedback, intent labels and the facts they fill in."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens.models import (
@@ -14,9 +13,7 @@ from chatlens.models import (
     Feedback,
     FeedbackKind,
     Message,
-    RequestStat,
 )
-from chatlens.observability.request_stats import LATENCY_BOUNDS_MS
 
 
 async def get_message_for_user(
@@ -58,23 +55,3 @@ async def update_turn_facts(
 
 def add(session: AsyncSession, row: Feedback) -> None:
     session.add(row)
-
-
-def add_request_stats(session: AsyncSession, rows: list[RequestStat]) -> None:
-    session.add_all(rows)
-
-
-async def sum_request_stats(session: AsyncSession, *, since: datetime) -> dict[str, float]:
-    """Totals since `since`: requests, 5xx, latency sum and the cumulative buckets."""
-    columns = {
-        "count": func.sum(RequestStat.count),
-        "errors": func.sum(case((RequestStat.status_class == "5xx", RequestStat.count), else_=0)),
-        "latency_sum_ms": func.sum(RequestStat.latency_sum_ms),
-        **{
-            name: func.sum(getattr(RequestStat, name))
-            for name in (f"le_{bound}" for bound in LATENCY_BOUNDS_MS)
-        },
-    }
-    query = select(*(c.label(n) for n, c in columns.items())).where(RequestStat.minute >= since)
-    row = (await session.execute(query)).one()
-    return {name: float(getattr(row, name) or 0) for name in columns}
