@@ -9,7 +9,7 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens.analytics import summary as summaries
-from chatlens.analytics.summary import Filters
+from chatlens.analytics.filters import Filters
 from chatlens.analytics.timeseries import observed
 from chatlens.db.base import utcnow
 
