@@ -8,7 +8,6 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -16,14 +15,15 @@ from typing import Any, Literal
 
 import orjson
 import xlsxwriter
-from sqlalchemy import Row, Table, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chatlens.analytics.summary import Filters
-from chatlens.models import Conversation, ConversationMetrics, Message
+from chatlens.analytics.filters import Filters
+from chatlens.analytics.repository import export as repo
+from chatlens.analytics.repository.export import SOURCES, Dataset, Record, columns
+
+__all__ = ["MEDIA_TYPES", "SOURCES", "Dataset", "Format", "columns", "stream"]
 
 Format = Literal["csv", "json", "xlsx"]
-Dataset = Literal["conversation_metrics", "conversations", "messages"]
 _BATCH = 1000
 _CHUNK = 64 * 1024
 MEDIA_TYPES = {
@@ -35,37 +35,10 @@ EXTENSIONS = {"csv": "csv", "json": "jsonl", "xlsx": "xlsx"}
 XLSX_ROWS = 1_048_576  # rows a sheet holds, the header included
 
 
-@dataclass(frozen=True)
-class Source:
-    table: Table
-    time: str  # the column the date range applies to
-    project: str | None  # the project column, when the table has one
-    platform: str | None
-
-
-def _table(model: Any) -> Table:
-    table = model.__table__
-    assert isinstance(table, Table)
-    return table
-
-
-SOURCES: dict[str, Source] = {
-    "conversation_metrics": Source(
-        _table(ConversationMetrics), "timestamp", "project_id", "platform"
-    ),
-    "conversations": Source(_table(Conversation), "created_at", "project_id", "platform"),
-    "messages": Source(_table(Message), "created_at", "project_id", None),
-}
-
-
 def file_name(dataset: str, f: Filters, fmt: Format) -> str:
     last = f.end.date().toordinal() - 1
     end = date.fromordinal(last)
     return f"chatlens-{dataset}-{f.start.date()}-{end}.{EXTENSIONS[fmt]}"
-
-
-def columns(dataset: str) -> list[str]:
-    return [c.name for c in SOURCES[dataset].table.columns]
 
 
 def plain(number: Decimal | float) -> str:
@@ -98,22 +71,11 @@ def _csv(value: Any) -> Any:
 
 async def rows(
     sessionmaker: async_sessionmaker[AsyncSession], dataset: str, f: Filters
-) -> AsyncIterator[Row[Any]]:
-    """The dataset's rows in time order, read in batches from a server-side cursor."""
-    source = SOURCES[dataset]
-    table = source.table
-    time_column = table.c[source.time]
-    query = select(*table.c).where(time_column >= f.start, time_column < f.end)
-    if f.project_id is not None and source.project is not None:
-        query = query.where(table.c[source.project] == f.project_id)
-    if f.platform is not None and source.platform is not None:
-        query = query.where(table.c[source.platform] == f.platform)
-    query = query.order_by(time_column, table.c.id).execution_options(yield_per=_BATCH)
+) -> AsyncIterator[Record]:
+    """The dataset's rows in time order, read by a session of their own as they are sent."""
     async with sessionmaker() as session:
-        result = await session.stream(query)
-        async for partition in result.partitions(_BATCH):
-            for row in partition:
-                yield row
+        async for record in repo.records(session, dataset, f):
+            yield record
 
 
 async def stream(
