@@ -8,6 +8,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -21,7 +22,7 @@ from chatlens.analytics.filters import Filters
 from chatlens.analytics.repository import export as repo
 from chatlens.analytics.repository.export import SOURCES, Dataset, Record, columns
 
-__all__ = ["MEDIA_TYPES", "SOURCES", "Dataset", "Format", "columns", "stream"]
+__all__ = ["MEDIA_TYPES", "SOURCES", "Dataset", "Format", "columns", "download", "stream"]
 
 Format = Literal["csv", "json", "xlsx"]
 _BATCH = 1000
@@ -76,6 +77,31 @@ async def rows(
     async with sessionmaker() as session:
         async for record in repo.records(session, dataset, f):
             yield record
+
+
+@dataclass(frozen=True)
+class Download:
+    name: str
+    media_type: str
+    chunks: AsyncIterator[bytes]
+
+
+async def download(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    dataset: Dataset,
+    filters: Filters,
+    fmt: Format,
+) -> Download:
+    """A file of the dataset, streamed; the request's session lets its connection go first
+    (the rows are read by their own, and SQLite's pool holds one connection)."""
+    await session.commit()
+    return Download(
+        name=file_name(dataset, filters, fmt),
+        media_type=MEDIA_TYPES[fmt],
+        chunks=stream(sessionmaker, dataset, filters, fmt),
+    )
 
 
 async def stream(

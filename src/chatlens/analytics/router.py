@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens.analytics import export, report, service, sla, summary, timeseries
+from chatlens.analytics.filters import MAX_RANGE, Filters
 from chatlens.analytics.schemas import (
     AvailabilityRead,
     CsatCreate,
@@ -155,7 +156,7 @@ async def label_intent(
     metrics: MetricsDep,
 ) -> IntentLabelRead:
     """An operator's label of an answer's true intent, for intent accuracy (admins)."""
-    message = await service.label_intent(
+    labeled = await service.label_intent(
         session,
         metrics,
         admin=admin,
@@ -163,12 +164,11 @@ async def label_intent(
         intent=body.intent,
         valid=intent_names(pipeline.backend),
     )
-    assert message.labeled_intent is not None
     return IntentLabelRead(
-        message_id=message.id,
-        intent=message.intent,
-        labeled_intent=message.labeled_intent,
-        correct=None if message.intent is None else message.intent == message.labeled_intent,
+        message_id=labeled.message.id,
+        intent=labeled.message.intent,
+        labeled_intent=labeled.labeled_intent,
+        correct=labeled.correct,
     )
 
 
@@ -227,19 +227,14 @@ async def read_sla(
     """Availability (non-5xx share) and response time against the SLA targets, every replica
     counted (admins)."""
     settings = request.app.state.settings
-    stats = request.app.state.request_stats
-    if stats is not None:
-        # This replica's latest counts too. The request's session lets its connection go
-        # first: on SQLite the pool holds one.
-        await session.commit()
-        await sla.flush(stats, request.app.state.sessionmaker)
-    result = await sla.compute(
+    result = await sla.current(
         session,
+        stats=request.app.state.request_stats,
+        sessionmaker=request.app.state.sessionmaker,
         window=window,
         uptime_target=settings.sla_uptime_target,
         response_time_target=settings.sla_response_time_target_s,
     )
-    p95 = result.p95_seconds
     return SlaRead(
         window=result.window,
         start=result.start,
@@ -248,17 +243,15 @@ async def read_sla(
         availability=AvailabilityRead(
             current=result.availability,
             target=result.availability_target,
-            compliant=None
-            if result.availability is None
-            else result.availability >= result.availability_target,
+            compliant=result.availability_compliant,
             errors=result.errors,
             error_budget_remaining=result.error_budget_remaining,
         ),
         response_time=ResponseTimeRead(
             mean_seconds=result.mean_seconds,
-            p95_seconds=p95,
+            p95_seconds=result.p95_seconds,
             target_seconds=result.response_time_target,
-            compliant=None if p95 is None else p95 <= result.response_time_target,
+            compliant=result.response_time_compliant,
         ),
     )
 
@@ -283,7 +276,7 @@ class DateRange:
     start_sent: bool
     end_sent: bool
 
-    def filters(self, *, max_range: timedelta | None = summary.MAX_RANGE) -> summary.Filters:
+    def filters(self, *, max_range: timedelta | None = MAX_RANGE) -> Filters:
         """The range's filters; an error names a parameter the caller sent."""
         # Only `start` sent: the default `end` is not the caller's to fix.
         defaulted_end = self.start_sent and not self.end_sent
@@ -296,7 +289,7 @@ class DateRange:
         if max_range is not None and self.end - self.start > max_range:
             blamed = "start" if defaulted_end else "end"
             raise ValidationFailed(f"{blamed}: a range covers at most {max_range.days} days")
-        return summary.Filters.from_dates(
+        return Filters.from_dates(
             self.start, self.end, self.project_id, self.platform, max_range=max_range
         )
 
@@ -318,18 +311,18 @@ async def date_range(
     return DateRange(first, last, project_id, platform, start is not None, end is not None)
 
 
-async def range_filters(dates: Annotated[DateRange, Depends(date_range)]) -> summary.Filters:
+async def range_filters(dates: Annotated[DateRange, Depends(date_range)]) -> Filters:
     """A range the summaries may cover: at most 366 days."""
     return dates.filters()
 
 
-async def export_filters(dates: Annotated[DateRange, Depends(date_range)]) -> summary.Filters:
+async def export_filters(dates: Annotated[DateRange, Depends(date_range)]) -> Filters:
     """A range to export: any length, the rows are streamed."""
     return dates.filters(max_range=None)
 
 
-RangeDep = Annotated[summary.Filters, Depends(range_filters)]
-ExportRangeDep = Annotated[summary.Filters, Depends(export_filters)]
+RangeDep = Annotated[Filters, Depends(range_filters)]
+ExportRangeDep = Annotated[Filters, Depends(export_filters)]
 
 
 @router.get(
@@ -412,13 +405,13 @@ async def export_rows(
     if start_date is not None or end_date is not None:
         old = "start_date" if start_date is not None else "end_date"
         raise ValidationFailed(f"{old}: renamed; the range is `start` and `end`")
-    # The rows are read by their own session: this one lets its connection go first.
-    await session.commit()
-    name = export.file_name(dataset, filters, format)
+    download = await export.download(
+        session, request.app.state.sessionmaker, dataset=dataset, filters=filters, fmt=format
+    )
     return StreamingResponse(
-        export.stream(request.app.state.sessionmaker, dataset, filters, format),
-        media_type=export.MEDIA_TYPES[format],
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        download.chunks,
+        media_type=download.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{download.name}"'},
     )
 
 

@@ -50,6 +50,13 @@ class Saved:
 
 
 @dataclass(frozen=True)
+class Labeled:
+    message: Message
+    labeled_intent: str
+    correct: bool | None  # None: the answer had no detected intent to judge
+
+
+@dataclass(frozen=True)
 class FeedbackContext:
     """What recording feedback needs besides the request."""
 
@@ -172,7 +179,7 @@ async def label_intent(
     message_id: uuid.UUID,
     intent: str,
     valid: Iterable[str],
-) -> Message:
+) -> Labeled:
     """An operator's label of an answer's true intent (admins, any user's conversation)."""
     names = sorted({*valid, UNKNOWN_INTENT})
     if intent not in names:
@@ -197,7 +204,8 @@ async def label_intent(
     if metrics is not None:
         detected = message.intent or UNKNOWN_INTENT
         metrics.intent_labels.labels(detected, "true" if detected == intent else "false").inc()
-    return message
+    correct = None if message.intent is None else message.intent == intent
+    return Labeled(message=message, labeled_intent=intent, correct=correct)
 
 
 async def escalate(

@@ -79,6 +79,42 @@ class Sla:
     p95_seconds: float | None
     response_time_target: float
 
+    @property
+    def availability_compliant(self) -> bool | None:
+        """Availability at or above its target; None without requests."""
+        if self.availability is None:
+            return None
+        return self.availability >= self.availability_target
+
+    @property
+    def response_time_compliant(self) -> bool | None:
+        """p95 at or below its target; None without requests."""
+        if self.p95_seconds is None:
+            return None
+        return self.p95_seconds <= self.response_time_target
+
+
+async def current(
+    session: AsyncSession,
+    *,
+    stats: RequestStats | None,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    window: str,
+    uptime_target: float,
+    response_time_target: float,
+) -> Sla:
+    """The SLA over every replica's counts, this replica's latest (`stats`) flushed first."""
+    if stats is not None:
+        # The request's session lets its connection go first: on SQLite the pool holds one.
+        await session.commit()
+        await flush(stats, sessionmaker)
+    return await compute(
+        session,
+        window=window,
+        uptime_target=uptime_target,
+        response_time_target=response_time_target,
+    )
+
 
 async def compute(
     session: AsyncSession,
