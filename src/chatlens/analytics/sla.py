@@ -126,7 +126,7 @@ async def compute(
     span = parse_window(window)
     end = utcnow()
     start = end - span
-    totals = await repo.totals(session, since=start)
+    totals = await repo.totals(session, start=start)
     count, errors = totals.count, totals.errors
     availability = (count - errors) / count if count else None
     allowed = (1 - uptime_target) * count

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens.analytics.filters import MAX_RANGE, Filters
+from chatlens.analytics.repository import requests
 from chatlens.analytics.repository import summary as repo
 from chatlens.models import FeedbackKind
 
@@ -85,10 +86,11 @@ async def business_numbers(session: AsyncSession, f: Filters) -> dict[str, Any]:
 
 
 async def technical_numbers(session: AsyncSession, f: Filters) -> dict[str, Any]:
-    totals = await repo.request_totals(session, f)
-    error_rate = _ratio(totals.hits, totals.total)
+    # Requests are counted per route, not per project: the range alone applies.
+    totals = await requests.totals(session, start=f.start, end=f.end)
+    error_rate = _ratio(totals.errors, totals.count)
     return {
-        "requests": totals.total,
+        "requests": totals.count,
         "error_rate": error_rate,
         "availability": None if error_rate is None else 1 - error_rate,
     }
@@ -122,9 +124,9 @@ async def intents(session: AsyncSession, f: Filters) -> list[dict[str, Any]]:
     """Per detected intent, most frequent first: the "top intents and problems" table."""
     rows = await repo.intent_turns(session, f)
     total = sum(r.turns for r in rows)
-    labels = {r.intent: r for r in await repo.intent_labels(session, f)}
-    ratings = {r.intent: r for r in await repo.intent_ratings(session, f)}
-    none = repo.IntentCounted(intent="", total=0, hits=0)
+    labels = await repo.intent_labels(session, f)
+    ratings = await repo.intent_ratings(session, f)
+    none = repo.Counted(total=0, hits=0)
     result = []
     for row in sorted(rows, key=lambda r: (-r.turns, r.intent)):
         labeled = labels.get(row.intent, none)

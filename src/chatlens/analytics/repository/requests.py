@@ -24,14 +24,19 @@ def add(session: AsyncSession, rows: list[RequestStat]) -> None:
     session.add_all(rows)
 
 
-async def totals(session: AsyncSession, *, since: datetime) -> RequestTotals:
-    """Totals since `since`: requests, 5xx, latency sum and the cumulative buckets."""
+async def totals(
+    session: AsyncSession, *, start: datetime, end: datetime | None = None
+) -> RequestTotals:
+    """Totals in [start, end) (no end: until now), every route and replica: requests, 5xx,
+    latency sum and the cumulative buckets."""
     query = select(
         func.sum(RequestStat.count),
         func.sum(case((RequestStat.status_class == "5xx", RequestStat.count), else_=0)),
         func.sum(RequestStat.latency_sum_ms),
         *(func.sum(getattr(RequestStat, f"le_{bound}")) for bound in LATENCY_BOUNDS_MS),
-    ).where(RequestStat.minute >= since)
+    ).where(RequestStat.minute >= start)
+    if end is not None:
+        query = query.where(RequestStat.minute < end)
     row = (await session.execute(query)).one()
     count, errors, latency, *buckets = (float(v or 0) for v in row)
     return RequestTotals(

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, ColumnExpressionArgument, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens.analytics.filters import Filters
@@ -20,7 +20,6 @@ from chatlens.models import (
     FeedbackKind,
     Message,
     MessageRole,
-    RequestStat,
 )
 
 CM = ConversationMetrics
@@ -28,6 +27,11 @@ CM = ConversationMetrics
 
 def _turns(f: Filters) -> list[Any]:
     return scope.where(f, time=CM.timestamp, project=CM.project_id, platform=CM.platform)
+
+
+def _hits(condition: ColumnExpressionArgument[bool]) -> ColumnElement[Any]:
+    """How many rows meet `condition`: 0, not NULL, over no rows."""
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
 def _float(value: Any) -> float | None:
@@ -42,55 +46,6 @@ class TurnTotals:
     tokens: int
     cost_usd: Decimal
     p95_response_ms: float | None  # nearest rank
-
-
-@dataclass(frozen=True)
-class Counted:
-    """How many rows, and how many of them count for the number (correct, positive…)."""
-
-    total: int
-    hits: int
-
-
-@dataclass(frozen=True)
-class ConversationTotals:
-    conversations: int
-    escalations: int
-    conversions: int
-
-
-@dataclass(frozen=True)
-class Score:
-    kind: FeedbackKind
-    score: int
-
-
-@dataclass(frozen=True)
-class Resolution:
-    created_at: datetime
-    resolved_at: datetime
-    outcome: str | None
-
-
-@dataclass(frozen=True)
-class Contact:
-    customer: str
-    started: datetime
-
-
-@dataclass(frozen=True)
-class IntentTurns:
-    intent: str
-    turns: int
-    avg_confidence: float | None
-    escalated: int
-
-
-@dataclass(frozen=True)
-class IntentCounted:
-    intent: str
-    total: int
-    hits: int
 
 
 def _p95_in_aggregate(session: AsyncSession) -> bool:
@@ -140,16 +95,19 @@ async def turn_totals(session: AsyncSession, f: Filters) -> TurnTotals:
     )
 
 
+@dataclass(frozen=True)
+class Counted:
+    """How many rows, and how many of them count for the number (correct, positive…)."""
+
+    total: int
+    hits: int
+
+
 async def labeled_answers(session: AsyncSession, f: Filters) -> Counted:
     """Answers of the range an operator labeled, and those whose detected intent agrees."""
     row = (
         await session.execute(
-            select(
-                func.count(),
-                func.coalesce(
-                    func.sum(case((Message.intent == Message.labeled_intent, 1), else_=0)), 0
-                ),
-            )
+            select(func.count(), _hits(Message.intent == Message.labeled_intent))
             .select_from(Message)
             .join(Conversation, Conversation.id == Message.conversation_id)
             .where(
@@ -178,22 +136,33 @@ async def answer_ratings(session: AsyncSession, f: Filters) -> Counted:
     return Counted(total=int(row[0]), hits=int(row[1]))
 
 
+@dataclass(frozen=True)
+class ConversationTotals:
+    conversations: int
+    escalations: int
+    conversions: int
+
+
 async def conversation_totals(session: AsyncSession, f: Filters) -> ConversationTotals:
     """Conversations created in the range, the escalated ones and the converted ones."""
     row = (
         await session.execute(
             select(
                 func.count(),
-                func.coalesce(
-                    func.sum(case((Conversation.escalated_at.is_not(None), 1), else_=0)), 0
-                ),
-                func.coalesce(func.sum(case((Conversation.outcome == "converted", 1), else_=0)), 0),
+                _hits(Conversation.escalated_at.is_not(None)),
+                _hits(Conversation.outcome == "converted"),
             ).where(*scope.conversations(f, time=Conversation.created_at))
         )
     ).one()
     return ConversationTotals(
         conversations=int(row[0]), escalations=int(row[1]), conversions=int(row[2])
     )
+
+
+@dataclass(frozen=True)
+class Score:
+    kind: FeedbackKind
+    score: int
 
 
 async def survey_scores(session: AsyncSession, f: Filters) -> list[Score]:
@@ -211,6 +180,13 @@ async def survey_scores(session: AsyncSession, f: Filters) -> list[Score]:
     return [Score(kind=kind, score=score) for kind, score in rows]
 
 
+@dataclass(frozen=True)
+class Resolution:
+    created_at: datetime
+    resolved_at: datetime
+    outcome: str | None
+
+
 async def resolutions(session: AsyncSession, f: Filters) -> list[Resolution]:
     """Conversations resolved in the range (any outcome)."""
     rows = (
@@ -222,6 +198,12 @@ async def resolutions(session: AsyncSession, f: Filters) -> list[Resolution]:
     ).all()
     # The range on resolved_at leaves no row without one; the test says so to the types.
     return [Resolution(created_at=c, resolved_at=r, outcome=o) for c, r, o in rows if r is not None]
+
+
+@dataclass(frozen=True)
+class Contact:
+    customer: str
+    started: datetime
 
 
 async def contacts(session: AsyncSession, f: Filters, *, since: datetime) -> list[Contact]:
@@ -244,20 +226,12 @@ async def contacts(session: AsyncSession, f: Filters, *, since: datetime) -> lis
     ]
 
 
-async def request_totals(session: AsyncSession, f: Filters) -> Counted:
-    """Requests counted in the range (every route, every replica) and the 5xx ones."""
-    row = (
-        await session.execute(
-            select(
-                func.coalesce(func.sum(RequestStat.count), 0),
-                func.coalesce(
-                    func.sum(case((RequestStat.status_class == "5xx", RequestStat.count), else_=0)),
-                    0,
-                ),
-            ).where(*scope.where(f, time=RequestStat.minute))
-        )
-    ).one()
-    return Counted(total=int(row[0]), hits=int(row[1]))
+@dataclass(frozen=True)
+class IntentTurns:
+    intent: str
+    turns: int
+    avg_confidence: float | None
+    escalated: int
 
 
 async def intent_turns(session: AsyncSession, f: Filters) -> list[IntentTurns]:
@@ -269,7 +243,7 @@ async def intent_turns(session: AsyncSession, f: Filters) -> list[IntentTurns]:
                 unknown,
                 func.count(),
                 func.avg(CM.confidence),
-                func.sum(case((CM.escalated, 1), else_=0)),
+                _hits(CM.escalated),
             )
             .where(*_turns(f))
             .group_by(unknown)
@@ -281,16 +255,12 @@ async def intent_turns(session: AsyncSession, f: Filters) -> list[IntentTurns]:
     ]
 
 
-async def intent_labels(session: AsyncSession, f: Filters) -> list[IntentCounted]:
+async def intent_labels(session: AsyncSession, f: Filters) -> dict[str, Counted]:
     """Per detected intent: labeled answers of the range, and those the label agrees with."""
     detected = func.coalesce(Message.intent, "unknown")
     rows = (
         await session.execute(
-            select(
-                detected,
-                func.count(),
-                func.sum(case((Message.intent == Message.labeled_intent, 1), else_=0)),
-            )
+            select(detected, func.count(), _hits(Message.intent == Message.labeled_intent))
             .join(Conversation, Conversation.id == Message.conversation_id)
             .where(
                 Message.labeled_intent.is_not(None),
@@ -299,10 +269,10 @@ async def intent_labels(session: AsyncSession, f: Filters) -> list[IntentCounted
             .group_by(detected)
         )
     ).all()
-    return [IntentCounted(intent=i, total=int(n), hits=int(h)) for i, n, h in rows]
+    return {i: Counted(total=int(n), hits=int(h)) for i, n, h in rows}
 
 
-async def intent_ratings(session: AsyncSession, f: Filters) -> list[IntentCounted]:
+async def intent_ratings(session: AsyncSession, f: Filters) -> dict[str, Counted]:
     """Per detected intent of the rated answer: ratings given in the range, and `up` ones."""
     detected = func.coalesce(Message.intent, "unknown")
     rows = (
@@ -317,4 +287,4 @@ async def intent_ratings(session: AsyncSession, f: Filters) -> list[IntentCounte
             .group_by(detected)
         )
     ).all()
-    return [IntentCounted(intent=i, total=int(n), hits=int(h or 0)) for i, n, h in rows]
+    return {i: Counted(total=int(n), hits=int(h or 0)) for i, n, h in rows}

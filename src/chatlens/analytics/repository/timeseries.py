@@ -10,19 +10,18 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, case, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatlens import models
 from chatlens.analytics.filters import Filters
 from chatlens.analytics.repository import scope
-from chatlens.models import (
-    Conversation,
-    ConversationMetrics,
-    Feedback,
-    FeedbackKind,
-    Message,
-    MessageRole,
-    RequestStat,
-)
 
 Interval = Literal["hour", "day", "week"]
+CM, C, FB, RS, M = (
+    models.ConversationMetrics,
+    models.Conversation,
+    models.Feedback,
+    models.RequestStat,
+    models.Message,
+)
 
 
 @dataclass(frozen=True)
@@ -44,21 +43,19 @@ class Bucket:
 
 
 def _facts(f: Filters, time: Any) -> list[ColumnElement[bool]]:
-    return scope.where(
-        f, time=time, project=ConversationMetrics.project_id, platform=ConversationMetrics.platform
-    )
+    return scope.where(f, time=time, project=CM.project_id, platform=CM.platform)
 
 
 def _conversations(f: Filters, time: Any) -> list[ColumnElement[bool]]:
     return scope.conversations(f, time=time)
 
 
-def _feedback(kind: FeedbackKind) -> Callable[[Filters, Any], list[ColumnElement[bool]]]:
+def _feedback(kind: models.FeedbackKind) -> Callable[[Filters, Any], list[ColumnElement[bool]]]:
     def where(f: Filters, time: Any) -> list[ColumnElement[bool]]:
         return [
             *scope.where(f, time=time),
-            Feedback.kind == kind,
-            *scope.owned(f, Feedback.conversation_id),
+            FB.kind == kind,
+            *scope.owned(f, FB.conversation_id),
         ]
 
     return where
@@ -68,9 +65,9 @@ def _labeled(f: Filters, time: Any) -> list[ColumnElement[bool]]:
     # Labeled answers; the project and platform are the conversation's.
     return [
         *scope.where(f, time=time),
-        Message.labeled_intent.is_not(None),
-        Message.role == MessageRole.assistant,
-        *scope.owned(f, Message.conversation_id),
+        M.labeled_intent.is_not(None),
+        M.role == models.MessageRole.assistant,
+        *scope.owned(f, M.conversation_id),
     ]
 
 
@@ -78,7 +75,6 @@ def _requests(f: Filters, time: Any) -> list[ColumnElement[bool]]:
     return scope.where(f, time=time)  # requests are counted per route, not per project
 
 
-CM, C, FB, RS, M = ConversationMetrics, Conversation, Feedback, RequestStat, Message
 _ESCALATED = func.sum(case((C.escalated_at.is_not(None), 1), else_=0))
 _SERVER_ERRORS = func.sum(case((RS.status_class == "5xx", RS.count), else_=0))
 
@@ -99,19 +95,19 @@ CONVERTED_CONVERSATIONS = Measure(
 SATISFIED_CSAT = Measure(
     FB.created_at,
     func.sum(case((FB.score >= 4, 1), else_=0)),
-    _feedback(FeedbackKind.csat),
+    _feedback(models.FeedbackKind.csat),
     func.count(),
 )
-CSAT_SCORE = Measure(FB.created_at, func.avg(FB.score), _feedback(FeedbackKind.csat))
+CSAT_SCORE = Measure(FB.created_at, func.avg(FB.score), _feedback(models.FeedbackKind.csat))
 # Promoters count +1, detractors -1, over all responses.
 NPS_BALANCE = Measure(
     FB.created_at,
     func.sum(case((FB.score >= 9, 1), (FB.score <= 6, -1), else_=0)),
-    _feedback(FeedbackKind.nps),
+    _feedback(models.FeedbackKind.nps),
     func.count(),
 )
 UP_RATINGS = Measure(
-    FB.created_at, func.sum(FB.score), _feedback(FeedbackKind.rating), func.count()
+    FB.created_at, func.sum(FB.score), _feedback(models.FeedbackKind.rating), func.count()
 )
 CORRECT_LABELS = Measure(
     M.created_at, func.sum(case((M.intent == M.labeled_intent, 1), else_=0)), _labeled, func.count()
