@@ -29,7 +29,7 @@ class Running:
     admin_id: uuid.UUID
 
     def use_model(self, model: str) -> None:
-        self.app.state.pipeline.model = model
+        self.app.state.active_model.current = model
 
     def metric(self, name: str, **labels: str) -> float:
         value = self.app.state.metrics.registry.get_sample_value(name, labels)

@@ -32,12 +32,12 @@ from chatlens.db import migrate
 from chatlens.db.engine import create_engine, create_sessionmaker
 from chatlens.errors import install_error_handlers
 from chatlens.health.router import router as health_router
-from chatlens.inference import service as models_service
 from chatlens.inference.base import InferenceBackend
 from chatlens.inference.breaker import BreakerState, CircuitBreaker
 from chatlens.inference.factory import create_backend
 from chatlens.inference.pricing import load_pricing
 from chatlens.inference.router import router as models_router
+from chatlens.inference.service import ActiveModel
 from chatlens.limits import BodySizeLimitMiddleware
 from chatlens.observability.errors import capture_log_errors, init_sentry
 from chatlens.observability.logging import LogStream, configure_logging
@@ -118,12 +118,12 @@ async def _flush_request_stats(app: FastAPI, interval_s: float) -> None:
 
 async def _follow_active_model(app: FastAPI, interval_s: float) -> None:
     """Adopt a model swapped on another replica; the swap is stored in the database."""
-    pipeline: ChatPipeline = app.state.pipeline
+    active_model: ActiveModel = app.state.active_model
     while True:
         await asyncio.sleep(interval_s)
         try:
             async with app.state.sessionmaker() as session:
-                await models_service.load_active_model(session, pipeline)
+                await active_model.load(session)
         except Exception as exc:  # the database may be down; /health says so
             log.warning("active_model_not_read", error=type(exc).__name__)
 
@@ -199,8 +199,10 @@ def create_app(
             app.state.engine = engine
             app.state.sessionmaker = sessionmaker
             app.state.backend = backend
+            active_model = ActiveModel(backend)
+            app.state.active_model = active_model
             app.state.pipeline = ChatPipeline(
-                backend=backend,
+                active_model=active_model,
                 sessionmaker=sessionmaker,
                 history_messages=settings.history_messages,
                 metrics=metrics,
@@ -208,7 +210,7 @@ def create_app(
                 pricing=pricing,
             )
             async with sessionmaker() as session:
-                await models_service.load_active_model(session, app.state.pipeline)
+                await active_model.load(session)
             follower = asyncio.create_task(
                 _follow_active_model(app, settings.active_model_refresh_s)
             )

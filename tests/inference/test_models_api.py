@@ -52,7 +52,7 @@ async def test_only_an_admin_swaps_and_only_to_a_listed_model(chatlens: Running)
     )
     assert unknown.status_code == 404
     assert unknown.json()["error"]["type"] == "model_not_found"
-    assert chatlens.app.state.pipeline.model == MODEL
+    assert chatlens.app.state.active_model.current == MODEL
 
 
 async def test_a_swap_reaches_every_replica_and_records_the_admin(
@@ -70,14 +70,14 @@ async def test_a_swap_reaches_every_replica_and_records_the_admin(
         assert (stored.value, stored.updated_by) == ("ok", chatlens.admin_id)
         # The other replica reads the stored choice on its next refresh.
         for _ in range(50):
-            if replica.app.state.pipeline.model == "ok":
+            if replica.app.state.active_model.current == "ok":
                 break
             await asyncio.sleep(0.05)
-        assert replica.app.state.pipeline.model == "ok"
+        assert replica.app.state.active_model.current == "ok"
         answer = await replica.client.post(
             "/chat", json={"message": "hello"}, headers=replica.headers
         )
         assert answer.json()["model"] == "ok"
     # A restart keeps it too.
     async with running(database, upstream) as restarted:
-        assert restarted.app.state.pipeline.model == "ok"
+        assert restarted.app.state.active_model.current == "ok"

@@ -34,7 +34,7 @@ from chatlens.analytics.schemas import (
 )
 from chatlens.auth.deps import AdminUser, CurrentUser
 from chatlens.auth.service import Principal
-from chatlens.chat.router import PipelineDep
+from chatlens.chat.deps import PipelineDep
 from chatlens.chat.schemas import ConversationRead, Platform
 from chatlens.db.base import utcnow
 from chatlens.db.session import SessionDep

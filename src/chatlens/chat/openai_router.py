@@ -17,7 +17,7 @@ from fastapi import APIRouter, Header, Response
 from sse_starlette import EventSourceResponse
 
 from chatlens.auth.deps import CurrentUser
-from chatlens.chat import service
+from chatlens.chat.deps import PipelineDep
 from chatlens.chat.openai_schemas import (
     AssistantMessage,
     Choice,
@@ -28,11 +28,9 @@ from chatlens.chat.openai_schemas import (
     ModelList,
     chunk,
 )
-from chatlens.chat.router import PipelineDep
 from chatlens.chat.schemas import ChatResponse
 from chatlens.chat.service import Answer
 from chatlens.errors import ChatlensError, openai_error_body
-from chatlens.inference import service as models_service
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +57,7 @@ async def chat_completions(
 ) -> Completion | EventSourceResponse:
     """Chat Completions, streamed (`stream: true`) or not; a new conversation per call unless
     `X-Chatlens-Conversation-Id` names one of yours."""
-    model = await service.resolve_model(pipeline, body.model)
+    model = await pipeline.active_model.resolve(body.model)
     metadata = body.metadata
     # A session of its own, not a request dependency: only a conversation that goes on uses
     # it (a new one's question goes through the group commit).
@@ -151,7 +149,7 @@ async def _stream(
 @router.get("/models", response_model=ModelList)
 async def list_models(_: CurrentUser, pipeline: PipelineDep) -> ModelList:
     """The models this chatlens can answer with (the backend's list)."""
-    names = await models_service.list_models(pipeline)
+    names = await pipeline.active_model.list_models()
     created = int(pipeline.started_at)
     return ModelList(
         data=[ModelCard(id=name, created=created, owned_by=pipeline.backend.name) for name in names]

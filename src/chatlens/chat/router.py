@@ -8,11 +8,12 @@ from typing import Annotated, Any
 
 import orjson
 import structlog
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chatlens.auth.deps import CurrentUser
 from chatlens.chat import service
+from chatlens.chat.deps import PipelineDep
 from chatlens.chat.schemas import (
     ChatRequest,
     ChatResponse,
@@ -44,12 +45,6 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def get_pipeline(request: Request) -> ChatPipeline:
-    pipeline: ChatPipeline = request.app.state.pipeline
-    return pipeline
-
-
-PipelineDep = Annotated[ChatPipeline, Depends(get_pipeline)]
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 CursorParam = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
 

@@ -27,9 +27,10 @@ from chatlens.chat.schemas import ChatResponse, UsageRead
 from chatlens.db.base import utcnow
 from chatlens.db.batch import GroupCommit
 from chatlens.errors import ChatlensError, Conflict, NotFound
-from chatlens.inference.base import ChatMessage, Chunk, InferenceBackend, Usage
+from chatlens.inference.base import ChatMessage, Chunk, Usage
 from chatlens.inference.intents import last_question
 from chatlens.inference.pricing import Pricing, load_pricing
+from chatlens.inference.service import ActiveModel
 from chatlens.inference.tokens import count_prompt_tokens, count_tokens
 from chatlens.models import (
     Conversation,
@@ -55,23 +56,6 @@ _SAVE_TIMEOUT_S = 10.0
 class InferenceFailed(ChatlensError):
     status_code = 502
     error_type = "inference_error"
-
-
-class ModelNotFound(NotFound):
-    error_type = "model_not_found"
-
-
-async def resolve_model(pipeline: ChatPipeline, requested: str) -> str:
-    """The model a client asked for, if the backend has it (404 otherwise)."""
-    if requested == pipeline.model:
-        return requested
-    try:
-        names = await pipeline.backend.models()
-    except ChatlensError:
-        return requested  # the list is unavailable: the upstream itself will judge the name
-    if requested not in names:
-        raise ModelNotFound(f"the model {requested!r} does not exist; GET /v1/models lists them")
-    return requested
 
 
 def make_title(text: str) -> str:
@@ -213,7 +197,7 @@ class Turn:
     trace_id: str | None = None
     span_id: str | None = None
     span: Span | None = None
-    # The model asked for; None: the pipeline's active model.
+    # The model asked for; None: the active model.
     model: str | None = None
 
 
@@ -231,16 +215,16 @@ class ChatPipeline:
     def __init__(
         self,
         *,
-        backend: InferenceBackend,
+        active_model: ActiveModel,
         sessionmaker: async_sessionmaker[AsyncSession],
         history_messages: int,
         metrics: Metrics | None = None,
         log_content: bool = False,
         pricing: Pricing | None = None,
     ) -> None:
-        self.backend = backend
-        # The model asked for on every turn: the backend's default until an admin swaps it.
-        self.model = backend.default_model
+        # The model asked for on every turn, unless the turn names one; the backend it is of.
+        self.active_model = active_model
+        self.backend = active_model.backend
         self.started_at = time.time()
         self.pricing = pricing or load_pricing()
         self.sessionmaker = sessionmaker
@@ -497,7 +481,7 @@ class Answer:
     def __init__(self, pipeline: ChatPipeline, turn: Turn) -> None:
         self.pipeline = pipeline
         self.turn = turn
-        self.model = turn.model or pipeline.model
+        self.model = turn.model or pipeline.active_model.current
         self.parts: list[str] = []
         self.final: Chunk | None = None
         self.error: ChatlensError | None = None

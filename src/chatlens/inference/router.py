@@ -5,9 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from chatlens.auth.deps import AdminUser, CurrentUser
-from chatlens.chat.router import PipelineDep
 from chatlens.db.session import SessionDep
-from chatlens.inference import service
+from chatlens.inference.deps import ActiveModelDep
 from chatlens.inference.schemas import ModelRead, ModelsRead, ModelSwap, ModelSwapped
 from chatlens.responses import errors
 
@@ -15,20 +14,21 @@ router = APIRouter(prefix="/api/models", tags=["models"])
 
 
 @router.get("", response_model=ModelsRead, responses=errors(401, 502, 503))
-async def list_models(_: CurrentUser, pipeline: PipelineDep) -> ModelsRead:
+async def list_models(_: CurrentUser, active_model: ActiveModelDep) -> ModelsRead:
     """The backend's models (cached for a minute), the active one marked."""
-    names = await service.list_models(pipeline)
+    names = await active_model.list_models()
+    active = active_model.current
     return ModelsRead(
-        backend=pipeline.backend.name,
-        active=pipeline.model,
-        models=[ModelRead(id=name, active=name == pipeline.model) for name in names],
+        backend=active_model.backend.name,
+        active=active,
+        models=[ModelRead(id=name, active=name == active) for name in names],
     )
 
 
 @router.post("/swap", response_model=ModelSwapped, responses=errors(401, 403, 404, 422, 502))
 async def swap_model(
-    session: SessionDep, admin: AdminUser, pipeline: PipelineDep, body: ModelSwap
+    session: SessionDep, admin: AdminUser, active_model: ActiveModelDep, body: ModelSwap
 ) -> ModelSwapped:
     """Answer with another of the backend's models from now on, on every replica (admin)."""
-    previous = await service.swap_model(session, pipeline, model=body.model, admin_id=admin.user_id)
+    previous = await active_model.swap(session, model=body.model, admin_id=admin.user_id)
     return ModelSwapped(active=body.model, previous=previous)
