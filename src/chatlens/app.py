@@ -24,9 +24,9 @@ from chatlens.auth.router import admin as admin_router
 from chatlens.auth.router import router as auth_router
 from chatlens.auth.service import KeyCache
 from chatlens.chat import service as chat_service
-from chatlens.chat.openai_router import router as openai_router
 from chatlens.chat.router import router as chat_router
 from chatlens.chat.service import ChatPipeline
+from chatlens.chat.v1_router import router as v1_router
 from chatlens.console import router as console
 from chatlens.db import migrate
 from chatlens.db.engine import create_engine, create_sessionmaker
@@ -39,12 +39,12 @@ from chatlens.inference.pricing import load_pricing
 from chatlens.inference.router import router as models_router
 from chatlens.inference.service import ActiveModel
 from chatlens.limits import BodySizeLimitMiddleware
-from chatlens.observability.errors import capture_log_errors, init_sentry
 from chatlens.observability.logging import LogStream, configure_logging
 from chatlens.observability.metrics import Metrics, multiprocess_dir
 from chatlens.observability.middleware import ObservabilityMiddleware
 from chatlens.observability.request_stats import RequestStats
 from chatlens.observability.router import router as metrics_router
+from chatlens.observability.sentry import capture_log_errors, init_sentry
 from chatlens.observability.tracing import configure_tracing, shutdown_tracing
 from chatlens.settings import Settings, load_settings
 
@@ -277,7 +277,7 @@ def create_app(
     app.state.request_stats = request_stats
     app.state.metrics = metrics
     install_error_handlers(app)
-    app.include_router(openai_router)
+    app.include_router(v1_router)
     app.include_router(chat_router)
     app.include_router(models_router)
     app.include_router(analytics_router)

@@ -146,7 +146,7 @@ def _traffic(stack: Stack, keys: list[str]) -> None:
     assert httpx.get(f"{builtin.url}/no/such/page").status_code == 404
     assert httpx.post(f"{builtin.url}/chat", json={}, headers=auth).status_code == 422
 
-    # The openai backend, through chatlens's own OpenAI-compatible API.
+    # The openai backend, through chatlens's own v1 API (OpenAI-compatible).
     v1 = f"{upstream.url}/v1/chat/completions"
     up_auth = {"Authorization": f"Bearer {upstream_key}"}
     for model, stream_it, status in (("gpt-4o-mini", False, 200), ("gpt-4o-mini", True, 200),

@@ -26,7 +26,7 @@ from fastapi import APIRouter
 from chatlens import __version__
 from chatlens.app import create_app
 from chatlens.auth.deps import CurrentUser
-from chatlens.observability.errors import close_sentry
+from chatlens.observability.sentry import close_sentry
 from chatlens.settings import Settings
 from tests.helpers import Server, make_settings
 

@@ -259,7 +259,7 @@ class ChatPipeline:
         """Store the user's message (committed before the model is called) and build the turn.
 
         `context`: what the model is shown, when the client sends the conversation itself
-        (the OpenAI-compatible API); otherwise the stored history and `text`.
+        (the v1 API); otherwise the stored history and `text`.
         """
         started = time.perf_counter()
         trace_id, span_id = current_ids()

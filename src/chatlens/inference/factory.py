@@ -6,7 +6,7 @@ from chatlens.inference.base import InferenceBackend
 from chatlens.inference.builtin import BuiltinBackend
 from chatlens.inference.fallback import FallbackBackend
 from chatlens.inference.knowledge_base import default_knowledge_base_path, load_knowledge_base
-from chatlens.inference.openai import OpenAIBackend, UpstreamConfig
+from chatlens.inference.upstream import OpenAIBackend, UpstreamConfig
 from chatlens.settings import Settings
 
 

@@ -17,7 +17,7 @@ from chatlens.inference.errors import (
     UpstreamUnavailable,
 )
 from chatlens.inference.knowledge_base import default_knowledge_base_path, load_knowledge_base
-from chatlens.inference.openai import OpenAIBackend, UpstreamConfig
+from chatlens.inference.upstream import OpenAIBackend, UpstreamConfig
 from tests.helpers import ManualClock, free_port
 from tests.upstream import WORDS, FakeUpstream
 
@@ -369,7 +369,7 @@ async def test_proxies_from_the_environment_are_used(
 
 
 async def test_no_proxy_exempts_the_upstreams_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    from chatlens.inference.openai import _environment_proxy
+    from chatlens.inference.upstream import _environment_proxy
 
     for name in ("ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(name, raising=False)

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible API: existing OpenAI clients talk to chatlens and get its records.
+"""The v1 API (OpenAI-compatible): existing OpenAI clients talk to chatlens and get its records.
 
 Every call is a stored, metered, traced conversation turn, answered by whichever backend is
 configured. Errors come in OpenAI's shape (see `chatlens.errors`).
@@ -18,7 +18,9 @@ from sse_starlette import EventSourceResponse
 
 from chatlens.auth.deps import CurrentUser
 from chatlens.chat.deps import PipelineDep
-from chatlens.chat.openai_schemas import (
+from chatlens.chat.schemas import ChatResponse
+from chatlens.chat.service import Answer
+from chatlens.chat.v1_schemas import (
     AssistantMessage,
     Choice,
     Completion,
@@ -28,8 +30,6 @@ from chatlens.chat.openai_schemas import (
     ModelList,
     chunk,
 )
-from chatlens.chat.schemas import ChatResponse
-from chatlens.chat.service import Answer
 from chatlens.errors import ChatlensError, openai_error_body
 
 log = structlog.get_logger(__name__)

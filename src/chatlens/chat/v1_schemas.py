@@ -1,4 +1,4 @@
-"""The OpenAI Chat Completions wire format, as the official SDKs send and expect it."""
+"""The v1 API's wire format: OpenAI Chat Completions, as the official SDKs send and expect it."""
 
 from __future__ import annotations
 
