@@ -26,11 +26,6 @@ class ChatlensError(Exception):
         self.headers = dict(headers or {})
 
 
-class BadRequest(ChatlensError):
-    status_code = 400
-    error_type = "bad_request"
-
-
 class Unauthorized(ChatlensError):
     status_code = 401
     error_type = "unauthorized"
@@ -52,11 +47,6 @@ class NotFound(ChatlensError):
 class Conflict(ChatlensError):
     status_code = 409
     error_type = "conflict"
-
-
-class PayloadTooLarge(ChatlensError):
-    status_code = 413
-    error_type = "payload_too_large"
 
 
 class ValidationFailed(ChatlensError):

@@ -58,10 +58,6 @@ class LocalizedText(BaseModel):
     en: NonBlankStr
     ru: NonBlankStr
 
-    def for_language(self, lang: Literal["en", "ru"]) -> str:
-        """Return the text in the given language."""
-        return self.ru if lang == "ru" else self.en
-
 
 class IntentExamples(BaseModel):
     """Example user phrases of an intent, per language."""

@@ -514,10 +514,6 @@ def _do_execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
     )
 
 
-def tracer_provider() -> TracerProvider | None:
-    return _provider
-
-
 def shutdown_tracing() -> None:
     """Flush and stop exporting (uvicorn re-raises SIGTERM, so the lifespan calls this)."""
     if _provider is not None:
