@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
+import orjson
 import pytest
 
 from chatlens.db.base import utcnow
@@ -174,3 +176,30 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def parse_sse(text: str) -> list[tuple[str, Any]]:
+    """(event, data) pairs of a server-sent-event body."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        name, data = "message", []
+        for line in block.split("\n"):
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+        if data:
+            events.append((name, orjson.loads("\n".join(data))))
+    return events
+
+
+def assert_documented_event(spec: dict[str, Any], path: str, name: str, data: Any) -> None:
+    """The data of a server-sent event matches the schema /openapi.json gives that event."""
+    content = spec["paths"][path]["post"]["responses"]["200"]["content"]["text/event-stream"]
+    [schema] = [
+        item["properties"]["data"]["contentSchema"]
+        for item in content["itemSchema"]["oneOf"]
+        if item["properties"]["event"]["const"] == name
+    ]
+    # References point into the description's components.
+    jsonschema.validate(data, {**schema, "components": spec["components"]})

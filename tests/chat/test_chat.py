@@ -6,29 +6,14 @@ import uuid
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatlens.models import Conversation, ConversationMetrics, Message
+from tests.helpers import assert_documented_event, parse_sse
 
 pytestmark = pytest.mark.asyncio
-
-
-def parse_sse(text: str) -> list[tuple[str, Any]]:
-    """(event, data) pairs of a server-sent-event body."""
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        name, data = "message", []
-        for line in block.split("\n"):
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].strip())
-        if data:
-            events.append((name, orjson.loads("\n".join(data))))
-    return events
 
 
 async def rows(maker: async_sessionmaker[AsyncSession], model: Any, **where: Any) -> list[Any]:
@@ -139,6 +124,19 @@ async def test_stream_sends_deltas_then_done_and_stores_the_same_text(
     [answer] = await rows(sessionmaker, Message, id=uuid.UUID(done["message_id"]))
     assert answer.content == done["reply"]
     assert answer.status.value == "complete"
+
+
+async def test_streamed_events_are_what_the_openapi_description_documents(
+    client: httpx.AsyncClient, account: Any
+) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    response = await client.post(
+        "/chat", json={"message": "where is my order", "stream": True}, headers=account.headers
+    )
+    events = parse_sse(response.text)
+    assert {name for name, _ in events} == {"delta", "done"}
+    for name, data in events:
+        assert_documented_event(spec, "/chat", name, data)
 
 
 async def test_accept_header_asks_for_a_stream(client: httpx.AsyncClient, account: Any) -> None:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from chatlens.models import Conversation, ConversationMetrics, Message
+from tests.helpers import assert_documented_event, parse_sse
 from tests.upstream import WORDS, FakeUpstream
 from tests.upstream_app import MODEL, Running, running
 
@@ -99,6 +100,17 @@ async def test_upstream_failures_map_to_clear_errors(
         rows = (await session.scalars(select(Message).order_by(Message.created_at))).all()
     assert [m.content for m in rows if m.role == "user"] == ["where is my order?"]
     assert [m.status.value for m in rows if m.role == "assistant"] == ["error"]
+
+
+async def test_a_failure_mid_stream_is_a_documented_error_event(chatlens: Running) -> None:
+    spec = (await chatlens.client.get("/openapi.json")).json()
+    chatlens.use_model("fail")
+    response = await chatlens.client.post(
+        "/chat", json={"message": "where is my order?", "stream": True}, headers=chatlens.headers
+    )
+    [(name, data)] = parse_sse(response.text)
+    assert (name, data) == ("error", {"type": "upstream_error", "message": data["message"]})
+    assert_documented_event(spec, "/chat", name, data)
 
 
 async def test_the_trace_continues_upstream(chatlens: Running, upstream: FakeUpstream) -> None:

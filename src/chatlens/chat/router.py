@@ -6,7 +6,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import orjson
 import structlog
 from fastapi import APIRouter, Query, Request, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -24,6 +23,8 @@ from chatlens.chat.schemas import (
     MessageRead,
     Page,
     RegenerateRequest,
+    StreamDelta,
+    StreamError,
 )
 from chatlens.chat.service import Answer, ChatPipeline, Turn
 from chatlens.db.session import SessionDep
@@ -36,11 +37,40 @@ log = structlog.get_logger(__name__)
 
 router = APIRouter(tags=["chat"])
 
+
+def _sse_event(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """One kind of server-sent event: its name, and its data as JSON of the given schema."""
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": data,
+            },
+        },
+    }
+
+
+# `itemSchema` describes each event of the stream, as FastAPI's own SSE routes do.
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The answer: JSON, or server-sent events `delta` {content}, then "
         "`done` with the ChatResponse, or `error` {type, message}",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {
+            "text/event-stream": {
+                "schema": {"type": "string"},
+                "itemSchema": {
+                    "oneOf": [
+                        _sse_event("delta", StreamDelta.model_json_schema()),
+                        _sse_event("done", {"$ref": "#/components/schemas/ChatResponse"}),
+                        _sse_event("error", StreamError.model_json_schema()),
+                    ]
+                },
+            }
+        },
     }
 }
 
@@ -64,28 +94,22 @@ def _endpoint(request: Request) -> str:
     return str(getattr(route, "path", request.url.path))
 
 
-def _json(data: Any) -> str:
-    return orjson.dumps(data).decode()
-
-
 async def _events(answer: Answer) -> AsyncIterator[ServerSentEvent]:
     metrics = answer.pipeline.metrics
     if metrics is not None:
         metrics.sse_streams_active.inc()
     try:
         async for delta in answer.deltas():
-            yield ServerSentEvent(_json({"content": delta}), event="delta")
+            yield ServerSentEvent(StreamDelta(content=delta).model_dump_json(), event="delta")
         done = await answer.save()
         yield ServerSentEvent(done.model_dump_json(), event="done")
     except ChatlensError as exc:
-        yield ServerSentEvent(
-            _json({"type": exc.error_type, "message": exc.message}), event="error"
-        )
+        error = StreamError(type=exc.error_type, message=exc.message)
+        yield ServerSentEvent(error.model_dump_json(), event="error")
     except Exception as exc:
         log.error("stream_failed", exc_info=exc)
-        yield ServerSentEvent(
-            _json({"type": "internal_error", "message": "internal server error"}), event="error"
-        )
+        error = StreamError(type="internal_error", message="internal server error")
+        yield ServerSentEvent(error.model_dump_json(), event="error")
     finally:
         # Runs on every ending, a client that went away included: the answer is stored.
         try:

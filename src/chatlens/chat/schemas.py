@@ -135,11 +135,16 @@ class Page(BaseModel, Generic[T]):
 class StreamDelta(BaseModel):
     """Data of an SSE `delta` event."""
 
+    # Documented as sent: nothing else is in the event.
+    model_config = ConfigDict(extra="forbid")
+
     content: str
 
 
 class StreamError(BaseModel):
     """Data of an SSE `error` event."""
+
+    model_config = ConfigDict(extra="forbid")
 
     type: str
     message: str
