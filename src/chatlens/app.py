@@ -91,7 +91,7 @@ async def _refresh_gauges(
     """Every replica reports the same active_sessions: it is read from the database."""
     while True:
         try:
-            count = await chat_service.count_active_sessions(
+            count = await chat_service.count_active_conversations(
                 app.state.sessionmaker, window_s=settings.active_sessions_window_s
             )
             metrics.active_sessions.set(count)

@@ -168,7 +168,7 @@ async def list_messages(
     return Slice.of(rows, limit)
 
 
-async def count_active_sessions(
+async def count_active_conversations(
     sessionmaker: async_sessionmaker[AsyncSession], *, window_s: int
 ) -> int:
     """Conversations with a message in the last `window_s` seconds."""
@@ -456,7 +456,7 @@ def _pipeline_span(endpoint: str) -> Span:
 
 
 @dataclass(slots=True)
-class _Reply:
+class _AnswerRows:
     """An answer's rows, and the figures its metrics and log line need."""
 
     message: dict[str, Any]
@@ -489,7 +489,7 @@ class Answer:
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
         self._saved: ChatResponse | None = None
-        self._reply: _Reply | None = None  # the rows, made once
+        self._rows: _AnswerRows | None = None  # the rows, made once
         # The write: the group commit's, or an escalation's or regeneration's own task.
         self._written: asyncio.Future[Any] | None = None
         self._failure: Exception | None = None  # how save() failed, raised again
@@ -610,8 +610,8 @@ class Answer:
     def _finish_when_written(self) -> None:
         """A save() stopped waiting: when the write lands, the answer is counted and logged
         as if it had waited (in the answer's trace context, which is current here)."""
-        written, reply = self._written, self._reply
-        if written is None or reply is None or self._late:
+        written, rows = self._written, self._rows
+        if written is None or rows is None or self._late:
             return
         self._late = True
 
@@ -627,7 +627,7 @@ class Answer:
                     error_type=type(error).__name__,
                 )
             elif self._saved is None:
-                self._saved = self._finish(reply, newly_escalated=future.result())
+                self._saved = self._finish(rows, newly_escalated=future.result())
                 self._failure = None  # stored after all
                 log.warning("answer_stored_late", conversation_id=conversation_id)
 
@@ -646,21 +646,21 @@ class Answer:
         span.end()
 
     async def _store(self) -> ChatResponse:
-        if self._reply is None:
-            self._reply = self._prepare()
-        reply = self._reply
+        if self._rows is None:
+            self._rows = self._prepare()
+        rows = self._rows
         turn = self.turn
         if self._written is None:
             # Made once, and never cancelled with a caller that stops waiting: a write that
             # commits late is not lost, nor made twice.
-            if reply.escalation is None and turn.replaces is None:
-                touch = {"conversation_id": turn.conversation_id, "at": reply.stored_at}
+            if rows.escalation is None and turn.replaces is None:
+                touch = {"conversation_id": turn.conversation_id, "at": rows.stored_at}
                 self._written = self.pipeline.writes.submit(
-                    repo.COMPLETE_ANSWER if reply.complete else repo.ANSWER,
-                    (touch, reply.message, reply.facts),
+                    repo.COMPLETE_ANSWER if rows.complete else repo.ANSWER,
+                    (touch, rows.message, rows.facts),
                 )
             else:
-                self._written = asyncio.ensure_future(self._write_in_session(reply))
+                self._written = asyncio.ensure_future(self._write_in_session(rows))
         try:
             newly_escalated = bool(await asyncio.shield(self._written))
         except IntegrityError as exc:
@@ -670,29 +670,29 @@ class Answer:
             # Deleted while the model was answering: the answer's row has nothing left to
             # belong to (its foreign key said so).
             raise NotFound("conversation not found") from exc
-        return self._finish(reply, newly_escalated=newly_escalated)
+        return self._finish(rows, newly_escalated=newly_escalated)
 
-    async def _write_in_session(self, reply: _Reply) -> bool:
+    async def _write_in_session(self, rows: _AnswerRows) -> bool:
         """An escalation's or a regenerated answer's rows, in a session of their own; True
         when this answer escalated the conversation."""
         turn = self.turn
         newly_escalated = False
         async with self.pipeline.sessionmaker() as session, session.begin():
             if not await repo.touch_conversation(
-                session, turn.conversation_id, at=reply.stored_at, first_response=reply.complete
+                session, turn.conversation_id, at=rows.stored_at, first_response=rows.complete
             ):
                 raise NotFound("conversation not found")
-            if reply.escalation is not None:
+            if rows.escalation is not None:
                 newly_escalated = await repo.escalate_conversation(
-                    session, turn.conversation_id, at=reply.stored_at, reason=reply.escalation
+                    session, turn.conversation_id, at=rows.stored_at, reason=rows.escalation
                 )
             if turn.replaces is not None:
                 await repo.delete_message(session, turn.replaces)
-            await repo.insert(session, Message, reply.message)
-            await repo.insert(session, ConversationMetrics, reply.facts)
+            await repo.insert(session, Message, rows.message)
+            await repo.insert(session, ConversationMetrics, rows.facts)
         return newly_escalated
 
-    def _prepare(self) -> _Reply:
+    def _prepare(self) -> _AnswerRows:
         """The answer's rows and figures, made once."""
         turn = self.turn
         now = time.perf_counter()
@@ -722,9 +722,9 @@ class Answer:
         )
         status = self.status
         stored_at = utcnow()
-        reply_id = uuid.uuid4()
+        answer_id = uuid.uuid4()
         message: dict[str, Any] = {
-            "id": reply_id,
+            "id": answer_id,
             "conversation_id": turn.conversation_id,
             "role": MessageRole.assistant,
             "content": text,
@@ -746,7 +746,7 @@ class Answer:
             "id": uuid.uuid4(),
             "timestamp": stored_at,
             "conversation_id": turn.conversation_id,
-            "message_id": reply_id,
+            "message_id": answer_id,
             "user_id": turn.user_id,
             "project_id": turn.project_id,
             "platform": turn.platform,
@@ -764,7 +764,7 @@ class Answer:
             "escalated": escalation is not None,
             "status": status.value,
         }
-        return _Reply(
+        return _AnswerRows(
             message=message,
             facts=facts,
             text=text,
@@ -781,7 +781,7 @@ class Answer:
             estimated=usage is None or usage.estimated,
         )
 
-    def _finish(self, reply: _Reply, *, newly_escalated: bool) -> ChatResponse:
+    def _finish(self, rows: _AnswerRows, *, newly_escalated: bool) -> ChatResponse:
         """Count, log and return a stored answer (once, whoever saw the write land first)."""
         if self._saved is not None:
             return self._saved
@@ -791,53 +791,53 @@ class Answer:
         if metrics is not None:
             self._record(
                 metrics,
-                intent=reply.intent,
-                confidence=reply.confidence,
-                inference_s=reply.inference_ms / 1000,
-                ttft_s=None if reply.ttft_ms is None else reply.ttft_ms / 1000,
-                prompt_tokens=reply.prompt_tokens,
-                completion_tokens=reply.completion_tokens,
-                cost=reply.cost,
-                escalation=reply.escalation if newly_escalated else None,
+                intent=rows.intent,
+                confidence=rows.confidence,
+                inference_s=rows.inference_ms / 1000,
+                ttft_s=None if rows.ttft_ms is None else rows.ttft_ms / 1000,
+                prompt_tokens=rows.prompt_tokens,
+                completion_tokens=rows.completion_tokens,
+                cost=rows.cost,
+                escalation=rows.escalation if newly_escalated else None,
             )
         content = (
-            {"question": last_question(turn.context), "reply": reply.text}
+            {"question": last_question(turn.context), "reply": rows.text}
             if self.pipeline.log_content
             else {}
         )
-        reply_id = reply.message["id"]
-        tokens = reply.prompt_tokens + reply.completion_tokens
+        answer_id = rows.message["id"]
+        tokens = rows.prompt_tokens + rows.completion_tokens
         log.info(
             "message_processed",
             **content,
             user_id=str(turn.user_id),
             conversation_id=str(turn.conversation_id),
             session_id=str(turn.conversation_id),
-            message_id=str(reply_id),
+            message_id=str(answer_id),
             project_id=turn.project_id,
             platform=turn.platform,
-            intent=reply.intent,
-            confidence=reply.confidence,
-            response_time_ms=reply.inference_ms,
-            ttft_ms=reply.ttft_ms,
+            intent=rows.intent,
+            confidence=rows.confidence,
+            response_time_ms=rows.inference_ms,
+            ttft_ms=rows.ttft_ms,
             ai_tokens_used=tokens,
-            usage_estimated=reply.estimated,
-            cost_usd=float(reply.cost),
+            usage_estimated=rows.estimated,
+            cost_usd=float(rows.cost),
             ai_model=self.model,
-            escalated=reply.escalation is not None,
-            status=reply.message["status"].value,
+            escalated=rows.escalation is not None,
+            status=rows.message["status"].value,
         )
         return ChatResponse(
             conversation_id=turn.conversation_id,
-            message_id=reply_id,
-            reply=reply.text,
-            intent=reply.intent,
-            confidence=reply.confidence,
-            escalated=reply.escalation is not None,
+            message_id=answer_id,
+            reply=rows.text,
+            intent=rows.intent,
+            confidence=rows.confidence,
+            escalated=rows.escalation is not None,
             model=self.model,
             usage=UsageRead(
-                prompt_tokens=reply.prompt_tokens,
-                completion_tokens=reply.completion_tokens,
+                prompt_tokens=rows.prompt_tokens,
+                completion_tokens=rows.completion_tokens,
                 total_tokens=tokens,
             ),
             latency_ms=round(latency_ms, 3),
