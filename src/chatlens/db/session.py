@@ -29,7 +29,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
         else:
             # A request that never used its session (an API key from the cache, a write
-            # through the group commit) skips the commit: about 0.02 ms of SQLAlchemy.
+            # through the group commit) skips the commit, and SQLAlchemy's work for it.
             if session.in_transaction() or session.new or session.deleted or session.dirty:
                 await session.commit()
 

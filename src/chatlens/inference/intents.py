@@ -28,8 +28,8 @@ from chatlens.observability.tracing import leaf_span
 UNKNOWN_INTENT = "unknown"
 
 # Word-padded n-grams of 3 and 4 characters. Measured on tests/data/intents_eval.yaml with
-# the scoring below: 3..4 gives 92.6 % top-1 at a median of ~0.23 ms a message; 2..4 gives
-# 93.8 % at ~0.56 ms (p99 ~1.2 ms) - bigrams are in nearly every example, so their long
+# the scoring below: 3..4 gives 92.6 % top-1; 2..4 gives 93.8 % at more than twice the time
+# a message (benchmarks/README.md) - bigrams are in nearly every example, so their long
 # postings cost time for one or two more correct lines.
 NGRAM_MIN = 3
 NGRAM_MAX = 4
@@ -46,10 +46,10 @@ EXAMPLE_WEIGHT = 0.5
 _NON_WORD = re.compile(r"[\W_]+")
 
 # Matches remembered, by the words a match is made of: support questions repeat ("where is
-# my order", a widget's quick replies), and a remembered one costs about 2 µs instead of
-# 0.1-0.3 ms. Order numbers are not among those words, so "order 12345" and "order 67890"
-# are one entry. Only short messages are remembered (a long one is rarely asked twice), so
-# a full cache holds at most about 3 MB whatever clients send.
+# my order", a widget's quick replies), and a remembered one costs a dictionary look-up
+# instead of a match. Order numbers are not among those words, so "order 12345" and "order
+# 67890" are one entry. Only short messages are remembered (a long one is rarely asked
+# twice), so a full cache stays small whatever clients send (benchmarks/README.md).
 MATCH_CACHE_SIZE = 4096
 MATCH_CACHE_KEY_CHARS = 256
 

@@ -94,7 +94,7 @@ class OpenAIBackend:
         # Reads are bounded by the first-token and whole-answer deadlines instead.
         timeout = httpx.Timeout(connect=config.connect_timeout_s, read=None, write=30.0, pool=30.0)
         # httpx's API over aiohttp's connections: httpx's own pool (httpcore on anyio) costs
-        # a relayed answer about 0.5 ms more CPU (benchmarks/README.md).
+        # a relayed answer more CPU (benchmarks/README.md).
         self._transport = AiohttpTransport(
             client=_aiohttp_session, proxy=_environment_proxy(config.base_url)
         )
@@ -103,7 +103,7 @@ class OpenAIBackend:
         )
         # The answers go straight to the client's transport, with requests built here once
         # per call: the client's URL merging, auth and redirect flow, event hooks and cookie
-        # jar cost about 0.15 ms a call, and an upstream model needs none of them.
+        # jar cost time on every call, and an upstream model needs none of them.
         self._completions_url = self._client.base_url.join("chat/completions")
         self._completions_headers = {
             **auth,
@@ -391,7 +391,7 @@ def _aiohttp_session() -> aiohttp.ClientSession:
 def _environment_proxy(url: str) -> httpx.Proxy | None:
     """The proxy that HTTP(S)_PROXY or ALL_PROXY names for `url`, unless NO_PROXY exempts
     its host: read once, as httpx's own transport does. (aiohttp's `trust_env` reads the
-    environment again on every request, about 0.25 ms.)"""
+    environment again on every request.)"""
     target = httpx.URL(url)
     if urllib.request.proxy_bypass(target.host):
         return None
