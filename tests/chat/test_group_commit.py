@@ -52,7 +52,7 @@ async def other_engine(settings: Any) -> Any:
 @pytest.fixture
 def transactions(other_engine: AsyncEngine) -> Iterator[list[bool]]:
     """One entry per transaction begun on `other_engine`: on PostgreSQL by the engine itself;
-    on SQLite by the synchronous engines a group commit runs on the driver's thread (the
+    on SQLite by the synchronous engines a group commit runs on its writer thread (the
     only synchronous SQLite engines while a test runs)."""
     begun: list[bool] = []
 

@@ -8,8 +8,8 @@ transaction ran go in the next one, with each statement run once for all of them
 executemany). There is no waiting for company: a write that finds a drain free is committed
 at once, so a quiet service sees the latency it had before.
 
-SQLite has one connection and one drain, and a transaction goes to the driver's thread in
-one trip (`chatlens.db.sqlite_thread`). On a database with a connection pool, as many
+SQLite has one connection and one drain, and a transaction goes whole to a writer thread, in
+one hop (`chatlens.db.sqlite_thread`). On a database with a connection pool, as many
 drains run as the pool has connections, so one slow transaction does not hold up the
 others' writes; writes are grouped once all of them are busy.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
 from time import time_ns
@@ -35,7 +36,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
 
-from chatlens.db.sqlite_thread import SqliteThread
+from chatlens.db.sqlite_thread import SqliteWriter
 from chatlens.observability.metrics import Histogram
 from chatlens.observability.tracing import format_trace_id, leaf_span
 
@@ -71,7 +72,9 @@ class GroupCommit:
         max_batch: int = 64,
         sizes: Histogram | None = None,
         drains: int | None = None,
+        executor: Executor | None = None,
     ) -> None:
+        """`executor`: on an SQLite file, the writer thread's (see `SqliteWriter`)."""
         self._engine = engine
         self._sizes = sizes  # how many writes each committed transaction took
         self._max_batch = max_batch
@@ -82,7 +85,9 @@ class GroupCommit:
         self.max_drains = max(1, drains if drains is not None else pooled)
         self._pending: list[_Write] = []
         self._drains: set[asyncio.Task[None]] = set()
-        self._sqlite = SqliteThread(engine) if SqliteThread.usable(engine) else None
+        # On an SQLite file, the thread that runs the transactions; None elsewhere.
+        usable = SqliteWriter.usable(engine)
+        self.writer = SqliteWriter(engine, executor=executor) if usable else None
 
     async def write(
         self,
@@ -125,10 +130,13 @@ class GroupCommit:
         return future
 
     async def aclose(self) -> None:
-        """Wait for the queued writes (at shutdown, before the engine is disposed)."""
+        """Wait for the queued writes, then close SQLite's writer thread (at shutdown, before
+        the engine is disposed). A write that comes later is still committed."""
         while self._drains:
             # `wait`, not `await`: a drain that was cancelled must not stop the shutdown.
             await asyncio.wait(set(self._drains))
+        if self.writer is not None:
+            await self.writer.aclose()
 
     async def _drain(self) -> None:
         batch: list[_Write] = []
@@ -242,9 +250,9 @@ class GroupCommit:
             otel_context.detach(token)
 
     async def _transaction(self, run: Callable[[Connection], None]) -> None:
-        """Run and commit one transaction: on SQLite in one trip to the driver's thread."""
-        if self._sqlite is not None:
-            await self._sqlite.transaction(run)
+        """Run and commit one transaction: on an SQLite file in one hop to its writer thread."""
+        if self.writer is not None:
+            await self.writer.transaction(run)
             return
         async with self._engine.begin() as connection:
             await connection.run_sync(run)

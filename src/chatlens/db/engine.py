@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+import sqlalchemy
+from sqlalchemy import Engine, event
 from sqlalchemy.ext import asyncio as sa_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState, StaticPool
 
 from chatlens.settings import Settings
+
+# sqlite3's own busy timeout until the pragma below replaces it.
+_SQLITE_CONNECT_ARGS = {"timeout": 30}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
@@ -61,7 +65,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             # instead, which is both faster and fair. Sessions release it at commit, so code
             # must commit (as the chat pipeline does) before it waits on another session.
             kwargs.update(pool_size=1, max_overflow=0, pool_timeout=30)
-        kwargs["connect_args"] = {"timeout": 30}
+        kwargs["connect_args"] = dict(_SQLITE_CONNECT_ARGS)
         # The pool rolls a connection back only when a transaction is open (the reset
         # event below), not after every commit.
         kwargs["pool_reset_on_return"] = None
@@ -78,6 +82,20 @@ def create_engine(settings: Settings) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "reset", _rollback_if_open)
     return engine
+
+
+def create_sqlite_writer(engine: AsyncEngine) -> Engine:
+    """A synchronous engine on the SQLite file of `engine`, its connections set up as the
+    async engine's are: for the writer thread of `chatlens.db.sqlite_thread`, which makes
+    its one connection and keeps it (a StaticPool), on that thread, and disposes of it there."""
+    writer = sqlalchemy.create_engine(
+        engine.url.set(drivername="sqlite"),
+        poolclass=StaticPool,
+        connect_args=dict(_SQLITE_CONNECT_ARGS),
+        hide_parameters=engine.sync_engine.hide_parameters,
+    )
+    event.listen(writer, "connect", _sqlite_pragmas)
+    return writer
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -1,90 +1,120 @@
-"""A whole SQLite transaction in one trip to the driver's thread.
+"""A whole SQLite transaction in one hop to a writer thread.
 
-aiosqlite runs every call on the connection's own thread, and SQLAlchemy's async adapter
-makes three trips per statement (cursor, execute, close) and one for the commit: eight for
-a new conversation's two rows, ten for an answer's three. Each trip is a thread switch and
-an event-loop wake-up, dear on a busy core (benchmarks/README.md). `SqliteThread.transaction`
-builds the transaction with a synchronous SQLAlchemy connection over the same sqlite3
-connection and runs all of it on that thread, in one trip: the same statements, types, SQL
-spans and errors, on the one connection SQLite's writes share.
+aiosqlite runs every call on its connection's own thread, and SQLAlchemy's async adapter
+makes three trips there per statement (cursor, execute, close) and one for the commit; each
+trip is a thread switch and an event-loop wake-up. `SqliteWriter.transaction` instead hands
+the whole transaction, as one function, to a thread of its own (a single-thread executor,
+through `loop.run_in_executor`), which runs it with a synchronous SQLAlchemy engine: the
+same statements, types, SQL spans and errors, in one hop there and back.
 
-It reaches two private names of aiosqlite's `Connection`, `_execute` (run a function on its
-thread) and `_conn` (its sqlite3 connection), both in every release since 0.17;
-`SqliteThread.usable` tells whether they are there, and the callers go the usual way when
-they are not.
+The writer's connection is a second connection to the file, set up as the async engine's
+are (`chatlens.db.engine.create_sqlite_writer`: WAL, synchronous=NORMAL, foreign keys, the
+busy timeout). SQLite lets one connection write at a time; two of one process that both
+write meet in SQLite's busy handler, which sleeps. So while the thread runs a transaction,
+the writer holds a connection of the async engine (on a file its pool has one): the async
+engine's own writes (and reads) queue in its pool meanwhile, as they queued behind the
+group commit's transaction when it ran on that connection, and the two connections never
+wait on each other's lock. A transaction whose caller is cancelled goes on to its end (a
+thread cannot be stopped), and the async connection stays held until it has ended.
+
+An in-memory database is left to the async engine (`SqliteWriter.usable`): a second
+connection to one would be another, empty database.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
-import weakref
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 
-import aiosqlite
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import StaticPool
+
+from chatlens.db.engine import create_sqlite_writer
 
 Work = Callable[[Connection], None]
 
+# The writer thread's name, as threading.enumerate() shows it (with a "_0" after it).
+THREAD_NAME = "chatlens-sqlite-writer"
 
-class SqliteThread:
-    """Runs transactions of an aiosqlite engine on its connection's thread."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+@dataclass(slots=True, frozen=True)
+class _Thread:
+    executor: Executor
+    engine: Engine  # its one connection lives on the executor's thread
+
+
+class SqliteWriter:
+    """Runs transactions on an SQLite file in a thread of their own, one at a time."""
+
+    def __init__(self, engine: AsyncEngine, *, executor: Executor | None = None) -> None:
+        """`executor`, when given, must run one thing at a time on one thread (a
+        `ThreadPoolExecutor(max_workers=1)`); it stays the caller's to shut down. Without it
+        the writer starts its own at the first transaction and shuts it down in `aclose`."""
         self._engine = engine
-        self._url = engine.url.set(drivername="sqlite")
-        self._hide_parameters = engine.sync_engine.hide_parameters
-        # A synchronous engine per aiosqlite connection, over its sqlite3 connection: the
-        # pool may replace a connection, and the engine goes with it.
-        self._sync: weakref.WeakKeyDictionary[Any, Engine] = weakref.WeakKeyDictionary()
+        self._given = executor
+        self._thread: _Thread | None = None
 
     @staticmethod
     def usable(engine: AsyncEngine) -> bool:
-        """An aiosqlite engine on a file. Not an in-memory database: its one connection is
-        shared by every session, and the synchronous engine's first connect rolls back."""
-        if engine.dialect.name != "sqlite" or engine.dialect.driver != "aiosqlite":
-            return False
+        """An SQLite engine on a file, not an in-memory database."""
         database = engine.url.database
-        if not database or database == ":memory:" or engine.url.query.get("mode") == "memory":
-            return False
-        return hasattr(aiosqlite.Connection, "_execute") and hasattr(aiosqlite.Connection, "_conn")
+        return (
+            engine.dialect.name == "sqlite"
+            and bool(database)
+            and ":memory:" not in (database or "")
+            and engine.url.query.get("mode") != "memory"
+        )
+
+    @property
+    def engine(self) -> Engine:
+        """The synchronous engine the thread writes with (a new one after `aclose`)."""
+        return self._started().engine
 
     async def transaction(self, work: Work) -> None:
         """Run `work` in a transaction and commit it (or roll it back and raise)."""
-        async with self._engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            driver = raw.driver_connection
-            if driver is None:
-                raise RuntimeError("the pool lent a connection without a driver connection")
-            sync = self._sync.get(driver)
-            if sync is None:
-                sync = self._sync[driver] = self._sync_engine(driver)
+        loop = asyncio.get_running_loop()
+        # Held, not used: the async engine writes nothing on it while the thread writes.
+        async with self._engine.connect():
+            # Here, with no await before the hand-over: an `aclose` under way has either
+            # let go of this thread already or closes it after this transaction.
+            thread = self._started()
             # The caller's context goes along: SQL spans join its trace.
             context = contextvars.copy_context()
-            await driver._execute(context.run, _transaction, sync, work)
+            running = loop.run_in_executor(
+                thread.executor, context.run, _transaction, thread.engine, work
+            )
+            try:
+                await asyncio.shield(running)
+            except asyncio.CancelledError:
+                # The thread finishes what it was given: keep the connection until then.
+                await asyncio.wait((running,))
+                if not running.cancelled():
+                    running.exception()  # its outcome was the caller's to hear
+                raise
 
-    def _sync_engine(self, driver: Any) -> Engine:
-        # The pool asks for its connection on the driver's thread, at the first transaction
-        # (sqlite3 connections belong to the thread that made them). A weak reference: the
-        # engine must not keep its aiosqlite connection, the key it is kept under, alive.
-        owner = weakref.ref(driver)
+    async def aclose(self) -> None:
+        """Close the thread's connection, on the thread, after the transactions it was given,
+        and stop the thread (when it is the writer's own). A later transaction starts anew."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(thread.executor, thread.engine.dispose)
+        if thread.executor is not self._given:
+            thread.executor.shutdown(wait=True)  # idle by now: the thread just ends
 
-        def connection() -> Any:
-            driver = owner()
-            if driver is None:
-                raise RuntimeError("the aiosqlite connection is gone")
-            return driver._conn
-
-        # The connection stays aiosqlite's to close: this engine is never disposed, and it
-        # goes when its aiosqlite connection does.
-        return create_engine(
-            self._url,
-            creator=connection,
-            poolclass=StaticPool,
-            hide_parameters=self._hide_parameters,
-        )
+    def _started(self) -> _Thread:
+        thread = self._thread
+        if thread is None:
+            executor = self._given or ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=THREAD_NAME
+            )
+            # No connection yet: the engine makes it on the thread, at its first transaction.
+            thread = self._thread = _Thread(executor, create_sqlite_writer(self._engine))
+        return thread
 
 
 def _transaction(engine: Engine, work: Work) -> None:
