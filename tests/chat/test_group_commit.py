@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
@@ -202,13 +203,15 @@ async def test_a_write_whose_drain_is_cancelled_is_told_how_its_transaction_ende
     conversation, question = conversation_rows(account.id, "before")
     await asyncio.wait_for(writes.write(repo.NEW_CONVERSATION, (conversation, question)), WAIT_S)
     async with _row_held(app.state.engine, conversation["id"]):
-        written = writes.submit(
-            RETITLE, ({"conversation_id": conversation["id"], "new_title": "after"},)
-        )
-        await asyncio.sleep(0.3)  # its transaction is under way, waiting for the row
+        with _executing("UPDATE conversations SET title") as retitling:
+            written = writes.submit(
+                RETITLE, ({"conversation_id": conversation["id"], "new_title": "after"},)
+            )
+            await _started(retitling)  # its transaction is under way, waiting for the row
         (drain,) = [t for t in asyncio.all_tasks() if t.get_name() == DRAIN_TASK_NAME]
         drain.cancel()  # as at a shutdown that cancels every task
-        await asyncio.sleep(0.1)
+        await asyncio.wait([drain], timeout=WAIT_S)
+        assert drain.done()
         # The transaction goes on (SQLite's thread cannot stop it): not "cancelled" yet.
         assert not written.done()
     await asyncio.wait_for(written, WAIT_S)  # committed, and told so
@@ -238,10 +241,11 @@ async def test_a_conversation_whose_caller_went_away_is_created_and_counted(
 
     async with _row_held(other_engine, held["id"]):
         # The one drain is busy, waiting for the held row; the new question queues behind.
-        busy = one_drain.submit(RETITLE, ({"conversation_id": held["id"], "new_title": "x"},))
-        await asyncio.sleep(0.2)
+        with _executing("UPDATE conversations SET title") as retitling:
+            busy = one_drain.submit(RETITLE, ({"conversation_id": held["id"], "new_title": "x"},))
+            await _started(retitling)
         caller = asyncio.create_task(start())
-        await asyncio.sleep(0.2)
+        await _queued(one_drain, 1)
         caller.cancel()
         with pytest.raises(asyncio.CancelledError):
             await caller
@@ -272,6 +276,35 @@ async def test_an_answer_to_a_deleted_conversation_is_not_found(
     gone = turn.conversation_id
     assert await _count(sessionmaker, Message, conversation_id=gone) == 0
     assert await _count(sessionmaker, ConversationMetrics, conversation_id=gone) == 0
+
+
+@contextmanager
+def _executing(text: str, *, about: object = None) -> Iterator[threading.Event]:
+    """Set once a statement containing `text` (and `about` among its parameters) starts, on
+    any engine and any thread: SQLite's writer thread, PostgreSQL's connections."""
+    started = threading.Event()
+
+    def seen(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if text in statement and (about is None or str(about) in repr(parameters)):
+            started.set()
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        yield started
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+
+
+async def _started(started: threading.Event) -> None:
+    """Wait (bounded) until the statement `started` watches is under way."""
+    assert await asyncio.to_thread(started.wait, WAIT_S), "the statement never started"
+
+
+async def _queued(writes: GroupCommit, count: int) -> None:
+    """Wait (bounded) until `count` writes wait in the group commit's queue."""
+    async with asyncio.timeout(WAIT_S):
+        while writes.queued < count:  # noqa: ASYNC110  (the queue has no event to wait on)
+            await asyncio.sleep(0)
 
 
 @asynccontextmanager
@@ -380,8 +413,9 @@ async def test_drains_follow_the_connection_pool(
     blocked = await _answered(app.state.pipeline, account, sessionmaker, "where is my order")
     free = await _answered(app.state.pipeline, account, sessionmaker, "reset my password")
     async with _row_held(other_engine, blocked.turn.conversation_id):
-        waiting = asyncio.create_task(blocked.save())
-        await asyncio.sleep(0.1)
+        with _executing("UPDATE conversations", about=blocked.turn.conversation_id) as held_up:
+            waiting = asyncio.create_task(blocked.save())
+            await _started(held_up)  # its transaction waits for the row
         await asyncio.wait_for(free.save(), 5)
         assert not waiting.done()
     await asyncio.wait_for(waiting, WAIT_S)

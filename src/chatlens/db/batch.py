@@ -104,6 +104,11 @@ class GroupCommit:
         # Cancelling the caller cancels this future, not the write; `_settle` skips it.
         await self.submit(statements, params, committed=committed)
 
+    @property
+    def queued(self) -> int:
+        """Writes waiting for a transaction (not counting those in one now)."""
+        return len(self._pending)
+
     def submit(
         self,
         statements: Statements,
