@@ -1,0 +1,5 @@
+"""`python -m chatlens.cli`, as the `chatlens` script."""
+
+from chatlens.cli import app
+
+app()
