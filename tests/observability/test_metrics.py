@@ -183,6 +183,11 @@ def test_two_worker_processes_are_summed(
                 assert time.monotonic() < deadline, _served_per_worker(metrics_dir)
                 assert list(pool.map(ask, range(8))) == [200] * 8
                 sent += 8
+        # A worker counts a request once its response is sent: the last ones may still be
+        # on their way into the files when the client has its answers (bounded wait).
+        while sum(_served_per_worker(metrics_dir).values()) < sent:
+            assert time.monotonic() < deadline, _served_per_worker(metrics_dir)
+            time.sleep(0.01)
         per_worker = _served_per_worker(metrics_dir)
         text = httpx.get(f"{server.url}/metrics", timeout=10).text
     finally:
