@@ -60,7 +60,9 @@ def module_imports(module: str, path: Path) -> list[Import]:
             # Relative: `from . import x` in a.b.c is a.b's, `from .. import x` a's.
             levels = package.split(".")
             base = levels[: len(levels) - node.level + 1] if node.level else []
-            names = [".".join([*base, *([node.module] if node.module else [])])]
+            source = ".".join([*base, *([node.module] if node.module else [])])
+            # `from chatlens import models` imports the module chatlens.models, too.
+            names = [source, *(f"{source}.{alias.name}" for alias in node.names)]
         else:
             continue
         where = f"{path.relative_to(top)}:{node.lineno}"
@@ -134,8 +136,11 @@ def test_imports_inside_functions_and_relative_ones_count(tmp_path: Path) -> Non
     found = module_imports("chatlens.chat.service", source)
     assert [(i.imported, i.where) for i in found] == [
         ("chatlens.chat", "chatlens/chat/service.py:2"),
+        ("chatlens.chat.repository", "chatlens/chat/service.py:2"),
         ("chatlens.db", "chatlens/chat/service.py:3"),
+        ("chatlens.db.base", "chatlens/chat/service.py:3"),
         ("chatlens.inference", "chatlens/chat/service.py:5"),
+        ("chatlens.inference.service", "chatlens/chat/service.py:5"),
     ]
 
 

@@ -2,4 +2,5 @@
 
 from chatlens.cli import app
 
-app()
+if __name__ == "__main__":
+    app()

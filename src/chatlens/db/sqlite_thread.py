@@ -24,6 +24,7 @@ connection to one would be another, empty database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -59,13 +60,17 @@ class SqliteWriter:
 
     @staticmethod
     def usable(engine: AsyncEngine) -> bool:
-        """An SQLite engine on a file, not an in-memory database."""
+        """An SQLite engine on a file, not an in-memory database, whose pool has the one
+        connection the writer holds while it writes (as `create_engine` makes it)."""
         database = engine.url.database
+        size = getattr(engine.pool, "size", None)
         return (
             engine.dialect.name == "sqlite"
             and bool(database)
             and ":memory:" not in (database or "")
             and engine.url.query.get("mode") != "memory"
+            and callable(size)
+            and size() == 1
         )
 
     @property
@@ -89,8 +94,11 @@ class SqliteWriter:
             try:
                 await asyncio.shield(running)
             except asyncio.CancelledError:
-                # The thread finishes what it was given: keep the connection until then.
-                await asyncio.wait((running,))
+                # The thread finishes what it was given: keep the connection until then, a
+                # second cancellation (a shutdown cancelling every task) included.
+                while not running.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait((running,))
                 if not running.cancelled():
                     running.exception()  # its outcome was the caller's to hear
                 raise
