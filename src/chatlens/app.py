@@ -23,9 +23,9 @@ from chatlens.auth.external import ExternalAuth
 from chatlens.auth.router import admin as admin_router
 from chatlens.auth.router import router as auth_router
 from chatlens.auth.service import KeyCache
-from chatlens.chat import service as chat_service
+from chatlens.chat import conversations
+from chatlens.chat.pipeline import ChatPipeline
 from chatlens.chat.router import router as chat_router
-from chatlens.chat.service import ChatPipeline
 from chatlens.chat.v1_router import router as v1_router
 from chatlens.console import router as console
 from chatlens.db import migrate
@@ -91,7 +91,7 @@ async def _refresh_gauges(
     """Every replica reports the same active_sessions: it is read from the database."""
     while True:
         try:
-            count = await chat_service.count_active_conversations(
+            count = await conversations.count_active_conversations(
                 app.state.sessionmaker, window_s=settings.active_sessions_window_s
             )
             metrics.active_sessions.set(count)

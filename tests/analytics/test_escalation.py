@@ -14,7 +14,7 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-from chatlens.analytics import service
+from chatlens.chat import conversations
 from chatlens.models.conversation import ESCALATION_NOTE_MAX_CHARS
 from tests.analytics.test_feedback import ask
 
@@ -28,7 +28,7 @@ async def test_the_note_is_kept_and_returned_and_only_its_length_is_logged(
 ) -> None:
     # The service's own lines, whatever logging configuration an earlier test left behind.
     captured = LogCapture()
-    monkeypatch.setattr(service, "log", structlog.wrap_logger(None, processors=[captured]))
+    monkeypatch.setattr(conversations, "log", structlog.wrap_logger(None, processors=[captured]))
     turn = await ask(client, account, "how long does delivery take?")
     base = f"/api/conversations/{turn['conversation_id']}"
     escalated = await client.post(

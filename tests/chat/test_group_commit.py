@@ -16,8 +16,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chatlens.auth.service import Principal
+from chatlens.chat import answer as answers
 from chatlens.chat import repository as repo
-from chatlens.chat import service
+from chatlens.chat.turn import InferenceFailed
 from chatlens.db.batch import DRAIN_TASK_NAME, GroupCommit
 from chatlens.db.engine import create_engine
 from chatlens.errors import NotFound
@@ -38,7 +39,7 @@ def one_drain(app: Any, monkeypatch: pytest.MonkeyPatch) -> GroupCommit:
     busy, which a test cannot arrange reliably."""
     metrics: Metrics = app.state.metrics
     writes = GroupCommit(app.state.engine, sizes=metrics.db_commit_writes, drains=1)
-    monkeypatch.setattr(app.state.pipeline, "writes", writes)
+    monkeypatch.setattr(app.state.pipeline.answering.writer, "group", writes)
     return writes
 
 
@@ -342,7 +343,7 @@ async def test_in_a_group_only_the_answer_to_a_deleted_conversation_fails(
     metrics: Metrics = app.state.metrics
     # The pipeline's writes on an engine of their own, to count its transactions.
     writes = GroupCommit(other_engine, sizes=metrics.db_commit_writes, drains=1)
-    monkeypatch.setattr(pipeline, "writes", writes)
+    monkeypatch.setattr(pipeline.answering.writer, "group", writes)
     kept = await _answered(pipeline, account, sessionmaker, "where is my order")
     gone = await _answered(pipeline, account, sessionmaker, "how do I reset my password")
     async with sessionmaker() as session, session.begin():
@@ -371,7 +372,7 @@ async def test_an_answer_stored_late_is_stored_and_counted_once(
 ) -> None:
     # A slow transaction holds the conversation past the answer's save timeout; the
     # stream's `finally` then calls save() a second time.
-    monkeypatch.setattr(service, "_SAVE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(answers, "SAVE_TIMEOUT_S", 0.3)
     answer = await _answered(app.state.pipeline, account, sessionmaker, "where is my order")
     conversation_id = answer.turn.conversation_id
 
@@ -380,10 +381,10 @@ async def test_an_answer_stored_late_is_stored_and_counted_once(
 
     before = counted()
     async with _row_held(other_engine, conversation_id):
-        with pytest.raises(service.InferenceFailed, match="in time") as first:
+        with pytest.raises(InferenceFailed, match="in time") as first:
             await answer.save()
         # The stream's `finally` asks again: the same error, without waiting again.
-        with pytest.raises(service.InferenceFailed) as second:
+        with pytest.raises(InferenceFailed) as second:
             await answer.save()
         assert second.value is first.value
         assert answer.settled
@@ -404,7 +405,7 @@ async def test_an_answer_stored_late_is_stored_and_counted_once(
 async def test_drains_follow_the_connection_pool(
     app: Any, account: Any, sessionmaker: Any, other_engine: AsyncEngine, backend_name: str
 ) -> None:
-    writes: GroupCommit = app.state.pipeline.writes
+    writes: GroupCommit = app.state.pipeline.answering.writer.group
     if backend_name == "sqlite":
         assert writes.max_drains == 1  # one connection, one writer
         return
@@ -441,10 +442,10 @@ async def test_a_regenerated_answer_stored_late_is_stored_and_counted_once(
         turn = await pipeline.start_regenerate(session, user=user, conversation_id=conversation_id)
     answer = pipeline.answer(turn)
     [_ async for _ in answer.deltas()]
-    monkeypatch.setattr(service, "_SAVE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(answers, "SAVE_TIMEOUT_S", 0.3)
     messages_before = _answers_counted(app)
     async with _row_held(other_engine, conversation_id):
-        with pytest.raises(service.InferenceFailed, match="in time"):
+        with pytest.raises(InferenceFailed, match="in time"):
             await answer.save()
     # Nobody waits any more: the write lands, and the answer is counted then.
     for _ in range(WAIT_S * 10):

@@ -309,7 +309,9 @@ async def test_turns_committed_together_can_be_followed_to_their_statements(
     from chatlens.db.batch import GroupCommit
 
     # One drain, as on SQLite, so that concurrent turns are grouped on either database.
-    monkeypatch.setattr(app.state.pipeline, "writes", GroupCommit(app.state.engine, drains=1))
+    monkeypatch.setattr(
+        app.state.pipeline.answering.writer, "group", GroupCommit(app.state.engine, drains=1)
+    )
     responses = await asyncio.wait_for(
         asyncio.gather(
             *(

@@ -34,11 +34,12 @@ from chatlens.analytics.schemas import (
 )
 from chatlens.auth.deps import AdminUser, CurrentUser
 from chatlens.auth.service import Principal
-from chatlens.chat.deps import PipelineDep
+from chatlens.chat import conversations
 from chatlens.chat.schemas import ConversationRead, Platform
 from chatlens.db.base import utcnow
 from chatlens.db.session import SessionDep
 from chatlens.errors import ValidationFailed
+from chatlens.inference.deps import ActiveModelDep
 from chatlens.inference.factory import intent_names
 from chatlens.models import FeedbackKind
 from chatlens.observability.metrics import Metrics
@@ -152,7 +153,7 @@ async def label_intent(
     body: IntentLabel,
     session: SessionDep,
     admin: AdminUser,
-    pipeline: PipelineDep,
+    active_model: ActiveModelDep,
     metrics: MetricsDep,
 ) -> IntentLabelRead:
     """An operator's label of an answer's true intent, for intent accuracy (admins)."""
@@ -162,7 +163,7 @@ async def label_intent(
         admin=admin,
         message_id=message_id,
         intent=body.intent,
-        valid=intent_names(pipeline.backend),
+        valid=intent_names(active_model.backend),
     )
     return IntentLabelRead(
         message_id=labeled.message.id,
@@ -187,7 +188,7 @@ async def escalate(
     """Hand an open conversation to a person, with a coded reason and an optional note of
     up to 500 characters (409 unless it is open)."""
     request = body or EscalateRequest()
-    conversation = await service.escalate(
+    conversation = await conversations.escalate(
         session,
         metrics,
         user=user,
@@ -211,7 +212,7 @@ async def resolve(
     metrics: MetricsDep,
 ) -> ConversationRead:
     """Close a conversation: resolved, converted or abandoned (409 if it already is)."""
-    conversation = await service.resolve(
+    conversation = await conversations.resolve(
         session, metrics, user=user, conversation_id=conversation_id, outcome=body.outcome
     )
     return ConversationRead.model_validate(conversation)

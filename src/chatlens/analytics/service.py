@@ -1,4 +1,4 @@
-"""Feedback, CSAT/NPS, intent labels and the conversation lifecycle: the support lead's inputs."""
+"""Feedback, CSAT/NPS and intent labels: the support lead's inputs."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens.analytics.repository import feedback as repo
 from chatlens.auth.service import Principal
-from chatlens.chat.service import get_conversation_or_raise
+from chatlens.chat.conversations import get_conversation_or_raise
 from chatlens.db.base import utcnow
-from chatlens.errors import Conflict, NotFound, ValidationFailed
+from chatlens.errors import NotFound, ValidationFailed
 from chatlens.inference.intents import UNKNOWN_INTENT
 from chatlens.models import (
     Conversation,
-    ConversationStatus,
     Feedback,
     FeedbackKind,
     Message,
@@ -206,73 +205,3 @@ async def label_intent(
         metrics.intent_labels.labels(detected, "true" if detected == intent else "false").inc()
     correct = None if message.intent is None else message.intent == intent
     return Labeled(message=message, labeled_intent=intent, correct=correct)
-
-
-async def escalate(
-    session: AsyncSession,
-    metrics: Metrics | None,
-    *,
-    user: Principal,
-    conversation_id: uuid.UUID,
-    reason: str,
-    note: str | None = None,
-) -> Conversation:
-    """open → escalated, with a coded reason and an optional note for the operator; else 409."""
-    conversation = await get_conversation_or_raise(
-        session, user=user, conversation_id=conversation_id
-    )
-    if conversation.status is not ConversationStatus.open:
-        raise Conflict(f"a {conversation.status.value} conversation cannot be escalated")
-    now = utcnow()
-    conversation.status = ConversationStatus.escalated
-    conversation.escalated_at = now
-    conversation.escalation_reason = reason
-    # This escalation's note, or none: never an earlier escalation's beside a new reason.
-    conversation.escalation_note = note or None
-    conversation.updated_at = now
-    await session.commit()
-    if metrics is not None:
-        metrics.escalations.labels(conversation.platform, reason).inc()
-    # The note is the caller's own words (a customer's, often): only its length is logged.
-    log.info(
-        "conversation_escalated",
-        conversation_id=str(conversation.id),
-        reason=reason,
-        note_chars=len(conversation.escalation_note or ""),
-    )
-    return conversation
-
-
-async def resolve(
-    session: AsyncSession,
-    metrics: Metrics | None,
-    *,
-    user: Principal,
-    conversation_id: uuid.UUID,
-    outcome: str,
-) -> Conversation:
-    """open or escalated → resolved (outcome resolved, converted or abandoned); else 409."""
-    conversation = await get_conversation_or_raise(
-        session, user=user, conversation_id=conversation_id
-    )
-    if conversation.status is ConversationStatus.resolved:
-        raise Conflict("the conversation is already resolved")
-    now = utcnow()
-    conversation.status = ConversationStatus.resolved
-    conversation.outcome = outcome
-    conversation.resolved_at = now
-    conversation.updated_at = now
-    # Resolved for the export's per-turn rows: closed with the customer helped.
-    await repo.update_turn_facts(session, conversation.id, resolved=outcome != "abandoned")
-    await session.commit()
-    seconds = max(0.0, (now - conversation.created_at).total_seconds())
-    if metrics is not None:
-        metrics.conversations_resolved.labels(outcome, conversation.platform).inc()
-        metrics.conversation_resolution.observe(seconds)
-    log.info(
-        "conversation_resolved",
-        conversation_id=str(conversation.id),
-        outcome=outcome,
-        resolution_seconds=round(seconds, 3),
-    )
-    return conversation

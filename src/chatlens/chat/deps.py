@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from chatlens.chat.service import ChatPipeline
+from chatlens.chat.pipeline import ChatPipeline
 
 
 async def get_pipeline(request: Request) -> ChatPipeline:

@@ -6,13 +6,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import structlog
 from fastapi import APIRouter, Query, Request, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chatlens.auth.deps import CurrentUser
-from chatlens.chat import service
+from chatlens.chat import conversations
+from chatlens.chat.answer import Answer
 from chatlens.chat.deps import PipelineDep
+from chatlens.chat.pipeline import ChatPipeline
 from chatlens.chat.schemas import (
     ChatRequest,
     ChatResponse,
@@ -26,14 +27,11 @@ from chatlens.chat.schemas import (
     StreamDelta,
     StreamError,
 )
-from chatlens.chat.service import Answer, ChatPipeline, Turn
+from chatlens.chat.turn import Turn
 from chatlens.db.session import SessionDep
-from chatlens.errors import ChatlensError
 from chatlens.models import ConversationStatus
 from chatlens.pagination import decode_cursor
 from chatlens.responses import errors
-
-log = structlog.get_logger(__name__)
 
 router = APIRouter(tags=["chat"])
 
@@ -95,30 +93,14 @@ def _endpoint(request: Request) -> str:
 
 
 async def _events(answer: Answer) -> AsyncIterator[ServerSentEvent]:
-    metrics = answer.pipeline.metrics
-    if metrics is not None:
-        metrics.sse_streams_active.inc()
-    try:
-        async for delta in answer.deltas():
-            yield ServerSentEvent(StreamDelta(content=delta).model_dump_json(), event="delta")
-        done = await answer.save()
-        yield ServerSentEvent(done.model_dump_json(), event="done")
-    except ChatlensError as exc:
-        error = StreamError(type=exc.error_type, message=exc.message)
-        yield ServerSentEvent(error.model_dump_json(), event="error")
-    except Exception as exc:
-        log.error("stream_failed", exc_info=exc)
-        error = StreamError(type="internal_error", message="internal server error")
-        yield ServerSentEvent(error.model_dump_json(), event="error")
-    finally:
-        # Runs on every ending, a client that went away included: the answer is stored.
-        try:
-            if not answer.settled:  # stored or failed above: already told and logged
-                await answer.save()
-        except Exception as exc:
-            log.error("answer_not_stored", exc_info=exc)
-        if metrics is not None:
-            metrics.sse_streams_active.dec()
+    async for event in answer.stream():
+        if isinstance(event, str):
+            yield ServerSentEvent(StreamDelta(content=event).model_dump_json(), event="delta")
+        elif isinstance(event, ChatResponse):
+            yield ServerSentEvent(event.model_dump_json(), event="done")
+        else:
+            error = StreamError(type=event.error_type, message=event.message)
+            yield ServerSentEvent(error.model_dump_json(), event="error")
 
 
 async def _respond(
@@ -165,7 +147,7 @@ async def list_conversations(
     project_id: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
 ) -> Page[ConversationRead]:
     """Your conversations, newest first."""
-    page = await service.list_conversations(
+    page = await conversations.list_conversations(
         session,
         user=user,
         limit=limit,
@@ -193,7 +175,7 @@ async def create_conversation(
 ) -> ConversationRead:
     """Start an empty conversation."""
     body = body or ConversationCreate()
-    conversation = await service.create_conversation(
+    conversation = await conversations.create_conversation(
         session,
         user=user,
         project_id=body.project_id,
@@ -214,7 +196,7 @@ async def get_conversation(
     session: SessionDep, user: CurrentUser, conversation_id: uuid.UUID
 ) -> ConversationRead:
     """One of your conversations."""
-    conversation = await service.get_conversation_or_raise(
+    conversation = await conversations.get_conversation_or_raise(
         session, user=user, conversation_id=conversation_id
     )
     return ConversationRead.model_validate(conversation)
@@ -229,7 +211,7 @@ async def update_conversation(
     session: SessionDep, user: CurrentUser, conversation_id: uuid.UUID, body: ConversationUpdate
 ) -> ConversationRead:
     """Rename a conversation."""
-    conversation = await service.update_conversation(
+    conversation = await conversations.update_conversation(
         session, user=user, conversation_id=conversation_id, title=body.title
     )
     return ConversationRead.model_validate(conversation)
@@ -245,7 +227,7 @@ async def delete_conversation(
     session: SessionDep, user: CurrentUser, conversation_id: uuid.UUID
 ) -> None:
     """Delete a conversation and its messages."""
-    await service.delete_conversation(session, user=user, conversation_id=conversation_id)
+    await conversations.delete_conversation(session, user=user, conversation_id=conversation_id)
 
 
 @router.get(
@@ -261,7 +243,7 @@ async def list_messages(
     cursor: CursorParam = None,
 ) -> Page[MessageRead]:
     """A conversation's messages, oldest first."""
-    page = await service.list_messages(
+    page = await conversations.list_messages(
         session,
         user=user,
         conversation_id=conversation_id,

@@ -12,14 +12,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
-import structlog
 from fastapi import APIRouter, Header, Response
 from sse_starlette import EventSourceResponse
 
 from chatlens.auth.deps import CurrentUser
+from chatlens.chat.answer import Answer
 from chatlens.chat.deps import PipelineDep
 from chatlens.chat.schemas import ChatResponse
-from chatlens.chat.service import Answer
 from chatlens.chat.v1_schemas import (
     AssistantMessage,
     Choice,
@@ -30,9 +29,8 @@ from chatlens.chat.v1_schemas import (
     ModelList,
     chunk,
 )
-from chatlens.errors import ChatlensError, openai_error_body
-
-log = structlog.get_logger(__name__)
+from chatlens.db.session import SessionDep
+from chatlens.errors import openai_error_body
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
@@ -50,6 +48,7 @@ def _usage(done: ChatResponse) -> CompletionUsage:
 @router.post("/chat/completions", response_model=Completion)
 async def chat_completions(
     response: Response,
+    session: SessionDep,
     user: CurrentUser,
     pipeline: PipelineDep,
     body: CompletionRequest,
@@ -59,21 +58,18 @@ async def chat_completions(
     `X-Chatlens-Conversation-Id` names one of yours."""
     model = await pipeline.active_model.resolve(body.model)
     metadata = body.metadata
-    # A session of its own, not a request dependency: only a conversation that goes on uses
-    # it (a new one's question goes through the group commit).
-    async with pipeline.sessionmaker() as session:
-        turn = await pipeline.start_turn(
-            session,
-            user=user,
-            text=body.question,
-            conversation_id=conversation_id,
-            project_id=metadata.project_id if metadata else "default",
-            platform=metadata.platform if metadata else "api",
-            external_user_id=body.user,
-            endpoint="/v1/chat/completions",
-            context=[m.as_chat_message() for m in body.messages if m.text()],
-            model=model,
-        )
+    turn = await pipeline.start_turn(
+        session,
+        user=user,
+        text=body.question,
+        conversation_id=conversation_id,
+        project_id=metadata.project_id if metadata else "default",
+        platform=metadata.platform if metadata else "api",
+        external_user_id=body.user,
+        endpoint="/v1/chat/completions",
+        context=[m.as_chat_message() for m in body.messages if m.text()],
+        model=model,
+    )
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     headers = {CONVERSATION_HEADER: str(turn.conversation_id)}
@@ -81,18 +77,14 @@ async def chat_completions(
     if body.stream:
         events = _stream(answer, completion_id, created, include_usage=body.include_usage)
         return EventSourceResponse(events, ping=15, headers=headers)
-    try:
-        parts = [delta async for delta in answer.deltas()]
-    finally:
-        done = await answer.save()
+    done = await answer.complete()
     response.headers.update(headers)
-    finish = answer.final.finish_reason if answer.final is not None else None
     return Completion(
         id=completion_id,
         created=created,
         model=done.model,
         choices=[
-            Choice(message=AssistantMessage(content="".join(parts)), finish_reason=finish or "stop")
+            Choice(message=AssistantMessage(content=done.reply), finish_reason=answer.finish_reason)
         ],
         usage=_usage(done),
     )
@@ -109,41 +101,27 @@ _DONE = b"data: [DONE]\r\n\r\n"
 async def _stream(
     answer: Answer, completion_id: str, created: int, *, include_usage: bool
 ) -> AsyncIterator[bytes]:
-    metrics = answer.pipeline.metrics
-    if metrics is not None:
-        metrics.sse_streams_active.inc()
     # OpenAI's first chunk carries the role; it goes out with the first words, in one write.
     role: bytes | None = _event(
         chunk(completion_id, created, answer.model, delta={"role": "assistant", "content": ""})
     )
-    try:
-        async for delta in answer.deltas():
-            event = _event(chunk(completion_id, created, answer.model, delta={"content": delta}))
+    async for event in answer.stream():
+        if isinstance(event, str):
+            data = _event(chunk(completion_id, created, answer.model, delta={"content": event}))
             if role is not None:
-                event, role = role + event, None
-            yield event
-        if role is not None:  # an answer without a word
-            yield role
-        done = await answer.save()
-        finish = answer.final.finish_reason if answer.final is not None else None
-        yield _event(chunk(completion_id, created, done.model, finish_reason=finish or "stop"))
-        if include_usage:
-            yield _event(chunk(completion_id, created, done.model, usage=_usage(done)))
-        yield _DONE
-    except ChatlensError as exc:
-        # Headers are out: the error travels as a data event the SDKs raise as APIError.
-        yield _event(openai_error_body(exc.status_code, exc.error_type, exc.message))
-    except Exception as exc:
-        log.error("stream_failed", exc_info=exc)
-        yield _event(openai_error_body(500, "internal_error", "internal server error"))
-    finally:
-        try:
-            if not answer.settled:  # a client that went away still gets its answer stored
-                await answer.save()
-        except Exception as exc:
-            log.error("answer_not_stored", exc_info=exc)
-        if metrics is not None:
-            metrics.sse_streams_active.dec()
+                data, role = role + data, None
+            yield data
+        elif isinstance(event, ChatResponse):
+            if role is not None:  # an answer without a word
+                yield role
+            finish = answer.finish_reason
+            yield _event(chunk(completion_id, created, event.model, finish_reason=finish))
+            if include_usage:
+                yield _event(chunk(completion_id, created, event.model, usage=_usage(event)))
+            yield _DONE
+        else:
+            # Headers are out: the error travels as a data event the SDKs raise as APIError.
+            yield _event(openai_error_body(event.status_code, event.error_type, event.message))
 
 
 @router.get("/models", response_model=ModelList)
@@ -151,6 +129,5 @@ async def list_models(_: CurrentUser, pipeline: PipelineDep) -> ModelList:
     """The models this chatlens can answer with (the backend's list)."""
     names = await pipeline.active_model.list_models()
     created = int(pipeline.started_at)
-    return ModelList(
-        data=[ModelCard(id=name, created=created, owned_by=pipeline.backend.name) for name in names]
-    )
+    owner = pipeline.active_model.backend.name
+    return ModelList(data=[ModelCard(id=name, created=created, owned_by=owner) for name in names])

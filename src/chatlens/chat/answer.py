@@ -1,0 +1,279 @@
+"""An answer's lifecycle: streamed from the model, stored exactly once however it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+from sqlalchemy.exc import IntegrityError
+
+from chatlens.chat import outcome as outcomes
+from chatlens.chat.outcome import Outcome
+from chatlens.chat.schemas import ChatResponse
+from chatlens.chat.turn import Answering, InferenceFailed, Turn
+from chatlens.errors import ChatlensError
+from chatlens.inference.base import Chunk
+from chatlens.models import MessageStatus
+from chatlens.observability.tracing import start_span
+
+log = structlog.get_logger(__name__)
+
+# Storing an answer after the client left must not hang a worker if the database does.
+SAVE_TIMEOUT_S = 10.0
+
+
+class Answer:
+    """One model answer as it streams; `save()` stores it exactly once, however the stream ends."""
+
+    def __init__(self, answering: Answering, turn: Turn) -> None:
+        self.answering = answering
+        self.turn = turn
+        self.model = turn.model or answering.active_model.current
+        self.parts: list[str] = []
+        self.final: Chunk | None = None
+        self.error: ChatlensError | None = None
+        self.model_started: float | None = None
+        self.first_token_at: float | None = None
+        self.finished_at: float | None = None
+        self._saved: ChatResponse | None = None
+        self._outcome: Outcome | None = None  # the row, made once
+        # The write, made once and never cancelled with a caller that stops waiting.
+        self._written: asyncio.Future[Any] | None = None
+        self._failure: Exception | None = None  # how save() failed, raised again
+        self._late = False  # a save() gave up waiting for the write
+        self._parent = trace.set_span_in_context(turn.span) if turn.span is not None else None
+
+    async def stream(self) -> AsyncIterator[str | ChatResponse | ChatlensError]:
+        """The answer for a streamed response: its deltas, then the stored answer or the
+        error that ended it. Stored on every ending, a client that went away included; the
+        one place that counts a stream as active."""
+        metrics = self.answering.metrics
+        if metrics is not None:
+            metrics.sse_streams_active.inc()
+        try:
+            async for delta in self.deltas():
+                yield delta
+            yield await self.save()
+        except ChatlensError as exc:
+            yield exc
+        except Exception as exc:
+            log.error("stream_failed", exc_info=exc)
+            yield ChatlensError("internal server error")
+        finally:
+            try:
+                if not self.settled:  # stored or failed above: already told and logged
+                    await self.save()
+            except Exception as exc:
+                log.error("answer_not_stored", exc_info=exc)
+            if metrics is not None:
+                metrics.sse_streams_active.dec()
+
+    async def complete(self) -> ChatResponse:
+        """Run the answer to the end and return it stored (the non-streamed response)."""
+        try:
+            async for _ in self.deltas():
+                pass
+        finally:
+            response = await self.save()
+        return response
+
+    async def deltas(self) -> AsyncIterator[str]:
+        """The answer's text pieces; a backend failure ends it with InferenceFailed."""
+        backend = self.answering.active_model.backend
+        span = start_span(
+            "chatlens.chat",
+            f"chat {self.model}",
+            context=self._parent,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": backend.name,
+                "gen_ai.request.model": self.model,
+                "gen_ai.conversation.id": str(self.turn.conversation_id),
+            },
+        )
+        # The span is current while the backend takes a step (it opens the upstream request
+        # in the first, detects the intent in the last), never across our yields: the
+        # consumer may resume this generator from another task's context.
+        span_context = trace.set_span_in_context(span)
+        stream = backend.stream(self.turn.context, model=self.model)
+        self.model_started = time.perf_counter()
+        try:
+            while True:
+                token = otel_context.attach(span_context)
+                try:
+                    chunk = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    otel_context.detach(token)
+                if chunk.delta:
+                    if self.first_token_at is None:
+                        self.first_token_at = time.perf_counter()
+                    self.parts.append(chunk.delta)
+                    yield chunk.delta
+                if chunk.usage is not None or chunk.finish_reason is not None:
+                    self.final = chunk
+                    if chunk.model:
+                        self.model = chunk.model  # who answered: a fallback, a dated model id
+        except ChatlensError as exc:
+            self.error = exc
+            span.record_exception(exc)
+            raise
+        except Exception as exc:
+            log.error("inference_failed", exc_info=exc, backend=backend.name)
+            span.record_exception(exc)
+            self.error = InferenceFailed("the model failed to answer; try again")
+            raise self.error from exc
+        finally:
+            self.finished_at = time.perf_counter()
+            await stream.aclose()
+            self._end_model_span(span)
+
+    def _end_model_span(self, span: Span) -> None:
+        final = self.final
+        attributes: dict[str, AttributeValue] = {"gen_ai.response.model": self.model}
+        if final is not None and final.usage is not None:
+            attributes["chatlens.usage.estimated"] = final.usage.estimated
+            attributes["gen_ai.usage.input_tokens"] = final.usage.prompt_tokens
+            attributes["gen_ai.usage.output_tokens"] = final.usage.completion_tokens
+        if final is not None and final.finish_reason is not None:
+            attributes["gen_ai.response.finish_reasons"] = (final.finish_reason,)
+        span.set_attributes(attributes)
+        if self.error is not None:
+            span.set_status(Status(StatusCode.ERROR, self.error.message))
+        span.end()
+
+    @property
+    def status(self) -> MessageStatus:
+        if self.error is not None:
+            return MessageStatus.error
+        return MessageStatus.complete if self.final is not None else MessageStatus.incomplete
+
+    @property
+    def finish_reason(self) -> str:
+        """Why the model stopped, in OpenAI's words ("stop" unless it said otherwise)."""
+        reason = self.final.finish_reason if self.final is not None else None
+        return reason or "stop"
+
+    @property
+    def settled(self) -> bool:
+        """Stored, or failed for good: another save() would only repeat the outcome."""
+        return self._saved is not None or self._failure is not None
+
+    async def save(self) -> ChatResponse:
+        """Store the answer and its turn's row in one transaction, once: the row is made
+        and written once, and a second call returns the same answer or raises the same
+        error, without waiting again."""
+        if self._saved is not None:
+            return self._saved
+        if self._failure is not None:
+            raise self._failure
+        token = otel_context.attach(self._parent) if self._parent is not None else None
+        try:
+            # Shielded: after a client disconnect this runs inside a cancelled scope.
+            with anyio.move_on_after(SAVE_TIMEOUT_S, shield=True) as scope:
+                self._saved = await self._store()
+            if scope.cancelled_caught or self._saved is None:
+                # The write goes on; its outcome is counted and logged when it lands.
+                self._finish_when_written()
+                log.error("answer_store_timeout", conversation_id=str(self.turn.conversation_id))
+                raise InferenceFailed("the answer could not be stored in time")
+        except Exception as exc:
+            self._failure = exc
+            self._end_span(exc)
+            raise
+        except BaseException as exc:  # cancelled from outside the shield (shutdown)
+            self._finish_when_written()
+            self._end_span(exc)
+            raise
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        self._end_span(self.error)
+        return self._saved
+
+    def _finish_when_written(self) -> None:
+        """A save() stopped waiting: when the write lands, the answer is counted and logged
+        as if it had waited (in the answer's trace context, which is current here)."""
+        written, outcome = self._written, self._outcome
+        if written is None or outcome is None or self._late:
+            return
+        self._late = True
+
+        def landed(future: asyncio.Future[Any]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            conversation_id = str(self.turn.conversation_id)
+            if error is not None:
+                log.error(
+                    "answer_not_stored",
+                    conversation_id=conversation_id,
+                    error_type=type(error).__name__,
+                )
+            elif self._saved is None:
+                self._saved = self._finish(outcome, newly_escalated=bool(future.result()))
+                self._failure = None  # stored after all
+                log.warning("answer_stored_late", conversation_id=conversation_id)
+
+        written.add_done_callback(landed)
+
+    def _end_span(self, error: BaseException | None) -> None:
+        """End the turn's span, once, with the error that ended the turn if any."""
+        span, self.turn.span = self.turn.span, None
+        if span is None:
+            return
+        if self.error is not None and error is self.error:  # recorded on the model's span
+            span.set_status(Status(StatusCode.ERROR, self.error.message))
+        elif error is not None:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+    async def _store(self) -> ChatResponse:
+        if self._outcome is None:
+            self._outcome = outcomes.make_outcome(
+                self.answering,
+                self.turn,
+                model=self.model,
+                text="".join(self.parts),
+                final=self.final,
+                status=self.status,
+                model_started=self.model_started,
+                first_token_at=self.first_token_at,
+                finished_at=self.finished_at,
+            )
+        outcome = self._outcome
+        writer = self.answering.writer
+        if self._written is None:
+            self._written = writer.write_answer(outcome.row)
+        try:
+            newly_escalated = bool(await asyncio.shield(self._written))
+        except IntegrityError as exc:
+            explained = await writer.explain(exc, self.turn.conversation_id)
+            if explained is exc:
+                raise
+            raise explained from exc
+        return self._finish(outcome, newly_escalated=newly_escalated)
+
+    def _finish(self, outcome: Outcome, *, newly_escalated: bool) -> ChatResponse:
+        """Count, log and return a stored answer (once, whoever saw the write land first)."""
+        if self._saved is not None:
+            return self._saved
+        return outcomes.finish(
+            self.answering,
+            self.turn,
+            outcome,
+            final=self.final,
+            error=self.error,
+            newly_escalated=newly_escalated,
+        )
