@@ -32,6 +32,8 @@ from pathlib import Path
 
 from benchmarks.observability import OFF, ON
 from benchmarks.server import bench_env
+from chatlens import state
+from chatlens.db.session import Database
 
 _ROOT = Path(__file__).resolve().parents[1]
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
@@ -60,7 +62,7 @@ async def _drive(requests: int, warmup: int, relay: bool) -> None:
 
     app = create_app()
     async with app.router.lifespan_context(app):
-        async with app.state.sessionmaker() as session:
+        async with state.of(app).get(Database).sessionmaker() as session:
             secret = await auth.bootstrap_admin(session)
             await session.commit()
         transport = httpx.ASGITransport(app=app)

@@ -16,10 +16,12 @@ from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chatlens import state
 from chatlens.app import create_app
 from chatlens.auth import service as auth
 from chatlens.db import migrate
 from chatlens.db.base import Model
+from chatlens.db.session import Database
 from chatlens.settings import Settings
 from tests import helpers
 from tests.helpers import STRICT, make_settings, require
@@ -130,7 +132,7 @@ async def app(settings: Settings) -> AsyncIterator[Any]:
 
 @pytest.fixture(scope="session")
 def sessionmaker(app: Any) -> async_sessionmaker[AsyncSession]:
-    maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    maker: async_sessionmaker[AsyncSession] = state.of(app).get(Database).sessionmaker
     return maker
 
 

@@ -20,7 +20,9 @@ import jsonschema
 import orjson
 import pytest
 
+from chatlens import state
 from chatlens.db.base import utcnow
+from chatlens.db.session import Database
 from chatlens.models import MessageRole
 from chatlens.settings import Settings, load_settings
 
@@ -63,7 +65,7 @@ async def api_on(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, di
 
     app = create_app(make_settings(database_url))
     async with app.router.lifespan_context(app):
-        async with app.state.sessionmaker() as session, session.begin():
+        async with state.of(app).get(Database).sessionmaker() as session, session.begin():
             user = await auth.create_user(session, name=f"u-{uuid.uuid4().hex[:8]}")
             _, key = await auth.create_key(session, user=user)
         transport = httpx.ASGITransport(app=app)

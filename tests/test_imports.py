@@ -11,8 +11,9 @@ from pathlib import Path
 import chatlens
 
 ROOT = Path(chatlens.__file__).parent
-# A module every layer reads (the one Settings); it imports nothing of chatlens's packages.
-SHARED = {"chatlens", "chatlens.settings"}
+# Modules every layer reads (the one Settings, the typed application state's container);
+# they import nothing of chatlens's packages (test_shared_modules_import_no_package).
+SHARED = {"chatlens", "chatlens.settings", "chatlens.state"}
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,16 @@ def test_observability_imports_no_other_package() -> None:
         and unit(item.imported) not in {"chatlens.observability", *SHARED}
     )
     assert not outside, "observability imports " + ", ".join(outside)
+
+
+def test_shared_modules_import_no_package() -> None:
+    packages = {unit(name) for name in modules()}  # `chatlens.__version__` is a name, not one
+    outside = sorted(
+        f"{item.imported} ({item.where})"
+        for item in imports()
+        if unit(item.importer) in SHARED and unit(item.imported) in packages - SHARED
+    )
+    assert not outside, "shared modules import " + ", ".join(outside)
 
 
 def test_no_router_imports_another_router() -> None:

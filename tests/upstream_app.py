@@ -11,9 +11,13 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from chatlens import state
 from chatlens.app import create_app
 from chatlens.auth import service as auth
 from chatlens.db import migrate
+from chatlens.db.session import Database
+from chatlens.inference.deps import Inference
+from chatlens.observability.deps import Telemetry
 from tests.helpers import make_settings
 from tests.upstream import FakeUpstream
 
@@ -29,10 +33,10 @@ class Running:
     admin_id: uuid.UUID
 
     def use_model(self, model: str) -> None:
-        self.app.state.active_model.current = model
+        state.of(self.app).get(Inference).active_model.current = model
 
     def metric(self, name: str, **labels: str) -> float:
-        value = self.app.state.metrics.registry.get_sample_value(name, labels)
+        value = state.of(self.app).get(Telemetry).metrics.registry.get_sample_value(name, labels)
         return float(value or 0.0)
 
 
@@ -51,7 +55,7 @@ async def running(url: str, upstream: FakeUpstream, **overrides: Any) -> AsyncIt
     await migrate.upgrade(settings)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        async with app.state.sessionmaker() as session, session.begin():
+        async with state.of(app).get(Database).sessionmaker() as session, session.begin():
             user = await auth.create_user(session, name=f"u-{uuid.uuid4().hex[:8]}")
             _, key = await auth.create_key(session, user=user)
             admin = await auth.create_user(session, name=f"a-{uuid.uuid4().hex[:8]}", is_admin=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import os
@@ -14,31 +13,36 @@ import structlog
 from fastapi import FastAPI
 from prometheus_client import multiprocess
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chatlens import __version__
+from chatlens import __version__, state
 from chatlens.analytics import sla
 from chatlens.analytics.router import router as analytics_router
 from chatlens.analytics.service import CriticalWords
+from chatlens.auth.deps import Auth
 from chatlens.auth.external import ExternalAuth
 from chatlens.auth.router import admin as admin_router
 from chatlens.auth.router import router as auth_router
 from chatlens.auth.service import KeyCache
-from chatlens.chat import conversations
-from chatlens.chat.pipeline import ChatPipeline
+from chatlens.chat import tasks as chat_tasks
 from chatlens.chat.router import router as chat_router
+from chatlens.chat.pipeline import ChatPipeline
 from chatlens.chat.v1_router import router as v1_router
 from chatlens.console import router as console
 from chatlens.db import migrate
 from chatlens.db.engine import create_engine, create_sessionmaker
+from chatlens.db.session import Database
 from chatlens.errors import install_error_handlers
+from chatlens.health.deps import HealthState
 from chatlens.health.router import router as health_router
-from chatlens.inference.base import InferenceBackend
-from chatlens.inference.breaker import BreakerState, CircuitBreaker
+from chatlens.inference import tasks as inference_tasks
+from chatlens.inference.deps import Inference
 from chatlens.inference.factory import create_backend
 from chatlens.inference.pricing import load_pricing
 from chatlens.inference.router import router as models_router
 from chatlens.inference.service import ActiveModel
 from chatlens.limits import BodySizeLimitMiddleware
+from chatlens.observability.deps import Telemetry
 from chatlens.observability.logging import LogStream, configure_logging
 from chatlens.observability.metrics import Metrics, multiprocess_dir
 from chatlens.observability.middleware import ObservabilityMiddleware
@@ -47,6 +51,7 @@ from chatlens.observability.router import router as metrics_router
 from chatlens.observability.sentry import capture_log_errors, init_sentry
 from chatlens.observability.tracing import configure_tracing, shutdown_tracing
 from chatlens.settings import Settings, load_settings
+from chatlens.state import AppState
 
 log = structlog.get_logger(__name__)
 
@@ -85,47 +90,27 @@ def configure_process(settings: Settings, *, log_stream: LogStream | None = None
         )
 
 
-async def _refresh_gauges(
-    app: FastAPI, metrics: Metrics, backend: InferenceBackend, settings: Settings
-) -> None:
-    """Every replica reports the same active_sessions: it is read from the database."""
-    while True:
-        try:
-            count = await conversations.count_active_conversations(
-                app.state.sessionmaker, window_s=settings.active_sessions_window_s
-            )
-            metrics.active_sessions.set(count)
-        except Exception as exc:  # a refresh must never stop the loop
-            log.warning(
-                "gauge_refresh_failed", gauge="active_sessions", error_type=type(exc).__name__
-            )
-        try:
-            health = await backend.health()
-            metrics.inference_up.labels(backend.name).set(1 if health.ok else 0)
-        except Exception as exc:
-            metrics.inference_up.labels(backend.name).set(0)
-            log.warning("gauge_refresh_failed", gauge="inference_up", error_type=type(exc).__name__)
-        await asyncio.sleep(settings.active_sessions_refresh_s)
+async def _check_schema(engine: AsyncEngine, settings: Settings) -> None:
+    revision = await migrate.current_revision(engine)
+    if revision is None and settings.should_auto_migrate:
+        await migrate.upgrade(settings)
+    elif revision is None:
+        raise SchemaMissingError(
+            "the database has no chatlens schema: run `chatlens db upgrade` "
+            "(or set CHATLENS_AUTO_MIGRATE=true)"
+        )
+    elif revision != migrate.head_revision():
+        # Serve anyway (a rolling deploy may run old and new code side by side);
+        # /health/ready reports 503 until the schema matches.
+        log.warning("schema_not_at_head", revision=revision, head=migrate.head_revision())
 
 
-async def _flush_request_stats(app: FastAPI, interval_s: float) -> None:
-    """Every `interval_s`, this process's per-minute request counts go to request_stats."""
-    while True:
-        await asyncio.sleep(interval_s)
-        with contextlib.suppress(Exception):  # logged by flush; the counts are kept for later
-            await sla.flush(app.state.request_stats, app.state.sessionmaker)
-
-
-async def _follow_active_model(app: FastAPI, interval_s: float) -> None:
-    """Adopt a model swapped on another replica; the swap is stored in the database."""
-    active_model: ActiveModel = app.state.active_model
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            async with app.state.sessionmaker() as session:
-                await active_model.load(session)
-        except Exception as exc:  # the database may be down; /health says so
-            log.warning("active_model_not_read", error=type(exc).__name__)
+def _process_stopped() -> None:
+    log.info("service_stopped")
+    shutdown_tracing()
+    if multiprocess_dir() is not None:
+        # Live gauges of this worker stop counting once it is gone.
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 def _external_auth(settings: Settings, clock: Callable[[], float]) -> ExternalAuth | None:
@@ -143,19 +128,6 @@ def _external_auth(settings: Settings, clock: Callable[[], float]) -> ExternalAu
     )
 
 
-def _watch_breaker(backend: InferenceBackend, metrics: Metrics) -> None:
-    """inference_up follows the upstream's circuit breaker at once, not at the next refresh."""
-    upstream = getattr(backend, "primary", backend)
-    breaker = getattr(upstream, "breaker", None)
-    if isinstance(breaker, CircuitBreaker):
-        gauge = metrics.inference_up.labels(backend.name)
-
-        def on_change(state: BreakerState) -> None:
-            gauge.set(0 if state is BreakerState.open else 1)
-
-        breaker.on_change = on_change
-
-
 def create_app(
     settings: Settings | None = None, *, clock: Callable[[], float] = time.monotonic
 ) -> FastAPI:
@@ -167,41 +139,37 @@ def create_app(
     configure_process(settings)
     metrics = Metrics() if settings.metrics_enabled else None
 
+    key_cache = (
+        KeyCache(ttl_s=settings.api_key_cache_ttl_s, clock=clock)
+        if settings.api_key_cache_ttl_s > 0
+        else None
+    )
+    telemetry = Telemetry(metrics=metrics, request_stats=RequestStats())
+    # What exists before the lifespan (the middleware counts with it); the lifespan adds the
+    # parts it opens and takes them away again when it closes them.
+    built = AppState(settings, telemetry, CriticalWords(settings.critical_word_list))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pricing = load_pricing(settings.pricing_file)
-        backend = create_backend(settings)
-        if metrics is not None:
-            _watch_breaker(backend, metrics)
-        engine = create_engine(settings)
-        # Optional: state shared between replicas; its health is reported by /health.
-        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-        app.state.redis = redis
-        external_auth = _external_auth(settings, clock)
-        app.state.external_auth = external_auth
-        refresher: asyncio.Task[None] | None = None
-        follower: asyncio.Task[None] | None = None
-        flusher: asyncio.Task[None] | None = None
-        try:
-            revision = await migrate.current_revision(engine)
-            if revision is None and settings.should_auto_migrate:
-                await migrate.upgrade(settings)
-            elif revision is None:
-                raise SchemaMissingError(
-                    "the database has no chatlens schema: run `chatlens db upgrade` "
-                    "(or set CHATLENS_AUTO_MIGRATE=true)"
-                )
-            elif revision != migrate.head_revision():
-                # Serve anyway (a rolling deploy may run old and new code side by side);
-                # /health/ready reports 503 until the schema matches.
-                log.warning("schema_not_at_head", revision=revision, head=migrate.head_revision())
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(_process_stopped)
+            stack.callback(state.install, app, built)
+            pricing = load_pricing(settings.pricing_file)
+            engine = create_engine(settings)
+            stack.push_async_callback(engine.dispose)
+            backend = create_backend(settings)
+            stack.push_async_callback(backend.aclose)
+            external_auth = _external_auth(settings, clock)
+            if external_auth is not None:
+                stack.push_async_callback(external_auth.aclose)
+            # Optional: state shared between replicas; its health is reported by /health.
+            redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+            if redis is not None:
+                stack.push_async_callback(redis.aclose)
+            await _check_schema(engine, settings)
             sessionmaker = create_sessionmaker(engine)
-            app.state.engine = engine
-            app.state.sessionmaker = sessionmaker
-            app.state.backend = backend
             active_model = ActiveModel(backend)
-            app.state.active_model = active_model
-            app.state.pipeline = ChatPipeline(
+            pipeline = ChatPipeline(
                 active_model=active_model,
                 sessionmaker=sessionmaker,
                 history_messages=settings.history_messages,
@@ -209,16 +177,47 @@ def create_app(
                 log_content=settings.log_message_content,
                 pricing=pricing,
             )
+            stack.push_async_callback(pipeline.aclose)  # answers still being written
             async with sessionmaker() as session:
                 await active_model.load(session)
-            follower = asyncio.create_task(
-                _follow_active_model(app, settings.active_model_refresh_s)
+            # Each package starts its own loops; they stop in the reverse order.
+            await stack.enter_async_context(
+                sla.flushing(
+                    telemetry.request_stats,
+                    sessionmaker,
+                    interval_s=settings.request_stats_flush_s,
+                )
             )
-            flusher = asyncio.create_task(_flush_request_stats(app, settings.request_stats_flush_s))
+            await stack.enter_async_context(
+                inference_tasks.following_active_model(
+                    active_model, sessionmaker, interval_s=settings.active_model_refresh_s
+                )
+            )
             if metrics is not None:
                 metrics.app_info.labels(__version__, settings.environment.value).set(1)
-                refresher = asyncio.create_task(_refresh_gauges(app, metrics, backend, settings))
-            app.state.started_at = time.monotonic()
+                await stack.enter_async_context(
+                    chat_tasks.gauging_active_conversations(
+                        sessionmaker,
+                        metrics,
+                        window_s=settings.active_sessions_window_s,
+                        interval_s=settings.active_sessions_refresh_s,
+                    )
+                )
+                await stack.enter_async_context(
+                    inference_tasks.gauging_health(
+                        backend, metrics, interval_s=settings.active_sessions_refresh_s
+                    )
+                )
+            state.install(
+                app,
+                built.replace(
+                    Database(engine=engine, sessionmaker=sessionmaker),
+                    Inference(backend=backend, active_model=active_model),
+                    Auth(key_cache=key_cache, external=external_auth),
+                    HealthState(started_at=time.monotonic(), redis=redis),
+                    pipeline,
+                ),
+            )
             # Start-up objects (modules, the knowledge-base index, pydantic schemas) live as
             # long as the process; freezing them keeps full collections from re-walking them.
             gc.freeze()
@@ -229,30 +228,6 @@ def create_app(
                 pid=os.getpid(),
             )
             yield
-        finally:
-            for task in (refresher, follower, flusher):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            if flusher is not None:
-                # The last seconds' counts too: the SLA survives restarts.
-                with contextlib.suppress(Exception):
-                    await sla.flush(app.state.request_stats, app.state.sessionmaker)
-            pipeline = getattr(app.state, "pipeline", None)
-            if pipeline is not None:
-                await pipeline.aclose()  # answers still being written
-            if redis is not None:
-                await redis.aclose()
-            if external_auth is not None:
-                await external_auth.aclose()
-            await backend.aclose()
-            await engine.dispose()
-            log.info("service_stopped")
-            shutdown_tracing()
-            if multiprocess_dir() is not None:
-                # Live gauges of this worker stop counting once it is gone.
-                multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     app = FastAPI(
         title="chatlens",
@@ -266,16 +241,7 @@ def create_app(
         # ObservabilityMiddleware is the single, leaner source of spans, metrics and logs.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    app.state.settings = settings
-    app.state.critical_words = CriticalWords(settings.critical_word_list)
-    app.state.key_cache = (
-        KeyCache(ttl_s=settings.api_key_cache_ttl_s, clock=clock)
-        if settings.api_key_cache_ttl_s > 0
-        else None
-    )
-    request_stats = RequestStats()
-    app.state.request_stats = request_stats
-    app.state.metrics = metrics
+    state.install(app, built)
     install_error_handlers(app)
     app.include_router(v1_router)
     app.include_router(chat_router)
@@ -297,6 +263,6 @@ def create_app(
         metrics=metrics,
         tracing=settings.tracing_enabled,
         access_log=settings.access_log,
-        request_stats=request_stats,
+        request_stats=telemetry.request_stats,
     )
     return app

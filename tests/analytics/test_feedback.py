@@ -8,14 +8,18 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from chatlens import state
 from chatlens.analytics.service import CriticalWords
 from chatlens.models import Feedback
+from chatlens.observability.deps import Telemetry
 
 pytestmark = pytest.mark.asyncio
 
 
 def metric(app: Any, name: str, **labels: str) -> float:
-    return float(app.state.metrics.registry.get_sample_value(name, labels) or 0.0)
+    return float(
+        state.of(app).get(Telemetry).metrics.registry.get_sample_value(name, labels) or 0.0
+    )
 
 
 async def ask(client: httpx.AsyncClient, account: Any, text: str = "where is my order?") -> Any:

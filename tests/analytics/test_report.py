@@ -13,9 +13,11 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from chatlens import state
 from chatlens.analytics.report import bounds
 from chatlens.cli import app as cli
 from chatlens.models import ConversationMetrics
+from chatlens.settings import Settings
 from tests.analytics.conftest import Clock
 
 pytestmark = pytest.mark.asyncio
@@ -128,7 +130,7 @@ async def test_too_little_history_is_not_judged(
 
 async def test_cli_report_in_markdown_and_json(app: Any, admin: Any, sessionmaker: Any) -> None:
     await seed_turns(sessionmaker, admin.id)
-    url = app.state.settings.database_url
+    url = state.of(app).get(Settings).database_url
 
     def run(*args: str) -> Any:
         return CliRunner().invoke(cli, ["report", *args], env={"DATABASE_URL": url})

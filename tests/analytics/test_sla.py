@@ -10,12 +10,15 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from chatlens import state
 from chatlens.analytics import sla
 from chatlens.app import create_app
 from chatlens.auth import service as auth
 from chatlens.db import migrate
 from chatlens.db.base import utcnow
+from chatlens.db.session import Database
 from chatlens.models import RequestStat
+from chatlens.observability.deps import Telemetry
 from tests.helpers import make_settings
 
 pytestmark = pytest.mark.asyncio
@@ -100,7 +103,7 @@ async def test_only_admins(client: httpx.AsyncClient, account: Any) -> None:
 async def test_requests_are_counted_per_minute_not_written_one_by_one(
     app: Any, client: httpx.AsyncClient, account: Any, admin: Any, sessionmaker: Any
 ) -> None:
-    await sla.flush(app.state.request_stats, sessionmaker)
+    await sla.flush(state.of(app).get(Telemetry).request_stats, sessionmaker)
     for _ in range(20):
         assert (await client.get("/api/me", headers=account.headers)).status_code == 200
     for _ in range(5):
@@ -109,7 +112,7 @@ async def test_requests_are_counted_per_minute_not_written_one_by_one(
     async with sessionmaker() as session:
         before = await session.scalar(select(func.count()).select_from(RequestStat))
         counted_before = await session.scalar(select(func.sum(RequestStat.count))) or 0
-    written = await sla.flush(app.state.request_stats, sessionmaker)
+    written = await sla.flush(state.of(app).get(Telemetry).request_stats, sessionmaker)
     assert 1 <= written <= 4  # /api/me 2xx and the 4xx, maybe split by a minute boundary
     async with sessionmaker() as session:
         after = await session.scalar(select(func.count()).select_from(RequestStat))
@@ -123,7 +126,7 @@ async def test_counts_survive_a_restart(fresh_database_url: Any) -> None:
     await migrate.upgrade(settings)
     first = create_app(settings)
     async with first.router.lifespan_context(first):
-        async with first.state.sessionmaker() as session, session.begin():
+        async with state.of(first).get(Database).sessionmaker() as session, session.begin():
             user = await auth.create_user(session, name="root", is_admin=True)
             _, key = await auth.create_key(session, user=user)
         transport = httpx.ASGITransport(app=first)
@@ -132,6 +135,9 @@ async def test_counts_survive_a_restart(fresh_database_url: Any) -> None:
                 await client.get("/api/me", headers={"Authorization": f"Bearer {key}"})
     # Shut down without any /api/sla call: the lifespan wrote the counts on its way out.
     second = create_app(settings)
-    async with second.router.lifespan_context(second), second.state.sessionmaker() as session:
+    async with (
+        second.router.lifespan_context(second),
+        state.of(second).get(Database).sessionmaker() as session,
+    ):
         counted = await session.scalar(select(func.sum(RequestStat.count)))
     assert counted == 7

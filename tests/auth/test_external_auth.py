@@ -14,8 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chatlens import state
 from chatlens.app import create_app
 from chatlens.db import migrate
+from chatlens.db.session import Database
+from chatlens.observability.deps import Telemetry
 from tests.asgi_server import serving
 from tests.helpers import ManualClock, free_port, make_settings
 
@@ -59,8 +62,12 @@ class Running:
     clock: ManualClock
 
     def errors(self, error_type: str) -> float:
-        value = self.app.state.metrics.registry.get_sample_value(
-            "errors_total", {"error_type": error_type, "service": "auth"}
+        value = (
+            state.of(self.app)
+            .get(Telemetry)
+            .metrics.registry.get_sample_value(
+                "errors_total", {"error_type": error_type, "service": "auth"}
+            )
         )
         return float(value or 0.0)
 
@@ -167,7 +174,7 @@ def make_account_on() -> Any:
     from chatlens.auth import service as auth
 
     async def make(app: FastAPI) -> str:
-        async with app.state.sessionmaker() as session, session.begin():
+        async with state.of(app).get(Database).sessionmaker() as session, session.begin():
             user = await auth.create_user(session, name="local-admin", is_admin=True)
             _, key = await auth.create_key(session, user=user)
         return key

@@ -12,10 +12,12 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event, update
 
+from chatlens import state
 from chatlens.app import create_app
 from chatlens.auth import service as auth
 from chatlens.db import migrate
 from chatlens.db.base import utcnow
+from chatlens.db.session import Database
 from chatlens.models import ApiKey
 from tests.helpers import ManualClock, make_settings
 
@@ -35,7 +37,7 @@ class Running:
         return await self.client.get("/api/me", headers={"Authorization": f"Bearer {key}"})
 
     async def new_key(self, *, admin: bool = False) -> tuple[str, Any]:
-        async with self.app.state.sessionmaker() as session, session.begin():
+        async with state.of(self.app).get(Database).sessionmaker() as session, session.begin():
             user = await auth.create_user(
                 session, name=f"u{len(self.lookups)}{admin}", is_admin=admin
             )
@@ -44,14 +46,14 @@ class Running:
 
     async def revoke_in_database(self, key_id: Any) -> None:
         """As `chatlens keys revoke` or another replica does: not through this process."""
-        async with self.app.state.sessionmaker() as session, session.begin():
+        async with state.of(self.app).get(Database).sessionmaker() as session, session.begin():
             await session.execute(
                 update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=utcnow())
             )
 
 
-async def _running(url: str, ttl_s: float) -> AsyncIterator[Running]:
-    settings = make_settings(url, api_key_cache_ttl_s=ttl_s)
+async def _running(url: str, ttl_s: float, **overrides: Any) -> AsyncIterator[Running]:
+    settings = make_settings(url, api_key_cache_ttl_s=ttl_s, **overrides)
     await migrate.upgrade(settings)
     clock = ManualClock()
     app = create_app(settings, clock=clock)
@@ -62,7 +64,7 @@ async def _running(url: str, ttl_s: float) -> AsyncIterator[Running]:
             if statement.lstrip().upper().startswith("SELECT") and "api_keys" in statement:
                 lookups.append(statement)
 
-        event.listen(app.state.engine.sync_engine, "before_cursor_execute", count)
+        event.listen(state.of(app).get(Database).engine.sync_engine, "before_cursor_execute", count)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://chatlens.test") as c:
             yield Running(app=app, client=c, lookups=lookups, clock=clock)
@@ -95,14 +97,34 @@ async def test_a_key_is_looked_up_once_per_ttl(cached: Running) -> None:
 
 async def test_a_keys_use_is_recorded_where_the_route_has_no_session(cached: Running) -> None:
     key, key_id = await cached.new_key()
-    async with cached.app.state.sessionmaker() as session:
+    async with state.of(cached.app).get(Database).sessionmaker() as session:
         assert (await session.get(ApiKey, key_id)).last_used_at is None  # type: ignore[union-attr]
     # /v1/models reads no database itself: the key's lookup commits its last use.
     response = await cached.client.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 200
-    async with cached.app.state.sessionmaker() as session:
+    async with state.of(cached.app).get(Database).sessionmaker() as session:
         stored = await session.get(ApiKey, key_id)
     assert stored is not None and stored.last_used_at is not None
+
+
+async def test_a_cached_key_opens_no_database_connection(fresh_database_url: Any) -> None:
+    # No background loop may take a connection meanwhile: no gauges, the others far apart.
+    quiet = {"metrics_enabled": False, "active_model_refresh_s": 3600.0}
+    url = await fresh_database_url("keycache_quiet")
+    checkouts: list[object] = []
+    async for running in _running(url, TTL_S, request_stats_flush_s=3600.0, **quiet):
+        pool_events = state.of(running.app).get(Database).engine.sync_engine
+        event.listen(pool_events, "checkout", lambda *args: checkouts.append(args))
+        key, _ = await running.new_key()
+        headers = {"Authorization": f"Bearer {key}"}
+        checkouts.clear()
+        # /v1/models reads no database itself; the first request looks the key up.
+        assert (await running.client.get("/v1/models", headers=headers)).status_code == 200
+        assert len(checkouts) >= 1
+        checkouts.clear()
+        for _ in range(3):
+            assert (await running.client.get("/v1/models", headers=headers)).status_code == 200
+        assert checkouts == []
 
 
 async def test_an_unknown_key_is_never_cached(cached: Running) -> None:

@@ -15,14 +15,18 @@ from sqlalchemy import Connection, Engine, bindparam, event, func, select, updat
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from chatlens import state
 from chatlens.auth.service import Principal
-from chatlens.chat import answer as answers
 from chatlens.chat import repository as repo
+from chatlens.chat import answer as answers
+from chatlens.chat.pipeline import ChatPipeline
 from chatlens.chat.turn import InferenceFailed
 from chatlens.db.batch import DRAIN_TASK_NAME, GroupCommit
 from chatlens.db.engine import create_engine
+from chatlens.db.session import Database
 from chatlens.errors import NotFound
 from chatlens.models import Conversation, ConversationMetrics, Message, MessageRole
+from chatlens.observability.deps import Telemetry
 from chatlens.observability.metrics import Metrics
 from tests.helpers import conversation_rows
 
@@ -37,9 +41,11 @@ def one_drain(app: Any, monkeypatch: pytest.MonkeyPatch) -> GroupCommit:
     """The pipeline's group commit with one drain, as on SQLite, on either database: on
     PostgreSQL writes are grouped only once all its drains (one per pooled connection) are
     busy, which a test cannot arrange reliably."""
-    metrics: Metrics = app.state.metrics
-    writes = GroupCommit(app.state.engine, sizes=metrics.db_commit_writes, drains=1)
-    monkeypatch.setattr(app.state.pipeline.answering.writer, "group", writes)
+    metrics: Metrics = state.of(app).get(Telemetry).metrics
+    writes = GroupCommit(
+        state.of(app).get(Database).engine, sizes=metrics.db_commit_writes, drains=1
+    )
+    monkeypatch.setattr(state.of(app).get(ChatPipeline).answering.writer, "group", writes)
     return writes
 
 
@@ -77,7 +83,7 @@ async def _count(maker: async_sessionmaker[AsyncSession], model: Any, **where: A
 async def test_concurrent_turns_share_transactions_and_all_are_stored(
     client: httpx.AsyncClient, account: Any, app: Any, sessionmaker: Any, one_drain: Any
 ) -> None:
-    metrics: Metrics = app.state.metrics
+    metrics: Metrics = state.of(app).get(Telemetry).metrics
     before_writes, before_commits = _written(metrics), _observations(metrics)
     questions = [f"where is my order number {i}" for i in range(12)]
     responses = await asyncio.wait_for(
@@ -127,7 +133,7 @@ def _counted(app: Any, name: str) -> float:
     """A counter's total over all its labels (`name` without `_total`)."""
     return sum(
         sample.value
-        for metric in app.state.metrics.registry.collect()
+        for metric in state.of(app).get(Telemetry).metrics.registry.collect()
         if metric.name == name
         for sample in metric.samples
         if sample.name == f"{name}_total"
@@ -203,7 +209,7 @@ async def test_a_write_whose_drain_is_cancelled_is_told_how_its_transaction_ende
     writes = GroupCommit(other_engine, drains=1)
     conversation, question = conversation_rows(account.id, "before")
     await asyncio.wait_for(writes.write(repo.NEW_CONVERSATION, (conversation, question)), WAIT_S)
-    async with _row_held(app.state.engine, conversation["id"]):
+    async with _row_held(state.of(app).get(Database).engine, conversation["id"]):
         with _executing("UPDATE conversations SET title") as retitling:
             written = writes.submit(
                 RETITLE, ({"conversation_id": conversation["id"], "new_title": "after"},)
@@ -228,7 +234,7 @@ async def test_a_conversation_whose_caller_went_away_is_created_and_counted(
     other_engine: AsyncEngine,
     one_drain: GroupCommit,
 ) -> None:
-    pipeline = app.state.pipeline
+    pipeline = state.of(app).get(ChatPipeline)
     user = Principal(user_id=account.id, name=account.name, is_admin=False)
     held, question = conversation_rows(account.id, "held")
     await asyncio.wait_for(one_drain.write(repo.NEW_CONVERSATION, (held, question)), WAIT_S)
@@ -261,7 +267,7 @@ async def test_a_conversation_whose_caller_went_away_is_created_and_counted(
 async def test_an_answer_to_a_deleted_conversation_is_not_found(
     app: Any, account: Any, sessionmaker: Any
 ) -> None:
-    pipeline = app.state.pipeline
+    pipeline = state.of(app).get(ChatPipeline)
     user = Principal(user_id=account.id, name=account.name, is_admin=False)
     async with sessionmaker() as session:
         turn = await pipeline.start_turn(
@@ -339,8 +345,8 @@ async def test_in_a_group_only_the_answer_to_a_deleted_conversation_fails(
     transactions: list[bool],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    pipeline = app.state.pipeline
-    metrics: Metrics = app.state.metrics
+    pipeline = state.of(app).get(ChatPipeline)
+    metrics: Metrics = state.of(app).get(Telemetry).metrics
     # The pipeline's writes on an engine of their own, to count its transactions.
     writes = GroupCommit(other_engine, sizes=metrics.db_commit_writes, drains=1)
     monkeypatch.setattr(pipeline.answering.writer, "group", writes)
@@ -373,7 +379,9 @@ async def test_an_answer_stored_late_is_stored_and_counted_once(
     # A slow transaction holds the conversation past the answer's save timeout; the
     # stream's `finally` then calls save() a second time.
     monkeypatch.setattr(answers, "SAVE_TIMEOUT_S", 0.3)
-    answer = await _answered(app.state.pipeline, account, sessionmaker, "where is my order")
+    answer = await _answered(
+        state.of(app).get(ChatPipeline), account, sessionmaker, "where is my order"
+    )
     conversation_id = answer.turn.conversation_id
 
     def counted() -> float:
@@ -405,14 +413,18 @@ async def test_an_answer_stored_late_is_stored_and_counted_once(
 async def test_drains_follow_the_connection_pool(
     app: Any, account: Any, sessionmaker: Any, other_engine: AsyncEngine, backend_name: str
 ) -> None:
-    writes: GroupCommit = app.state.pipeline.answering.writer.group
+    writes: GroupCommit = state.of(app).get(ChatPipeline).answering.writer.group
     if backend_name == "sqlite":
         assert writes.max_drains == 1  # one connection, one writer
         return
     # PostgreSQL: a write held up by a lock does not hold up the others'.
-    assert writes.max_drains == app.state.engine.pool.size() > 1
-    blocked = await _answered(app.state.pipeline, account, sessionmaker, "where is my order")
-    free = await _answered(app.state.pipeline, account, sessionmaker, "reset my password")
+    assert writes.max_drains == state.of(app).get(Database).engine.pool.size() > 1
+    blocked = await _answered(
+        state.of(app).get(ChatPipeline), account, sessionmaker, "where is my order"
+    )
+    free = await _answered(
+        state.of(app).get(ChatPipeline), account, sessionmaker, "reset my password"
+    )
     async with _row_held(other_engine, blocked.turn.conversation_id):
         with _executing("UPDATE conversations", about=blocked.turn.conversation_id) as held_up:
             waiting = asyncio.create_task(blocked.save())
@@ -437,7 +449,7 @@ async def test_a_regenerated_answer_stored_late_is_stored_and_counted_once(
     )
     conversation_id = uuid.UUID(first.json()["conversation_id"])
     user = Principal(user_id=account.id, name=account.name, is_admin=False)
-    pipeline = app.state.pipeline
+    pipeline = state.of(app).get(ChatPipeline)
     async with sessionmaker() as session:
         turn = await pipeline.start_regenerate(session, user=user, conversation_id=conversation_id)
     answer = pipeline.answer(turn)

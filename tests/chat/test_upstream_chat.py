@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from chatlens import state
+from chatlens.db.session import Database
 from chatlens.models import Conversation, ConversationMetrics, Message
 from tests.helpers import assert_documented_event, parse_sse
 from tests.upstream import WORDS, FakeUpstream
@@ -53,7 +55,7 @@ async def test_answers_are_stored_with_usage_and_cost_equal_to_the_metric(
         assert body["reply"] == "".join(WORDS)
         assert body["usage"] == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
         assert body["intent"] == "order_status"
-    async with chatlens.app.state.sessionmaker() as session:
+    async with state.of(chatlens.app).get(Database).sessionmaker() as session:
         stored = await session.scalar(
             select(func.sum(Message.cost_usd)).where(Message.role == "assistant")
         )
@@ -96,7 +98,7 @@ async def test_upstream_failures_map_to_clear_errors(
         errors_before + 1
     )
     # Nothing the user sent is lost: the question is stored, the failed answer marked.
-    async with chatlens.app.state.sessionmaker() as session:
+    async with state.of(chatlens.app).get(Database).sessionmaker() as session:
         rows = (await session.scalars(select(Message).order_by(Message.created_at))).all()
     assert [m.content for m in rows if m.role == "user"] == ["where is my order?"]
     assert [m.status.value for m in rows if m.role == "assistant"] == ["error"]
@@ -139,7 +141,7 @@ async def test_fallback_answers_with_the_builtin_bot_and_escalates(
         errors_before + 1
     )
     assert with_fallback.metric("escalations_total", platform="web", reason="backend_error") == 1
-    async with with_fallback.app.state.sessionmaker() as session:
+    async with state.of(with_fallback.app).get(Database).sessionmaker() as session:
         conversation = await session.get(Conversation, uuid.UUID(body["conversation_id"]))
     assert conversation is not None
     assert conversation.escalation_reason == "backend_error"

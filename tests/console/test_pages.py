@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from chatlens import __version__
+from chatlens import __version__, state
 from chatlens.console import router as console
+from chatlens.observability.deps import Telemetry
+from chatlens.settings import Settings
 
 VENDOR = Path(console.__file__).parent / "static" / "vendor"
 
@@ -131,7 +133,7 @@ async def test_start_page_shows_no_key_or_setting(
     assert as_admin == anonymous
     assert admin.key not in anonymous
     assert not re.search(r"cl_[A-Za-z0-9_-]{20,}", anonymous)
-    assert str(app.state.settings.database_url) not in anonymous
+    assert str(state.of(app).get(Settings).database_url) not in anonymous
 
 
 @pytest.fixture
@@ -171,8 +173,12 @@ async def test_static_files_are_one_route_in_the_metrics(
     client: httpx.AsyncClient, app: Any
 ) -> None:
     def served(route: str) -> float:
-        value = app.state.metrics.registry.get_sample_value(
-            "http_requests_total", {"method": "GET", "route": route, "status": "200"}
+        value = (
+            state.of(app)
+            .get(Telemetry)
+            .metrics.registry.get_sample_value(
+                "http_requests_total", {"method": "GET", "route": route, "status": "200"}
+            )
         )
         return float(value or 0.0)
 

@@ -6,16 +6,21 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from chatlens import state
 from chatlens.app import create_app
 from chatlens.db import migrate
-from chatlens.db.engine import create_engine
+from chatlens.db.engine import create_engine, create_sessionmaker
+from chatlens.db.session import Database
+from chatlens.health.deps import HealthState
 from chatlens.inference.base import BackendHealth
+from chatlens.inference.deps import Inference
 from chatlens.settings import Settings
 from tests.helpers import make_settings, require
 
@@ -72,9 +77,11 @@ async def test_database_down_ready_503_live_200_health_unhealthy_without_leaks(
     settings: Settings,
 ) -> None:
     async with running(settings.database_url) as (app, client):
-        await app.state.engine.dispose()
+        await state.of(app).get(Database).engine.dispose()
         # Connection refused at once: no dependence on a network timeout.
-        app.state.engine = create_engine(make_settings(UNREACHABLE_DB_URL))
+        unreachable = create_engine(make_settings(UNREACHABLE_DB_URL))
+        database = Database(engine=unreachable, sessionmaker=create_sessionmaker(unreachable))
+        state.install(app, state.of(app).replace(database))
         try:
             live = await client.get("/health/live")
             assert live.status_code == 200
@@ -100,7 +107,7 @@ async def test_database_down_ready_503_live_200_health_unhealthy_without_leaks(
             for response in (ready, db, health):
                 _assert_no_leak(response)
         finally:
-            await app.state.engine.dispose()
+            await state.of(app).get(Database).engine.dispose()
 
 
 async def test_schema_behind_is_not_ready_but_alive(fresh_database_url: Any) -> None:
@@ -151,7 +158,11 @@ async def test_ai_service_down_is_unhealthy_with_a_safe_error(
     settings: Settings, raises: bool
 ) -> None:
     async with running(settings.database_url) as (app, client):
-        app.state.backend = FailingBackend(raises=raises)
+        serving = state.of(app).get(Inference)
+        failing = Inference(
+            backend=FailingBackend(raises=raises), active_model=serving.active_model
+        )
+        state.install(app, state.of(app).replace(failing))
         response = await client.get("/health")
     assert response.status_code == 503
     body = response.json()
@@ -171,7 +182,8 @@ async def test_ai_service_down_is_unhealthy_with_a_safe_error(
 async def test_uptime_counts_from_the_apps_start_when_recorded(settings: Settings) -> None:
     async with running(settings.database_url) as (app, client):
         fallback = (await client.get("/health")).json()["uptime_seconds"]
-        app.state.started_at = time.monotonic() - 123.0
+        started = replace(state.of(app).get(HealthState), started_at=time.monotonic() - 123.0)
+        state.install(app, state.of(app).replace(started))
         recorded = (await client.get("/health")).json()["uptime_seconds"]
     assert fallback >= 0
     assert 123.0 <= recorded < 183.0

@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+from chatlens import state
+from chatlens.db.session import Database
+from chatlens.inference.deps import Inference
 from chatlens.models import RuntimeSetting
 from tests.upstream import MODELS, FakeUpstream
 from tests.upstream_app import MODEL, Running, running
@@ -52,7 +55,7 @@ async def test_only_an_admin_swaps_and_only_to_a_listed_model(chatlens: Running)
     )
     assert unknown.status_code == 404
     assert unknown.json()["error"]["type"] == "model_not_found"
-    assert chatlens.app.state.active_model.current == MODEL
+    assert state.of(chatlens.app).get(Inference).active_model.current == MODEL
 
 
 async def test_a_swap_reaches_every_replica_and_records_the_admin(
@@ -64,20 +67,20 @@ async def test_a_swap_reaches_every_replica_and_records_the_admin(
         )
         assert response.status_code == 200, response.text
         assert response.json() == {"active": "ok", "previous": MODEL}
-        async with chatlens.app.state.sessionmaker() as session:
+        async with state.of(chatlens.app).get(Database).sessionmaker() as session:
             stored = await session.get(RuntimeSetting, "active_model:openai")
         assert stored is not None
         assert (stored.value, stored.updated_by) == ("ok", chatlens.admin_id)
         # The other replica reads the stored choice on its next refresh.
         for _ in range(50):
-            if replica.app.state.active_model.current == "ok":
+            if state.of(replica.app).get(Inference).active_model.current == "ok":
                 break
             await asyncio.sleep(0.05)
-        assert replica.app.state.active_model.current == "ok"
+        assert state.of(replica.app).get(Inference).active_model.current == "ok"
         answer = await replica.client.post(
             "/chat", json={"message": "hello"}, headers=replica.headers
         )
         assert answer.json()["model"] == "ok"
     # A restart keeps it too.
     async with running(database, upstream) as restarted:
-        assert restarted.app.state.active_model.current == "ok"
+        assert state.of(restarted.app).get(Inference).active_model.current == "ok"

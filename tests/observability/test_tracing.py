@@ -15,6 +15,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from chatlens import state
+from chatlens.chat.pipeline import ChatPipeline
+from chatlens.db.session import Database
 from chatlens.models import Message
 from chatlens.observability.tracing import configure_tracing
 
@@ -310,7 +313,9 @@ async def test_turns_committed_together_can_be_followed_to_their_statements(
 
     # One drain, as on SQLite, so that concurrent turns are grouped on either database.
     monkeypatch.setattr(
-        app.state.pipeline.answering.writer, "group", GroupCommit(app.state.engine, drains=1)
+        state.of(app).get(ChatPipeline).answering.writer,
+        "group",
+        GroupCommit(state.of(app).get(Database).engine, drains=1),
     )
     responses = await asyncio.wait_for(
         asyncio.gather(

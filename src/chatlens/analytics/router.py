@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens.analytics import export, report, service, sla, summary, timeseries
+from chatlens.analytics.deps import FeedbackDep
 from chatlens.analytics.filters import MAX_RANGE, Filters
 from chatlens.analytics.schemas import (
     AvailabilityRead,
@@ -37,31 +38,19 @@ from chatlens.auth.service import Principal
 from chatlens.chat import conversations
 from chatlens.chat.schemas import ConversationRead, Platform
 from chatlens.db.base import utcnow
-from chatlens.db.session import SessionDep
+from chatlens.db.session import SessionDep, SessionMakerDep
 from chatlens.errors import ValidationFailed
 from chatlens.inference.deps import ActiveModelDep
 from chatlens.inference.factory import intent_names
 from chatlens.models import FeedbackKind
-from chatlens.observability.metrics import Metrics
+from chatlens.observability.deps import MetricsDep, RequestStatsDep
 from chatlens.responses import errors
+from chatlens.state import SettingsDep
 
 router = APIRouter(prefix="/api", tags=["feedback"], responses=errors(401, 404, 422))
 
 
-async def _context(request: Request) -> service.FeedbackContext:
-    return service.FeedbackContext(
-        critical=request.app.state.critical_words, metrics=request.app.state.metrics
-    )
-
-
-async def _metrics(request: Request) -> Metrics | None:
-    metrics: Metrics | None = request.app.state.metrics
-    return metrics
-
-
 ProjectId = Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")]
-FeedbackDep = Annotated[service.FeedbackContext, Depends(_context)]
-MetricsDep = Annotated[Metrics | None, Depends(_metrics)]
 
 
 def _answer(saved: service.Saved, response: Response) -> FeedbackRead:
@@ -220,18 +209,19 @@ async def resolve(
 
 @router.get("/sla", response_model=SlaRead, tags=["analytics"], responses=errors(403))
 async def read_sla(
-    request: Request,
     session: SessionDep,
+    sessionmaker: SessionMakerDep,
+    stats: RequestStatsDep,
+    settings: SettingsDep,
     _: AdminUser,
     window: Annotated[str, Query(description="e.g. 30d, 12h, 90m (at most 366d)")] = "30d",
 ) -> SlaRead:
     """Availability (non-5xx share) and response time against the SLA targets, every replica
     counted (admins)."""
-    settings = request.app.state.settings
     result = await sla.current(
         session,
-        stats=request.app.state.request_stats,
-        sessionmaker=request.app.state.sessionmaker,
+        stats=stats,
+        sessionmaker=sessionmaker,
         window=window,
         uptime_target=settings.sla_uptime_target,
         response_time_target=settings.sla_response_time_target_s,
@@ -390,8 +380,8 @@ async def read_timeseries(
     },
 )
 async def export_rows(
-    request: Request,
     session: SessionDep,
+    sessionmaker: SessionMakerDep,
     _: AdminUser,
     dataset: export.Dataset,
     filters: ExportRangeDep,
@@ -407,7 +397,7 @@ async def export_rows(
         old = "start_date" if start_date is not None else "end_date"
         raise ValidationFailed(f"{old}: renamed; the range is `start` and `end`")
     download = await export.download(
-        session, request.app.state.sessionmaker, dataset=dataset, filters=filters, fmt=format
+        session, sessionmaker, dataset=dataset, filters=filters, fmt=format
     )
     return StreamingResponse(
         download.chunks,

@@ -18,8 +18,10 @@ import httpx
 import orjson
 from fastapi import FastAPI
 
+from chatlens import state
 from chatlens.auth import service as auth
 from chatlens.db.base import shifted_clock
+from chatlens.db.session import Database
 from chatlens.inference.knowledge_base import KnowledgeBase
 
 PLATFORMS = (("web", 50), ("telegram", 25), ("whatsapp", 15), ("email", 10))
@@ -87,7 +89,7 @@ async def simulate(
     """
     rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
     tally = Tally()
-    async with app.state.sessionmaker() as session, session.begin():
+    async with state.of(app).get(Database).sessionmaker() as session, session.begin():
         user = await auth.create_user(session, name=f"simulator-{uuid.uuid4().hex[:8]}")
         _, key = await auth.create_key(session, user=user, name="simulate")
     transport = httpx.ASGITransport(app=app)

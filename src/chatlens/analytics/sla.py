@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +22,7 @@ from chatlens.observability.request_stats import (
     RequestStats,
     quantile_from_buckets,
 )
+from chatlens.periodic import every
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +67,24 @@ async def flush(stats: RequestStats, sessionmaker: async_sessionmaker[AsyncSessi
         log.warning("request_stats_not_flushed", error=type(exc).__name__, rows=len(rows))
         raise
     return len(rows)
+
+
+@asynccontextmanager
+async def flushing(
+    stats: RequestStats, sessionmaker: async_sessionmaker[AsyncSession], *, interval_s: float
+) -> AsyncIterator[None]:
+    """Every `interval_s`, this process's per-minute request counts go to request_stats; the
+    last seconds' too when the block exits, so the SLA survives restarts."""
+
+    async def flush_quietly() -> None:
+        with contextlib.suppress(Exception):  # logged by flush; the counts are kept for later
+            await flush(stats, sessionmaker)
+
+    try:
+        async with every(interval_s, flush_quietly):
+            yield
+    finally:
+        await flush_quietly()
 
 
 @dataclass(frozen=True)

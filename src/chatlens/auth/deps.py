@@ -1,55 +1,55 @@
-"""Dependency aliases for who is calling: CurrentUser and AdminUser."""
+"""Dependency aliases for who is calling: CurrentUser, AdminUser and KeyCacheDep."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from chatlens.auth import keys
-from chatlens.auth.external import AuthUnavailable, ExternalAuth
-from chatlens.auth.service import KeyCache, Principal, authenticate, from_cache
-from chatlens.db.session import SessionMakerDep
+from chatlens.auth import service
+from chatlens.auth.external import ExternalAuth
+from chatlens.auth.service import KeyCache, Principal
+from chatlens.db.session import SessionDep
 from chatlens.errors import Forbidden
+from chatlens.observability.deps import MetricsDep
 from chatlens.observability.logging import bind
-from chatlens.observability.metrics import Metrics
-
-log = structlog.get_logger(__name__)
+from chatlens.state import state_of
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer cl_...`")
 
 
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """The application state's auth part: the key cache and the external auth service."""
+
+    key_cache: KeyCache | None  # None with CHATLENS_API_KEY_CACHE_TTL_SECONDS=0
+    external: ExternalAuth | None  # set by CHATLENS_AUTH_VALIDATE_URL
+
+
+async def get_auth(request: Request) -> Auth:
+    return state_of(request).get(Auth)
+
+
+async def get_key_cache(request: Request) -> KeyCache | None:
+    return state_of(request).get(Auth).key_cache
+
+
 async def current_user(
     request: Request,
-    sessions: SessionMakerDep,
+    session: SessionDep,
+    metrics: MetricsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    token = credentials.credentials if credentials else None
-    external: ExternalAuth | None = getattr(request.app.state, "external_auth", None)
-    # With an external auth service, chatlens's own `cl_` keys still work (the CLI's
-    # admin keys); every other bearer token is the auth service's to judge.
-    if external is not None and token and not keys.looks_like_key(token):
-        try:
-            async with sessions() as session:  # users seen for the first time are created
-                principal = await external.authenticate(session, token)
-        except AuthUnavailable as exc:
-            metrics: Metrics | None = getattr(request.app.state, "metrics", None)
-            if metrics is not None:
-                metrics.errors.labels(exc.error_type, "auth").inc()
-            log.warning("auth_unavailable", reason=exc.message)
-            raise
-    else:
-        cache: KeyCache | None = getattr(request.app.state, "key_cache", None)
-        # A key in the cache needs no database: no session is opened for it.
-        cached = from_cache(token, cache)
-        if cached is not None:
-            principal = cached
-        else:
-            async with sessions() as session:
-                principal = await authenticate(session, token, cache=cache)
-                await session.commit()  # the key's last use
+    auth = state_of(request).get(Auth)
+    principal = await service.identify(
+        session,
+        credentials.credentials if credentials else None,
+        cache=auth.key_cache,
+        external=auth.external,
+        metrics=metrics,
+    )
     bind(user_id=str(principal.user_id))
     return principal
 
@@ -64,3 +64,4 @@ async def admin_user(user: CurrentUser) -> Principal:
 
 
 AdminUser = Annotated[Principal, Depends(admin_user)]
+KeyCacheDep = Annotated[KeyCache | None, Depends(get_key_cache)]

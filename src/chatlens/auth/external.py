@@ -23,24 +23,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatlens.auth import repository as repo
-from chatlens.auth.service import Principal
-from chatlens.errors import ChatlensError, Unauthorized
+from chatlens.auth.service import AuthUnavailable, Principal
+from chatlens.errors import Unauthorized
 from chatlens.models import User
 from chatlens.observability.tracing import HttpClientSpan
 
 log = structlog.get_logger(__name__)
 
 INTERNAL_KEY_HEADER = "X-Internal-API-Key"
-
-
-class AuthUnavailable(ChatlensError):
-    """The auth service could not say: 503, never 401 (the token may well be valid)."""
-
-    status_code = 503
-    error_type = "auth_unavailable"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers={"Retry-After": "5"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, status
 
 from chatlens.auth import service
-from chatlens.auth.deps import AdminUser, CurrentUser
+from chatlens.auth.deps import AdminUser, CurrentUser, KeyCacheDep
 from chatlens.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, UserCreate, UserRead
 from chatlens.db.session import SessionDep
 from chatlens.responses import errors
@@ -64,14 +64,8 @@ async def create_key(
 
 @admin.delete("/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 async def revoke_key(
-    request: Request, session: SessionDep, _: AdminUser, key_id: uuid.UUID
+    session: SessionDep, _: AdminUser, cache: KeyCacheDep, key_id: uuid.UUID
 ) -> None:
     """Revoke an API key. Requests with it fail at once on the process that served this
     call, and within `CHATLENS_API_KEY_CACHE_TTL_SECONDS` on other workers and replicas."""
-    key = await service.revoke_key(session, key_id_or_prefix=str(key_id))
-    # Committed before the cache forgets the key; a request that read it before the commit
-    # cannot cache it again (KeyCache.forget).
-    await session.commit()
-    cache: service.KeyCache | None = getattr(request.app.state, "key_cache", None)
-    if cache is not None:
-        cache.forget(key.key_hash)
+    await service.revoke_key_now(session, key_id_or_prefix=str(key_id), cache=cache)

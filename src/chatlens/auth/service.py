@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 from cachetools import TTLCache
@@ -16,14 +17,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chatlens.auth import keys
 from chatlens.auth import repository as repo
 from chatlens.db.base import utcnow
-from chatlens.errors import Conflict, NotFound, Unauthorized
+from chatlens.errors import ChatlensError, Conflict, NotFound, Unauthorized
 from chatlens.models import ApiKey, User
+from chatlens.observability.metrics import Metrics
+
+if TYPE_CHECKING:  # external.py imports this module (Principal, AuthUnavailable)
+    from chatlens.auth.external import ExternalAuth
 
 log = structlog.get_logger(__name__)
 
 # last_used_at is refreshed at most this often, so authentication is not a write per request
 # (and, with the key cache, only when a request has to look the key up).
 _TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+class AuthUnavailable(ChatlensError):
+    """The auth service could not say: 503, never 401 (the token may well be valid)."""
+
+    status_code = 503
+    error_type = "auth_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +108,36 @@ async def authenticate(
     principal = Principal(user_id=user.id, name=user.name, is_admin=user.is_admin)
     if cache is not None:
         cache.put(key_hash, principal)
+    return principal
+
+
+async def identify(
+    session: AsyncSession,
+    token: str | None,
+    *,
+    cache: KeyCache | None,
+    external: ExternalAuth | None,
+    metrics: Metrics | None,
+) -> Principal:
+    """Who sends `token`, the request's own `session` used only when a lookup is needed.
+
+    With an external auth service, chatlens's own `cl_` keys still work (the CLI's admin
+    keys); every other bearer token is the auth service's to judge. A key's last use is
+    committed before the route runs: on SQLite the route's writes may need the connection.
+    """
+    if external is not None and token and not keys.looks_like_key(token):
+        try:
+            return await external.authenticate(session, token)  # creates first-seen users
+        except AuthUnavailable as exc:
+            if metrics is not None:
+                metrics.errors.labels(exc.error_type, "auth").inc()
+            log.warning("auth_unavailable", reason=exc.message)
+            raise
+    # A key in the cache needs no database: the session never connects.
+    if (cached := from_cache(token, cache)) is not None:
+        return cached
+    principal = await authenticate(session, token, cache=cache)
+    await session.commit()  # the key's last use
     return principal
 
 
@@ -167,6 +212,19 @@ async def revoke_key(session: AsyncSession, *, key_id_or_prefix: str) -> ApiKey:
         key.revoked_at = utcnow()
         await session.flush()
         log.info("api_key_revoked", user_id=str(key.user_id), key_id=str(key.id))
+    return key
+
+
+async def revoke_key_now(
+    session: AsyncSession, *, key_id_or_prefix: str, cache: KeyCache | None
+) -> ApiKey:
+    """Revoke a key and commit; this process's cache forgets it at once."""
+    key = await revoke_key(session, key_id_or_prefix=key_id_or_prefix)
+    # Committed before the cache forgets the key; a request that read it before the commit
+    # cannot cache it again (KeyCache.forget).
+    await session.commit()
+    if cache is not None:
+        cache.forget(key.key_hash)
     return key
 
 

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from chatlens.chat.pipeline import ChatPipeline
+from chatlens.state import state_of
 
 
 async def get_pipeline(request: Request) -> ChatPipeline:
-    pipeline: ChatPipeline = request.app.state.pipeline
-    return pipeline
+    return state_of(request).get(ChatPipeline)
 
 
 PipelineDep = Annotated[ChatPipeline, Depends(get_pipeline)]

@@ -3,36 +3,49 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from chatlens.state import state_of
 
 
-def _sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
-    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    return maker
+@dataclass(frozen=True, slots=True)
+class Database:
+    """The application state's database part, opened by the lifespan."""
+
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
 
 
 # Dependencies are async even where they do not await: FastAPI runs a plain `def` in its
 # threadpool, a thread hop per request.
+async def get_database(request: Request) -> Database:
+    return state_of(request).get(Database)
+
+
 async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
-    return _sessionmaker(request)
+    return state_of(request).get(Database).sessionmaker
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with _sessionmaker(request)() as session:
+    """The request's one session; it connects on first use, so a request that never queries
+    (an API key from the cache, writes through the group commit) opens no connection."""
+    async with state_of(request).get(Database).sessionmaker() as session:
         try:
             yield session
         except BaseException:
             await session.rollback()
             raise
         else:
-            # A request that never used its session (an API key from the cache, a write
-            # through the group commit) skips the commit, and SQLAlchemy's work for it.
+            # A request that never used its session skips the commit, and SQLAlchemy's
+            # work for it.
             if session.in_transaction() or session.new or session.deleted or session.dirty:
                 await session.commit()
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SessionMakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
+DatabaseDep = Annotated[Database, Depends(get_database)]

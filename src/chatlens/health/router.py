@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
+from chatlens.db.session import DatabaseDep
 from chatlens.health import service
+from chatlens.health.deps import HealthStateDep
 from chatlens.health.service import NotReadyReason, OverallStatus, Status
+from chatlens.inference.deps import BackendDep
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -65,9 +68,9 @@ async def live() -> LivenessRead:
     response_model_exclude_none=True,
     responses={503: {"description": "Not ready: database down or schema behind"}},
 )
-async def ready(request: Request, response: Response) -> ReadinessRead:
+async def ready(database: DatabaseDep, response: Response) -> ReadinessRead:
     """200 when the database answers within 1 s and its schema is at the newest migration."""
-    reason = await service.readiness(request.app.state.engine)
+    reason = await service.readiness(database.engine)
     if reason is not None:
         response.status_code = 503
         return ReadinessRead(status="not_ready", reason=reason)
@@ -79,9 +82,9 @@ async def ready(request: Request, response: Response) -> ReadinessRead:
     response_model=DatabaseHealthRead,
     responses={503: {"description": "The database did not answer within 1 s"}},
 )
-async def database(request: Request, response: Response) -> DatabaseHealthRead:
+async def database(database: DatabaseDep, response: Response) -> DatabaseHealthRead:
     """Database round trip (SELECT 1) and its latency; 503 when it fails."""
-    result = await service.check_database(request.app.state.engine)
+    result = await service.check_database(database.engine)
     if not result.ok:
         response.status_code = 503
     return DatabaseHealthRead(status=result.status, latency_ms=result.latency_ms)
@@ -93,15 +96,12 @@ async def database(request: Request, response: Response) -> DatabaseHealthRead:
     response_model_exclude_none=True,
     responses={503: {"description": "Unhealthy: the database or the AI service is down"}},
 )
-async def health(request: Request, response: Response) -> HealthRead:
+async def health(
+    database: DatabaseDep, backend: BackendDep, state: HealthStateDep, response: Response
+) -> HealthRead:
     """Health of the database, Redis (when configured) and the AI service; 503 when unhealthy."""
-    state = request.app.state
     result = await service.overall(
-        state.engine,
-        state.backend,
-        getattr(state, "redis", None),
-        # Set by the app's lifespan when it records its start; else the module's import time.
-        started_at=getattr(state, "started_at", None),
+        database.engine, backend, state.redis, started_at=state.started_at
     )
     response.status_code = result.http_status
     redis = result.services.get("redis")

@@ -27,7 +27,7 @@ from chatlens.inference.base import InferenceBackend
 log = structlog.get_logger(__name__)
 
 CHECK_TIMEOUT_S = 1.0
-# Fallback for uptime when the app did not record its own start (app.state.started_at).
+# Fallback for uptime when no start was recorded (the lifespan records one: HealthState).
 PROCESS_STARTED_AT = time.monotonic()
 
 Status = Literal["healthy", "unhealthy"]

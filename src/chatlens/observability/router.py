@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from chatlens.observability.metrics import Metrics
+from chatlens.observability.deps import MetricsDep
 
 router = APIRouter(tags=["observability"])
 
@@ -14,9 +14,8 @@ router = APIRouter(tags=["observability"])
     response_class=Response,
     responses={200: {"content": {"text/plain": {}, "application/openmetrics-text": {}}}},
 )
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, catalogue: MetricsDep) -> Response:
     """Prometheus metrics (text format, or OpenMetrics with exemplars when asked for)."""
-    catalogue: Metrics | None = request.app.state.metrics
     if catalogue is None:
         return Response("metrics are disabled (CHATLENS_METRICS_ENABLED=false)\n", 404)
     body, content_type = catalogue.exposition(request.headers.get("accept"))
