@@ -49,7 +49,7 @@ async def running(url: str, upstream: FakeUpstream, **overrides: Any) -> AsyncIt
         openai_api_key="sk-upstream-secret",
         model=MODEL,
         upstream_max_retries=1,
-        upstream_first_token_timeout_s=0.5,
+        upstream_first_token_timeout_seconds=0.5,
         **overrides,
     )
     await migrate.upgrade(settings)

@@ -120,10 +120,10 @@ def _external_auth(settings: Settings, clock: Callable[[], float]) -> ExternalAu
     return ExternalAuth(
         url=settings.auth_validate_url,
         internal_api_key=key.get_secret_value() if key is not None else None,
-        ttl_s=settings.auth_cache_ttl_s,
-        negative_ttl_s=settings.auth_negative_ttl_s,
+        ttl_s=settings.auth_cache_ttl_seconds,
+        negative_ttl_s=settings.auth_negative_ttl_seconds,
         maxsize=settings.auth_cache_size,
-        timeout_s=settings.auth_timeout_s,
+        timeout_s=settings.auth_timeout_seconds,
         clock=clock,
     )
 
@@ -140,8 +140,8 @@ def create_app(
     metrics = Metrics() if settings.metrics_enabled else None
 
     key_cache = (
-        KeyCache(ttl_s=settings.api_key_cache_ttl_s, clock=clock)
-        if settings.api_key_cache_ttl_s > 0
+        KeyCache(ttl_s=settings.api_key_cache_ttl_seconds, clock=clock)
+        if settings.api_key_cache_ttl_seconds > 0
         else None
     )
     telemetry = Telemetry(metrics=metrics, request_stats=RequestStats())
@@ -185,12 +185,12 @@ def create_app(
                 sla.flushing(
                     telemetry.request_stats,
                     sessionmaker,
-                    interval_s=settings.request_stats_flush_s,
+                    interval_s=settings.request_stats_flush_seconds,
                 )
             )
             await stack.enter_async_context(
                 inference_tasks.following_active_model(
-                    active_model, sessionmaker, interval_s=settings.active_model_refresh_s
+                    active_model, sessionmaker, interval_s=settings.active_model_refresh_seconds
                 )
             )
             if metrics is not None:
@@ -199,13 +199,13 @@ def create_app(
                     chat_tasks.gauging_active_conversations(
                         sessionmaker,
                         metrics,
-                        window_s=settings.active_sessions_window_s,
-                        interval_s=settings.active_sessions_refresh_s,
+                        window_s=settings.active_sessions_window_seconds,
+                        interval_s=settings.active_sessions_refresh_seconds,
                     )
                 )
                 await stack.enter_async_context(
                     inference_tasks.gauging_health(
-                        backend, metrics, interval_s=settings.active_sessions_refresh_s
+                        backend, metrics, interval_s=settings.active_sessions_refresh_seconds
                     )
                 )
             state.install(

@@ -42,141 +42,88 @@ class SettingsError(ValueError):
     """Invalid configuration; str() is one line naming the setting."""
 
 
-def _env(name: str, *, prefixed: bool = True) -> Any:
-    # Standard variables (DATABASE_URL, LOG_LEVEL, ...) are read unprefixed; ours carry CHATLENS_.
-    return AliasChoices(f"CHATLENS_{name}" if prefixed else name)
-
-
 class Settings(BaseSettings):
     """chatlens configuration; see the README's configuration table."""
 
+    # A field is set by CHATLENS_<FIELD NAME>; the standard variables (DATABASE_URL,
+    # LOG_LEVEL, SENTRY_DSN, OTEL_*, ...) are read unprefixed, by their validation_alias.
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_prefix="CHATLENS_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
     )
 
-    environment: Environment = Field(Environment.development, validation_alias=_env("ENVIRONMENT"))
-    database_url: str = Field(
-        "sqlite+aiosqlite:///./chatlens.db", validation_alias=_env("DATABASE_URL", prefixed=False)
-    )
-    database_pool_size: Annotated[int, Field(ge=1)] = Field(
-        10, validation_alias=_env("DATABASE_POOL_SIZE")
-    )
-    database_echo: bool = Field(False, validation_alias=_env("DATABASE_ECHO"))
+    environment: Environment = Environment.development
+    database_url: str = Field("sqlite+aiosqlite:///./chatlens.db", validation_alias="DATABASE_URL")
+    database_pool_size: Annotated[int, Field(ge=1)] = 10
+    database_echo: bool = False
     auto_migrate: bool | None = Field(
         None,
-        validation_alias=_env("AUTO_MIGRATE"),
         description="Upgrade the schema on start; default: on for SQLite, off for PostgreSQL.",
     )
-    bootstrap_admin: bool = Field(True, validation_alias=_env("BOOTSTRAP_ADMIN"))
+    bootstrap_admin: bool = True
 
-    host: str = Field("127.0.0.1", validation_alias=_env("HOST"))
-    port: Annotated[int, Field(ge=1, le=65535)] = Field(8000, validation_alias=_env("PORT"))
-    workers: Annotated[int, Field(ge=1)] = Field(1, validation_alias=_env("WORKERS"))
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    workers: Annotated[int, Field(ge=1)] = 1
 
-    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL", prefixed=False))
-    log_format: Literal["json", "console"] = Field(
-        "json", validation_alias=_env("LOG_FORMAT", prefixed=False)
-    )
-    log_message_content: bool = Field(False, validation_alias=_env("LOG_MESSAGE_CONTENT"))
-    access_log: bool = Field(True, validation_alias=_env("ACCESS_LOG"))
-    metrics_enabled: bool = Field(True, validation_alias=_env("METRICS_ENABLED"))
-    tracing_enabled: bool = Field(True, validation_alias=_env("TRACING_ENABLED"))
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    log_format: Literal["json", "console"] = Field("json", validation_alias="LOG_FORMAT")
+    log_message_content: bool = False
+    access_log: bool = True
+    metrics_enabled: bool = True
+    tracing_enabled: bool = True
     otel_exporter_otlp_endpoint: str | None = Field(
         None,
         validation_alias=AliasChoices(
             "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
         ),
     )
-    sentry_dsn: str | None = Field(None, validation_alias=_env("SENTRY_DSN", prefixed=False))
-    sentry_traces_sample_rate: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
-        0.0, validation_alias=_env("SENTRY_TRACES_SAMPLE_RATE")
-    )
+    sentry_dsn: str | None = Field(None, validation_alias="SENTRY_DSN")
+    sentry_traces_sample_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    # Read by prometheus_client in every worker process too; `chatlens serve` sets it for them.
+    prometheus_multiproc_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("CHATLENS_REDIS_URL", "REDIS_URL")
     )
-    s3_endpoint_url: str | None = Field(None, validation_alias=_env("S3_ENDPOINT_URL"))
-    active_sessions_window_s: Annotated[int, Field(ge=60)] = Field(
-        900, validation_alias=_env("ACTIVE_SESSIONS_WINDOW_SECONDS")
-    )
-    active_sessions_refresh_s: Annotated[float, Field(gt=0)] = Field(
-        30.0, validation_alias=_env("ACTIVE_SESSIONS_REFRESH_SECONDS")
-    )
+    s3_endpoint_url: str | None = None
+    active_sessions_window_seconds: Annotated[int, Field(ge=60)] = 900
+    active_sessions_refresh_seconds: Annotated[float, Field(gt=0)] = 30.0
 
-    inference_backend: Literal["builtin", "openai"] = Field(
-        "builtin", validation_alias=_env("INFERENCE_BACKEND")
-    )
-    openai_base_url: str | None = Field(None, validation_alias=_env("OPENAI_BASE_URL"))
-    openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
-    model: str | None = Field(None, validation_alias=_env("MODEL"))
-    pricing_file: Path | None = Field(None, validation_alias=_env("PRICING_FILE"))
-    upstream_connect_timeout_s: Annotated[float, Field(gt=0)] = Field(
-        5.0, validation_alias=_env("UPSTREAM_CONNECT_TIMEOUT_SECONDS")
-    )
-    upstream_first_token_timeout_s: Annotated[float, Field(gt=0)] = Field(
-        30.0, validation_alias=_env("UPSTREAM_FIRST_TOKEN_TIMEOUT_SECONDS")
-    )
-    upstream_timeout_s: Annotated[float, Field(gt=0)] = Field(
-        120.0, validation_alias=_env("UPSTREAM_TIMEOUT_SECONDS")
-    )
-    upstream_max_retries: Annotated[int, Field(ge=0, le=10)] = Field(
-        2, validation_alias=_env("UPSTREAM_MAX_RETRIES")
-    )
-    breaker_failures: Annotated[int, Field(ge=1)] = Field(
-        5, validation_alias=_env("BREAKER_FAILURES")
-    )
-    breaker_reset_s: Annotated[float, Field(gt=0)] = Field(
-        30.0, validation_alias=_env("BREAKER_RESET_SECONDS")
-    )
-    fallback_to_builtin: bool = Field(False, validation_alias=_env("FALLBACK_TO_BUILTIN"))
-    api_key_cache_ttl_s: Annotated[float, Field(ge=0)] = Field(
-        10.0, validation_alias=_env("API_KEY_CACHE_TTL_SECONDS")
-    )
-    auth_validate_url: str | None = Field(None, validation_alias=_env("AUTH_VALIDATE_URL"))
-    auth_internal_api_key: SecretStr | None = Field(
-        None, validation_alias=_env("AUTH_INTERNAL_API_KEY")
-    )
-    auth_cache_ttl_s: Annotated[float, Field(gt=0)] = Field(
-        300.0, validation_alias=_env("AUTH_CACHE_TTL_SECONDS")
-    )
-    auth_cache_size: Annotated[int, Field(ge=1)] = Field(
-        1024, validation_alias=_env("AUTH_CACHE_SIZE")
-    )
-    auth_negative_ttl_s: Annotated[float, Field(ge=0)] = Field(
-        10.0, validation_alias=_env("AUTH_NEGATIVE_TTL_SECONDS")
-    )
-    auth_timeout_s: Annotated[float, Field(gt=0)] = Field(
-        5.0, validation_alias=_env("AUTH_TIMEOUT_SECONDS")
-    )
+    inference_backend: Literal["builtin", "openai"] = "builtin"
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    model: str | None = None
+    pricing_file: Path | None = None
+    upstream_connect_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+    upstream_first_token_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    upstream_timeout_seconds: Annotated[float, Field(gt=0)] = 120.0
+    upstream_max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    breaker_failures: Annotated[int, Field(ge=1)] = 5
+    breaker_reset_seconds: Annotated[float, Field(gt=0)] = 30.0
+    fallback_to_builtin: bool = False
+    api_key_cache_ttl_seconds: Annotated[float, Field(ge=0)] = 10.0
+    auth_validate_url: str | None = None
+    auth_internal_api_key: SecretStr | None = None
+    auth_cache_ttl_seconds: Annotated[float, Field(gt=0)] = 300.0
+    auth_cache_size: Annotated[int, Field(ge=1)] = 1024
+    auth_negative_ttl_seconds: Annotated[float, Field(ge=0)] = 10.0
+    auth_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
     critical_words: str = Field(
         DEFAULT_CRITICAL_WORDS,
-        validation_alias=_env("CRITICAL_WORDS"),
         description="Comma-separated words that flag a feedback comment as critical.",
     )
-    sla_uptime_target: Annotated[float, Field(gt=0, lt=1)] = Field(
-        0.999, validation_alias=_env("SLA_UPTIME_TARGET")
-    )
-    sla_response_time_target_s: Annotated[float, Field(gt=0)] = Field(
-        2.0, validation_alias=_env("SLA_RESPONSE_TIME_TARGET")
-    )
-    request_stats_flush_s: Annotated[float, Field(gt=0)] = Field(
-        15.0, validation_alias=_env("REQUEST_STATS_FLUSH_SECONDS")
-    )
-    active_model_refresh_s: Annotated[float, Field(gt=0)] = Field(
-        5.0, validation_alias=_env("ACTIVE_MODEL_REFRESH_SECONDS")
-    )
-    knowledge_base: Path | None = Field(None, validation_alias=_env("KNOWLEDGE_BASE"))
-    escalation_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
-        0.35, validation_alias=_env("ESCALATION_THRESHOLD")
-    )
-    builtin_stream_delay_ms: Annotated[float, Field(ge=0.0)] = Field(
-        0.0, validation_alias=_env("BUILTIN_STREAM_DELAY_MS")
-    )
-    history_messages: Annotated[int, Field(ge=1, le=1000)] = Field(
-        20, validation_alias=_env("HISTORY_MESSAGES")
-    )
-    max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
-        64 * 1024, validation_alias=_env("MAX_BODY_BYTES")
-    )
+    sla_uptime_target: Annotated[float, Field(gt=0, lt=1)] = 0.999
+    sla_response_time_target: Annotated[float, Field(gt=0)] = 2.0
+    request_stats_flush_seconds: Annotated[float, Field(gt=0)] = 15.0
+    active_model_refresh_seconds: Annotated[float, Field(gt=0)] = 5.0
+    knowledge_base: Path | None = None
+    escalation_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.35
+    builtin_stream_delay_ms: Annotated[float, Field(ge=0.0)] = 0.0
+    history_messages: Annotated[int, Field(ge=1, le=1000)] = 20
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
 
     @field_validator("database_url")
     @classmethod
@@ -200,9 +147,15 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
-    @field_validator("redis_url", "otel_exporter_otlp_endpoint", "model")
+    @field_validator(
+        "redis_url",
+        "otel_exporter_otlp_endpoint",
+        "model",
+        "prometheus_multiproc_dir",
+        mode="before",
+    )
     @classmethod
-    def _blank_is_unset(cls, value: str | None) -> str | None:
+    def _blank_is_unset(cls, value: Any) -> Any:
         return value or None
 
     @field_validator("sentry_dsn")
@@ -244,10 +197,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"the openai backend needs {env_name('openai_base_url')}")
             if not self.model:
                 raise ValueError(f"the openai backend needs {env_name('model')}")
-        if self.upstream_first_token_timeout_s > self.upstream_timeout_s:
+        if self.upstream_first_token_timeout_seconds > self.upstream_timeout_seconds:
             raise ValueError(
-                f"{env_name('upstream_first_token_timeout_s')} must not exceed "
-                f"{env_name('upstream_timeout_s')}"
+                f"{env_name('upstream_first_token_timeout_seconds')} must not exceed "
+                f"{env_name('upstream_timeout_seconds')}"
             )
         return self
 
@@ -279,14 +232,16 @@ class Settings(BaseSettings):
         return __version__
 
 
-_ENV_NAMES = {
-    name: (
-        field.validation_alias.choices[0]
-        if isinstance(field.validation_alias, AliasChoices)
-        else name.upper()
-    )
-    for name, field in Settings.model_fields.items()
-}
+def _first_env_name(name: str) -> str:
+    alias = Settings.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    if isinstance(alias, str):
+        return alias
+    return f"{Settings.model_config['env_prefix']}{name.upper()}"
+
+
+_ENV_NAMES = {name: _first_env_name(name) for name in Settings.model_fields}
 
 
 _FIELDS_BY_ENV = {env: field for field, env in _ENV_NAMES.items()}

@@ -88,7 +88,10 @@ async def chatlens(fresh_database_url: Any, fake_auth: FakeAuth) -> AsyncIterato
     fake_auth.calls.clear()
     url = await fresh_database_url("extauth")
     async for running in _running(
-        url, auth_validate_url=fake_auth.url, auth_cache_ttl_s=300, auth_negative_ttl_s=10
+        url,
+        auth_validate_url=fake_auth.url,
+        auth_cache_ttl_seconds=300,
+        auth_negative_ttl_seconds=10,
     ):
         yield running
 

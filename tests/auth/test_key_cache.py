@@ -53,7 +53,7 @@ class Running:
 
 
 async def _running(url: str, ttl_s: float, **overrides: Any) -> AsyncIterator[Running]:
-    settings = make_settings(url, api_key_cache_ttl_s=ttl_s, **overrides)
+    settings = make_settings(url, api_key_cache_ttl_seconds=ttl_s, **overrides)
     await migrate.upgrade(settings)
     clock = ManualClock()
     app = create_app(settings, clock=clock)
@@ -109,10 +109,10 @@ async def test_a_keys_use_is_recorded_where_the_route_has_no_session(cached: Run
 
 async def test_a_cached_key_opens_no_database_connection(fresh_database_url: Any) -> None:
     # No background loop may take a connection meanwhile: no gauges, the others far apart.
-    quiet = {"metrics_enabled": False, "active_model_refresh_s": 3600.0}
+    quiet = {"metrics_enabled": False, "active_model_refresh_seconds": 3600.0}
     url = await fresh_database_url("keycache_quiet")
     checkouts: list[object] = []
-    async for running in _running(url, TTL_S, request_stats_flush_s=3600.0, **quiet):
+    async for running in _running(url, TTL_S, request_stats_flush_seconds=3600.0, **quiet):
         pool_events = state.of(running.app).get(Database).engine.sync_engine
         event.listen(pool_events, "checkout", lambda *args: checkouts.append(args))
         key, _ = await running.new_key()

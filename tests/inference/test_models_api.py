@@ -32,7 +32,7 @@ async def database(fresh_database_url: Any) -> str:
 
 @pytest.fixture
 async def chatlens(database: str, upstream: FakeUpstream) -> AsyncIterator[Running]:
-    async with running(database, upstream, active_model_refresh_s=0.1) as result:
+    async with running(database, upstream, active_model_refresh_seconds=0.1) as result:
         yield result
 
 
@@ -61,7 +61,7 @@ async def test_only_an_admin_swaps_and_only_to_a_listed_model(chatlens: Running)
 async def test_a_swap_reaches_every_replica_and_records_the_admin(
     chatlens: Running, database: str, upstream: FakeUpstream
 ) -> None:
-    async with running(database, upstream, active_model_refresh_s=0.1) as replica:
+    async with running(database, upstream, active_model_refresh_seconds=0.1) as replica:
         response = await chatlens.client.post(
             "/api/models/swap", json={"model": "ok"}, headers=chatlens.admin_headers
         )

@@ -210,7 +210,7 @@ async def test_active_sessions_is_read_from_the_database(settings: Any, account:
     from chatlens.app import create_app
     from tests.helpers import make_settings
 
-    app = create_app(make_settings(settings.database_url, active_sessions_refresh_s=0.05))
+    app = create_app(make_settings(settings.database_url, active_sessions_refresh_seconds=0.05))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

@@ -224,7 +224,7 @@ async def read_sla(
         sessionmaker=sessionmaker,
         window=window,
         uptime_target=settings.sla_uptime_target,
-        response_time_target=settings.sla_response_time_target_s,
+        response_time_target=settings.sla_response_time_target,
     )
     return SlaRead(
         window=result.window,

@@ -62,7 +62,7 @@ def serve(
 
     admin_key = asyncio.run(_prepare_database(settings))
     if workers > 1:
-        _prepare_multiprocess_metrics()
+        _prepare_multiprocess_metrics(settings.prometheus_multiproc_dir)
     _print_banner(settings, host, port, admin_key)
     uvicorn.run(
         "chatlens.app:create_app",
@@ -96,12 +96,9 @@ def _check_port(host: str, port: int) -> None:
             fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1)
 
 
-def _prepare_multiprocess_metrics() -> None:
+def _prepare_multiprocess_metrics(configured: Path | None) -> None:
     """Workers share metrics through files in one fresh directory, wiped at every start."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
-        prefix="chatlens-metrics-"
-    )
-    path = Path(directory)
+    path = configured or Path(tempfile.mkdtemp(prefix="chatlens-metrics-"))
     if path.exists():
         strangers = [p.name for p in path.iterdir() if p.suffix != ".db"]
         if strangers:
@@ -109,7 +106,8 @@ def _prepare_multiprocess_metrics() -> None:
             fail(f"PROMETHEUS_MULTIPROC_DIR={path} holds other files ({strangers[0]}, ...)")
         shutil.rmtree(path)
     path.mkdir(parents=True)
-    # Read by prometheus_client in every worker process, which inherit this environment.
+    # A hand-off, not a setting read: uvicorn's worker processes inherit this environment,
+    # and prometheus_client reads the variable in each of them.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 

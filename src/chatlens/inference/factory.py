@@ -27,12 +27,12 @@ def create_backend(settings: Settings) -> InferenceBackend:
         base_url=settings.openai_base_url,
         api_key=(settings.openai_api_key.get_secret_value() if settings.openai_api_key else None),
         default_model=settings.model,
-        connect_timeout_s=settings.upstream_connect_timeout_s,
-        first_token_timeout_s=settings.upstream_first_token_timeout_s,
-        total_timeout_s=settings.upstream_timeout_s,
+        connect_timeout_s=settings.upstream_connect_timeout_seconds,
+        first_token_timeout_s=settings.upstream_first_token_timeout_seconds,
+        total_timeout_s=settings.upstream_timeout_seconds,
         max_retries=settings.upstream_max_retries,
         breaker_failures=settings.breaker_failures,
-        breaker_reset_s=settings.breaker_reset_s,
+        breaker_reset_s=settings.breaker_reset_seconds,
     )
     # One matcher for both: the intent index is built once.
     upstream = OpenAIBackend(config, knowledge_base=knowledge_base, matcher=builtin.matcher)
