@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -16,10 +15,9 @@ from contextlib import closing
 from pathlib import Path
 
 import structlog
-from sqlalchemy import literal, select
 from sqlalchemy.engine import URL
 
-from chatlens.db.base import Model
+from chatlens.db import backup_repository as repository
 from chatlens.db.engine import create_engine
 from chatlens.settings import Settings
 
@@ -40,8 +38,8 @@ def _kind(settings: Settings) -> str:
 
 
 def _libpq(url: URL) -> tuple[list[str], dict[str, str]]:
-    """pg_dump/pg_restore connection options; the password goes in the environment, never
-    on a command line where `ps` shows it."""
+    """pg_dump/pg_restore connection options and their whole environment, built from the
+    URL: the password goes there, never on a command line where `ps` shows it."""
     args = [f"--dbname={url.database}"]
     if url.host:
         args.append(f"--host={url.host}")
@@ -49,7 +47,9 @@ def _libpq(url: URL) -> tuple[list[str], dict[str, str]]:
         args.append(f"--port={url.port}")
     if url.username:
         args.append(f"--username={url.username}")
-    env = {**os.environ, **({"PGPASSWORD": url.password} if url.password else {})}
+    env = {"PGPASSWORD": url.password} if url.password else {}
+    if isinstance(sslmode := url.query.get("sslmode") or url.query.get("ssl"), str):
+        env["PGSSLMODE"] = sslmode  # as asyncpg reads it from the URL
     return args, env
 
 
@@ -114,23 +114,10 @@ def prune(directory: Path, kind: str, keep: int) -> list[Path]:
 
 
 async def _table_with_data(settings: Settings) -> str | None:
-    """The first of chatlens's tables that holds a row, None when all are empty or absent.
-
-    One row is enough to refuse: no table is counted through.
-    """
     engine = create_engine(settings)
     try:
         async with engine.connect() as connection:
-            present = await connection.run_sync(
-                lambda sync: set(sync.dialect.get_table_names(sync))
-            )
-            for table in Model.metadata.sorted_tables:
-                if table.name not in present:
-                    continue
-                row = await connection.execute(select(literal(1)).select_from(table).limit(1))
-                if row.first() is not None:
-                    return table.name
-            return None
+            return await repository.first_table_with_rows(connection)
     finally:
         await engine.dispose()
 
