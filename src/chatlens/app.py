@@ -25,8 +25,8 @@ from chatlens.auth.router import admin as admin_router
 from chatlens.auth.router import router as auth_router
 from chatlens.auth.service import KeyCache
 from chatlens.chat import tasks as chat_tasks
-from chatlens.chat.router import router as chat_router
 from chatlens.chat.pipeline import ChatPipeline
+from chatlens.chat.router import router as chat_router
 from chatlens.chat.v1_router import router as v1_router
 from chatlens.console import router as console
 from chatlens.db import migrate

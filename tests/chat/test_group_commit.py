@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chatlens import state
 from chatlens.auth.service import Principal
-from chatlens.chat import repository as repo
 from chatlens.chat import answer as answers
+from chatlens.chat import repository as repo
 from chatlens.chat.pipeline import ChatPipeline
 from chatlens.chat.turn import InferenceFailed
 from chatlens.db.batch import DRAIN_TASK_NAME, GroupCommit

@@ -40,7 +40,7 @@ from chatlens.chat.schemas import ConversationRead, Platform
 from chatlens.db.base import utcnow
 from chatlens.db.session import SessionDep, SessionMakerDep
 from chatlens.errors import ValidationFailed
-from chatlens.inference.deps import ActiveModelDep
+from chatlens.inference.deps import BackendDep
 from chatlens.inference.factory import intent_names
 from chatlens.models import FeedbackKind
 from chatlens.observability.deps import MetricsDep, RequestStatsDep
@@ -142,7 +142,7 @@ async def label_intent(
     body: IntentLabel,
     session: SessionDep,
     admin: AdminUser,
-    active_model: ActiveModelDep,
+    backend: BackendDep,
     metrics: MetricsDep,
 ) -> IntentLabelRead:
     """An operator's label of an answer's true intent, for intent accuracy (admins)."""
@@ -152,7 +152,7 @@ async def label_intent(
         admin=admin,
         message_id=message_id,
         intent=body.intent,
-        valid=intent_names(active_model.backend),
+        valid=intent_names(backend),
     )
     return IntentLabelRead(
         message_id=labeled.message.id,
