@@ -33,17 +33,23 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's one session; it connects on first use, so a request that never queries
     (an API key from the cache, writes through the group commit) opens no connection."""
-    async with state_of(request).get(Database).sessionmaker() as session:
-        try:
-            yield session
-        except BaseException:
+    session = state_of(request).get(Database).sessionmaker()
+    try:
+        yield session
+    except BaseException:
+        if session.in_transaction():
             await session.rollback()
-            raise
-        else:
-            # A request that never used its session skips the commit, and SQLAlchemy's
-            # work for it.
-            if session.in_transaction() or session.new or session.deleted or session.dirty:
-                await session.commit()
+        raise
+    else:
+        # A request that never used its session skips the commit, and SQLAlchemy's
+        # work for it.
+        if session.in_transaction() or session.new or session.deleted or session.dirty:
+            await session.commit()
+    finally:
+        # Outside a transaction a session holds no connection: closing it would only cost a
+        # greenlet switch, on every request that has nothing to release.
+        if session.in_transaction():
+            await session.close()
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
