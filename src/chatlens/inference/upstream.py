@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import random
 import time
 import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import httpx
@@ -30,15 +27,19 @@ from chatlens.inference.errors import (
 from chatlens.inference.intents import UNKNOWN_INTENT, IntentMatcher, detect, last_question
 from chatlens.inference.knowledge_base import KnowledgeBase
 from chatlens.inference.tokens import count_prompt_tokens, count_tokens
+from chatlens.inference.upstream_wire import (
+    backoff,
+    error_message,
+    parse_event,
+    retry_after,
+    usage_of,
+)
 from chatlens.observability.tracing import HttpClientSpan
 
 log = structlog.get_logger(__name__)
 
-_BACKOFF_BASE_S = 0.25
-_MAX_RETRY_AFTER_S = 30.0
 _MODELS_TTL_S = 60.0
 _HEALTH_TIMEOUT_S = 2.0
-_MESSAGE_LIMIT = 500  # characters of an upstream error message passed on
 # What a call to the upstream may raise: httpx's errors, and aiohttp's that the transport
 # passes on unmapped.
 _CLIENT_ERRORS = (httpx.HTTPError, aiohttp.ClientError)
@@ -160,7 +161,7 @@ class OpenAIBackend:
                     if payload == b"[DONE]":
                         done = True  # read on to the end: the connection goes back to the pool
                         continue
-                    event = _parse_event(payload)
+                    event = parse_event(payload)
                     answered_model = event.get("model") or answered_model
                     for choice in event.get("choices") or ():
                         delta = (choice.get("delta") or {}).get("content")
@@ -168,7 +169,7 @@ class OpenAIBackend:
                             text.append(delta)
                         finish_reason = choice.get("finish_reason") or finish_reason
                     if event.get("usage"):
-                        usage = _usage(event["usage"])
+                        usage = usage_of(event["usage"])
                 if text:
                     piece = "".join(text)
                     parts.append(piece)
@@ -243,7 +244,7 @@ class OpenAIBackend:
                     self.breaker.failure()
                 else:
                     self.breaker.release()
-                delay = _backoff(attempt, failed.retry_after_s)
+                delay = backoff(attempt, failed.retry_after_s)
                 attempt += 1
                 if (
                     attempt > self.config.max_retries
@@ -314,20 +315,20 @@ class OpenAIBackend:
             raw = b""
         finally:
             await response.aclose()
-        message = _error_message(raw) or f"HTTP {response.status_code}"
+        message = error_message(raw) or f"HTTP {response.status_code}"
         status = response.status_code
         if status == 429:
-            retry_after = _retry_after(response.headers.get("retry-after"))
+            wait_s = retry_after(response.headers.get("retry-after"))
             error = UpstreamUnavailable(
                 f"the model is rate-limited: {message}",
-                retry_after_s=retry_after if retry_after is not None else 1,
+                retry_after_s=wait_s if wait_s is not None else 1,
                 breaker_failure=False,
             )
-            raise _Retryable(error, retry_after)
+            raise _Retryable(error, wait_s)
         if status >= 500:
-            retry_after = _retry_after(response.headers.get("retry-after"))
+            wait_s = retry_after(response.headers.get("retry-after"))
             raise _Retryable(
-                UpstreamBadResponse(f"the model failed (HTTP {status}): {message}"), retry_after
+                UpstreamBadResponse(f"the model failed (HTTP {status}): {message}"), wait_s
             )
         if status in (401, 403):
             # Our key, not the client's request: the client cannot fix it.
@@ -406,76 +407,6 @@ async def _next_read(reads: AsyncIterator[bytes], deadline: float) -> bytes:
             return await anext(reads)
     except TimeoutError:
         raise UpstreamTimeout("the model took too long to answer") from None
-
-
-def _parse_event(payload: bytes) -> dict[str, Any]:
-    try:
-        event = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        raise UpstreamBadResponse("the model sent invalid JSON") from None
-    if not isinstance(event, dict):
-        raise UpstreamBadResponse("the model sent an unexpected event")
-    error = event.get("error")
-    if error:
-        detail = error.get("message") if isinstance(error, dict) else str(error)
-        raise UpstreamBadResponse(f"the model failed mid-answer: {str(detail)[:_MESSAGE_LIMIT]}")
-    return event
-
-
-def _usage(raw: Any) -> Usage | None:
-    if not isinstance(raw, dict):
-        return None
-    details = raw.get("prompt_tokens_details") or {}
-    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
-    try:
-        return Usage(
-            prompt_tokens=int(raw.get("prompt_tokens") or 0),
-            completion_tokens=int(raw.get("completion_tokens") or 0),
-            cached_prompt_tokens=int(cached or 0),
-        )
-    except (TypeError, ValueError):
-        return None
-
-
-def _error_message(raw: bytes) -> str:
-    """The upstream's own error message, from OpenAI's error shape or plain text."""
-    if not raw:
-        return ""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw.decode(errors="replace").strip()[:_MESSAGE_LIMIT]
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:_MESSAGE_LIMIT]
-        if isinstance(error, str):
-            return error[:_MESSAGE_LIMIT]
-        if body.get("message"):
-            return str(body["message"])[:_MESSAGE_LIMIT]
-    return raw.decode(errors="replace").strip()[:_MESSAGE_LIMIT]
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (a number or an HTTP date), capped; None when absent."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return min(max(0.0, seconds), _MAX_RETRY_AFTER_S)
-
-
-def _backoff(attempt: int, retry_after_s: float | None) -> float:
-    """Full-jitter exponential backoff, or what the upstream asked for when it said."""
-    if retry_after_s is not None:
-        return retry_after_s
-    return random.uniform(0, _BACKOFF_BASE_S * 2**attempt)  # noqa: S311 (jitter, not secrets)
 
 
 def _log_failure(error: UpstreamError, model: str, *, attempts: int | None = None) -> None:
