@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatlens import __version__, state
 from chatlens.analytics import sla
+from chatlens.analytics.reports_router import router as analytics_reports_router
 from chatlens.analytics.router import router as analytics_router
 from chatlens.analytics.service import CriticalWords
 from chatlens.auth.deps import Auth
@@ -247,6 +248,7 @@ def create_app(
     app.include_router(chat_router)
     app.include_router(models_router)
     app.include_router(analytics_router)
+    app.include_router(analytics_reports_router)
     app.include_router(auth_router)
     app.include_router(admin_router)
     app.include_router(health_router)

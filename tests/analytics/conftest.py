@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from chatlens.analytics.router import clock as analytics_clock
+from chatlens.analytics.deps import clock as analytics_clock
 
 
 @dataclass

@@ -1,56 +1,37 @@
-"""Feedback on answers, CSAT/NPS, intent labels, escalation and resolution."""
+"""Feedback on answers, CSAT/NPS, intent labels, escalation and resolution (the reading
+side, summaries to exports, is in reports_router.py)."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatlens.analytics import export, report, service, sla, summary, timeseries
+from chatlens.analytics import service
 from chatlens.analytics.deps import FeedbackDep
-from chatlens.analytics.filters import MAX_RANGE, Filters
 from chatlens.analytics.schemas import (
-    AvailabilityRead,
     CsatCreate,
     EscalateRequest,
     FeedbackRead,
     IntentLabel,
     IntentLabelRead,
-    IntentRow,
-    IntentsRead,
     NpsCreate,
-    Point,
     RatingCreate,
-    ReportRead,
     ResolveRequest,
-    ResponseTimeRead,
-    SlaRead,
-    SummaryRead,
-    TimeseriesRead,
 )
 from chatlens.auth.deps import AdminUser, CurrentUser
 from chatlens.auth.service import Principal
 from chatlens.chat import conversations
-from chatlens.chat.schemas import ConversationRead, Platform
-from chatlens.db.base import utcnow
-from chatlens.db.session import SessionDep, SessionMakerDep
-from chatlens.errors import ValidationFailed
+from chatlens.chat.schemas import ConversationRead
+from chatlens.db.session import SessionDep
 from chatlens.inference.deps import BackendDep
 from chatlens.inference.factory import intent_names
 from chatlens.models import FeedbackKind
-from chatlens.observability.deps import MetricsDep, RequestStatsDep
+from chatlens.observability.deps import MetricsDep
 from chatlens.responses import errors
-from chatlens.state import SettingsDep
 
 router = APIRouter(prefix="/api", tags=["feedback"], responses=errors(401, 404, 422))
-
-
-ProjectId = Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")]
 
 
 def _answer(saved: service.Saved, response: Response) -> FeedbackRead:
@@ -205,230 +186,3 @@ async def resolve(
         session, metrics, user=user, conversation_id=conversation_id, outcome=body.outcome
     )
     return ConversationRead.model_validate(conversation)
-
-
-@router.get("/sla", response_model=SlaRead, tags=["analytics"], responses=errors(403))
-async def read_sla(
-    session: SessionDep,
-    sessionmaker: SessionMakerDep,
-    stats: RequestStatsDep,
-    settings: SettingsDep,
-    _: AdminUser,
-    window: Annotated[str, Query(description="e.g. 30d, 12h, 90m (at most 366d)")] = "30d",
-) -> SlaRead:
-    """Availability (non-5xx share) and response time against the SLA targets, every replica
-    counted (admins)."""
-    result = await sla.current(
-        session,
-        stats=stats,
-        sessionmaker=sessionmaker,
-        window=window,
-        uptime_target=settings.sla_uptime_target,
-        response_time_target=settings.sla_response_time_target,
-    )
-    return SlaRead(
-        window=result.window,
-        start=result.start,
-        end=result.end,
-        requests=result.requests,
-        availability=AvailabilityRead(
-            current=result.availability,
-            target=result.availability_target,
-            compliant=result.availability_compliant,
-            errors=result.errors,
-            error_budget_remaining=result.error_budget_remaining,
-        ),
-        response_time=ResponseTimeRead(
-            mean_seconds=result.mean_seconds,
-            p95_seconds=result.p95_seconds,
-            target_seconds=result.response_time_target,
-            compliant=result.response_time_compliant,
-        ),
-    )
-
-
-async def clock() -> datetime:
-    """Now, for the default range and the days a report may judge; tests override it."""
-    return utcnow()
-
-
-NowDep = Annotated[datetime, Depends(clock)]
-RANGE_DAYS = 30
-
-
-@dataclass(frozen=True)
-class DateRange:
-    """The `start`/`end` query parameters with their defaults, and which ones were sent."""
-
-    start: date
-    end: date
-    project_id: str | None
-    platform: str | None
-    start_sent: bool
-    end_sent: bool
-
-    def filters(self, *, max_range: timedelta | None = MAX_RANGE) -> Filters:
-        """The range's filters; an error names a parameter the caller sent."""
-        # Only `start` sent: the default `end` is not the caller's to fix.
-        defaulted_end = self.start_sent and not self.end_sent
-        if self.end <= self.start:
-            if defaulted_end:
-                raise ValidationFailed(
-                    f"start: must be before end, which defaults to {self.end} (tomorrow)"
-                )
-            raise ValidationFailed("end: must be after start (end is exclusive)")
-        if max_range is not None and self.end - self.start > max_range:
-            blamed = "start" if defaulted_end else "end"
-            raise ValidationFailed(f"{blamed}: a range covers at most {max_range.days} days")
-        return Filters.from_dates(
-            self.start, self.end, self.project_id, self.platform, max_range=max_range
-        )
-
-
-async def date_range(
-    now: NowDep,
-    start: Annotated[
-        date | None, Query(description="First day (UTC), inclusive (default: `end` - 30 days)")
-    ] = None,
-    end: Annotated[
-        date | None, Query(description="Last day (UTC), exclusive (default: tomorrow)")
-    ] = None,
-    project_id: ProjectId = None,
-    platform: Platform | None = None,
-) -> DateRange:
-    """The analytics range: default the last 30 days, today included."""
-    last = end or (now.astimezone(UTC).date() + timedelta(days=1))
-    first = start or (last - timedelta(days=RANGE_DAYS))
-    return DateRange(first, last, project_id, platform, start is not None, end is not None)
-
-
-async def range_filters(dates: Annotated[DateRange, Depends(date_range)]) -> Filters:
-    """A range the summaries may cover: at most 366 days."""
-    return dates.filters()
-
-
-async def export_filters(dates: Annotated[DateRange, Depends(date_range)]) -> Filters:
-    """A range to export: any length, the rows are streamed."""
-    return dates.filters(max_range=None)
-
-
-RangeDep = Annotated[Filters, Depends(range_filters)]
-ExportRangeDep = Annotated[Filters, Depends(export_filters)]
-
-
-@router.get(
-    "/analytics/summary", response_model=SummaryRead, tags=["analytics"], responses=errors(403)
-)
-async def read_summary(
-    session: SessionDep,
-    _: AdminUser,
-    filters: RangeDep,
-) -> SummaryRead:
-    """The support numbers of a range (default: the last 30 days): AI, business, cost,
-    technical. Formulas: docs/analytics.md (admins)."""
-    return SummaryRead.model_validate(await summary.summary(session, filters))
-
-
-@router.get(
-    "/analytics/intents", response_model=IntentsRead, tags=["analytics"], responses=errors(403)
-)
-async def read_intents(
-    session: SessionDep,
-    _: AdminUser,
-    filters: RangeDep,
-) -> IntentsRead:
-    """Per intent, most frequent first: turns, share, confidence, escalation rate, labeled
-    accuracy, positive ratings — the top intents and their problems (admins)."""
-    rows = await summary.intents(session, filters)
-    return IntentsRead(start=filters.start, end=filters.end, intents=[IntentRow(**r) for r in rows])
-
-
-@router.get(
-    "/analytics/timeseries",
-    response_model=TimeseriesRead,
-    tags=["analytics"],
-    responses=errors(403),
-)
-async def read_timeseries(
-    session: SessionDep,
-    _: AdminUser,
-    metric: Annotated[str, Query(description="e.g. turns, avg_response_ms, csat, nps, cost_usd")],
-    filters: RangeDep,
-    interval: timeseries.Interval = "day",
-) -> TimeseriesRead:
-    """One summary number per hour, day or week of the range, empty intervals included
-    (admins)."""
-    points = await timeseries.timeseries(session, filters, metric=metric, interval=interval)
-    return TimeseriesRead(
-        metric=metric,
-        interval=interval,
-        points=[Point(start=moment, value=value) for moment, value in points],
-    )
-
-
-@router.get(
-    "/analytics/export",
-    tags=["analytics"],
-    responses={
-        **errors(403),
-        200: {
-            "description": "The rows as a file download (CSV, JSON lines or XLSX)",
-            "content": {
-                media: {"schema": {"type": "string"}} for media in export.MEDIA_TYPES.values()
-            },
-        },
-    },
-)
-async def export_rows(
-    session: SessionDep,
-    sessionmaker: SessionMakerDep,
-    _: AdminUser,
-    dataset: export.Dataset,
-    filters: ExportRangeDep,
-    format: export.Format = "csv",
-    start_date: Annotated[str | None, Query(include_in_schema=False)] = None,
-    end_date: Annotated[str | None, Query(include_in_schema=False)] = None,
-) -> StreamingResponse:
-    """A dataset of a range (default: the last 30 days; any length), streamed as it is read:
-    `conversation_metrics` (one row per answer, ready for ClickHouse), `conversations` or
-    `messages` (admins)."""
-    # The range's old names: refused rather than ignored, which would export another range.
-    if start_date is not None or end_date is not None:
-        old = "start_date" if start_date is not None else "end_date"
-        raise ValidationFailed(f"{old}: renamed; the range is `start` and `end`")
-    download = await export.download(
-        session, sessionmaker, dataset=dataset, filters=filters, fmt=format
-    )
-    return StreamingResponse(
-        download.chunks,
-        media_type=download.media_type,
-        headers={"Content-Disposition": f'attachment; filename="{download.name}"'},
-    )
-
-
-@router.get(
-    "/analytics/report", response_model=ReportRead, tags=["analytics"], responses=errors(403)
-)
-async def read_report(
-    session: SessionDep,
-    _: AdminUser,
-    now: NowDep,
-    period: report.Period = "week",
-    day: Annotated[
-        date | None, Query(alias="date", description="A day of the period (default: today)")
-    ] = None,
-    project_id: ProjectId = None,
-    platform: Platform | None = None,
-) -> ReportRead:
-    """The period's summary, each number's change against the period before, and anomalous
-    days (more than 3 standard deviations from the trailing 28-day mean; only days that are
-    over, and only days with data) (admins)."""
-    data = await report.report(
-        session,
-        period=period,
-        day=day or now.astimezone(UTC).date(),
-        project_id=project_id,
-        platform=platform,
-        now=now,
-    )
-    return ReportRead.model_validate(data)
