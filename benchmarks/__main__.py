@@ -14,7 +14,7 @@ from pathlib import Path
 from benchmarks import analytics, instructions, relay
 from benchmarks.chat import LoadRun, bench_chat
 from benchmarks.matching import REQUIRED_MEDIAN_US, bench_matching
-from benchmarks.observability import Side, bench_observability
+from benchmarks.observability import SAMPLER_LABELS, SAMPLERS, Side, bench_observability
 from benchmarks.server import split_cpus
 from benchmarks.wrk import wrk_executable
 
@@ -24,13 +24,14 @@ CHOICES_HELP = """\
 --only choices; without --only all six run in this order, about 20 minutes on 2 cores:
   matching       IntentMatcher.match() alone, against its 1 ms median target   ~10 s
   chat           POST /chat against `chatlens serve`: requests/s, latency      ~30 s
-  observability  POST /chat with observability on against off, interleaved     ~2.5 min
+  observability  POST /chat with observability on against off, interleaved,
+                 at 10 % and at 100 % trace sampling                           ~5 min
   relay          /v1/chat/completions: upstream, bare relays, chatlens,
                  LiteLLM (needs wrk, benchmarks/.litellm)                      ~2 min
   analytics      1,000,000 metrics rows on PostgreSQL and SQLite: queries,
                  CSV and XLSX exports                                          ~9 min
-  instructions   instructions per request under valgrind (POST /chat off and
-                 on, a relayed turn); needs valgrind                           ~5 min
+  instructions   instructions per request under valgrind (POST /chat off, and
+                 on at 10 % and 100 % sampling; a relayed turn); needs valgrind ~7 min
 """
 OBSERVABILITY_WARMUP_S = 2.0
 
@@ -127,8 +128,20 @@ def _print_side(label: str, side: Side) -> None:
 
 
 def run_observability(args: argparse.Namespace) -> None:
-    """Observability on against off, side by side, in alternating slices."""
-    what = "off against off (control)" if args.control else "off against on"
+    """Observability on against off, side by side, in alternating slices; once per sampler."""
+    samplers = (
+        ("always",) if args.control else SAMPLERS if args.sampler == "both" else (args.sampler,)
+    )
+    for sampler in samplers:
+        _run_observability(args, sampler)
+
+
+def _run_observability(args: argparse.Namespace, sampler: str) -> None:
+    what = (
+        "off against off (control)"
+        if args.control
+        else f"off against on ({SAMPLER_LABELS[sampler]})"
+    )
     print(
         f"\n== observability: POST /chat, {what}; {args.rounds} rounds, each starting both "
         f"servers on one CPU and alternating {args.slice:g} s slices between them "
@@ -143,6 +156,7 @@ def run_observability(args: argparse.Namespace) -> None:
         warmup_s=OBSERVABILITY_WARMUP_S,
         cpus=None if args.no_pin else split_cpus(),
         control=args.control,
+        sampler=sampler,
     )
     for index, one in enumerate(result.rounds, start=1):
         print(
@@ -259,6 +273,13 @@ def main(argv: list[str] | None = None) -> int:
         "--control",
         action="store_true",
         help="observability: both sides off, to show what the method reads with no difference",
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=("ratio", "always", "both"),
+        default="both",
+        help="observability: the on side's trace sampling: ratio (parent-based, 10 %%, the "
+        "production default), always (100 %%), or both, one run each (default)",
     )
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin server and client to separate CPUs"

@@ -2,7 +2,8 @@
 
 Requests per second on a shared virtual machine drift by several per cent between identical
 runs; instruction counts do not (the same build counted twice differs by under 0.2 %). This
-counts the instructions one POST /chat costs with observability off and on, in-process
+counts the instructions one POST /chat costs with observability off and on (at the
+production default of 10 % of traces sampled, and at 100 %), in-process
 (the app driven through httpx's ASGI transport, JSON logs at INFO to a file), with
 `valgrind --tool=callgrind`: each side runs twice, with 1 and with 1 + N counted requests
 after the same warm-up, and the difference over N is the cost of a request.
@@ -30,7 +31,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.observability import OFF, ON
+from benchmarks.observability import OFF, ON, SAMPLER_LABELS, on_settings
 from benchmarks.server import bench_env
 from chatlens import state
 from chatlens.db.session import Database
@@ -143,9 +144,30 @@ def per_relayed_turn(requests: int) -> float:
         return per_request(settings, requests, relay=True)
 
 
+def parts() -> dict[str, dict[str, str]]:
+    """Each part of observability alone, the rest off: what each costs a request."""
+    return {
+        "access log alone": {**OFF, "CHATLENS_ACCESS_LOG": "true"},
+        "metrics alone": {**OFF, "CHATLENS_METRICS_ENABLED": "true"},
+        **{
+            f"tracing alone, {SAMPLER_LABELS[sampler]}": {
+                **OFF,
+                **{k: v for k, v in on_settings(sampler).items() if k.startswith("OTEL_")},
+                "CHATLENS_TRACING_ENABLED": "true",
+            }
+            for sampler in ("ratio", "always")
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions")
     parser.add_argument("--requests", type=int, default=60, help="counted requests (60)")
+    parser.add_argument(
+        "--parts",
+        action="store_true",
+        help="also count each part alone (access log, metrics, tracing at 10 %% and 100 %%)",
+    )
     parser.add_argument("--drive", type=int, help=argparse.SUPPRESS)  # inside valgrind
     parser.add_argument("--relay", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -159,14 +181,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--requests must be positive")
     print(
         f"== instructions: POST /chat in-process under callgrind, {WARMUP_REQUESTS} warm-up "
-        f"requests, {args.requests} counted, observability off then on; then a relayed "
-        "/v1/chat/completions turn"
+        f"requests, {args.requests} counted, observability off, then on at 10 % and at "
+        "100 % trace sampling; then a relayed /v1/chat/completions turn (100 %)"
     )
     off = per_request(dict(OFF), args.requests)
-    on = per_request(dict(ON), args.requests)
     print(f"  off: {off / 1e6:.2f} M instructions per request")
-    print(f"  on:  {on / 1e6:.2f} M instructions per request (+{(on - off) / 1e6:.2f} M)")
-    print(f"  on does {100 * off / on:.1f} % of off's requests per instruction")
+    for sampler in ("ratio", "always"):
+        on = per_request(on_settings(sampler), args.requests)
+        print(
+            f"  on, {SAMPLER_LABELS[sampler]}: {on / 1e6:.2f} M instructions per request "
+            f"(+{(on - off) / 1e6:.2f} M): {100 * off / on:.1f} % of off's requests per "
+            "instruction"
+        )
+    if args.parts:
+        for name, settings in parts().items():
+            part = per_request(settings, args.requests)
+            print(f"  {name}: +{(part - off) / 1e6:.2f} M instructions per request")
     relayed = per_relayed_turn(args.requests)
     print(
         f"  a relayed POST /v1/chat/completions turn (fake upstream, observability on): "

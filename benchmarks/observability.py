@@ -1,6 +1,7 @@
 """The cost of observability: the same build with it fully on, and off by settings."""
 
-# On: JSON log lines (access log included) to a file, 100 % trace sampling through a
+# On: JSON log lines (access log included) to a file, traces sampled as production samples
+# them (parent-based, a tenth of new traces) or all of them (`sampler`), through a
 # BatchSpanProcessor whose exporter discards, every metric. Off: access log, tracing and
 # metrics switched off.
 #
@@ -33,14 +34,28 @@ from benchmarks.workloads import CHAT_MESSAGES
 _ROOT = Path(__file__).resolve().parents[1]
 SIDES = ("off", "on")
 
-# Both at INFO: the access log is an INFO line, and its cost is part of what is measured.
-ON = {
-    "LOG_LEVEL": "INFO",
-    "OTEL_TRACES_SAMPLER": "parentbased_always_on",
-    "CHATLENS_ACCESS_LOG": "true",
-    "CHATLENS_METRICS_ENABLED": "true",
-    "CHATLENS_TRACING_ENABLED": "true",
+# Trace sampling of the on side: the production default of the README (a tenth of the
+# traces that no caller decided for), or every trace.
+SAMPLERS = {
+    "ratio": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+    "always": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
 }
+SAMPLER_LABELS = {"ratio": "10 % of traces sampled", "always": "100 % of traces sampled"}
+
+
+def on_settings(sampler: str) -> dict[str, str]:
+    """Observability fully on, traces sampled by `sampler` (a key of SAMPLERS)."""
+    # Both at INFO: the access log is an INFO line, and its cost is part of what is measured.
+    return {
+        "LOG_LEVEL": "INFO",
+        **SAMPLERS[sampler],
+        "CHATLENS_ACCESS_LOG": "true",
+        "CHATLENS_METRICS_ENABLED": "true",
+        "CHATLENS_TRACING_ENABLED": "true",
+    }
+
+
+ON = on_settings("always")
 OFF = {
     "LOG_LEVEL": "INFO",
     "CHATLENS_ACCESS_LOG": "false",
@@ -99,6 +114,7 @@ class ObservabilityResult:
     rounds: tuple[Round, ...]
     slice_s: float
     control: bool  # both sides off: what the method reads when there is nothing to find
+    sampler: str = "always"  # the on side's, a key of SAMPLERS
 
     def _total(self, side: str) -> Side:
         total = Side()
@@ -224,10 +240,12 @@ def bench_observability(
     warmup_s: float = 2.0,
     cpus: CpuSplit | None = None,
     control: bool = False,
+    sampler: str = "always",
 ) -> ObservabilityResult:
-    """`rounds` times: start off and on side by side, then `duration_s` of load each."""
+    """`rounds` times: start off and on side by side, then `duration_s` of load each.
+    `sampler`: how the on side samples traces (a key of SAMPLERS)."""
     # `control` runs the same method with both sides off: it should read about 100 %.
-    settings = {"off": OFF, "on": OFF if control else ON}
+    settings = {"off": OFF, "on": OFF if control else on_settings(sampler)}
     command = [sys.executable, "-m", "benchmarks.bench_app"]
     slices = max(1, round(duration_s / slice_s))
     done: list[Round] = []
@@ -251,4 +269,6 @@ def bench_observability(
                 )
             )
         done.append(Round(first=first, off=sides["off"], on=sides["on"]))
-    return ObservabilityResult(rounds=tuple(done), slice_s=slice_s, control=control)
+    return ObservabilityResult(
+        rounds=tuple(done), slice_s=slice_s, control=control, sampler=sampler
+    )

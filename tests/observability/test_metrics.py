@@ -227,12 +227,12 @@ async def test_active_sessions_is_read_from_the_database(settings: Any, account:
 
 def test_label_children_are_the_ones_prometheus_client_gives() -> None:
     """labels() answers from a dict once a child is known, and the values stay distinct."""
-    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-    from chatlens.observability.metrics import Counter
+    from chatlens.observability.metrics import Labelled
 
     registry = CollectorRegistry()
-    counter = Counter("things_total", "Things.", ["kind"], registry=registry)
+    counter = Labelled(Counter, "things_total", "Things.", ["kind"], registry=registry)
     counter.labels("a").inc()
     assert counter.labels("a") is counter.labels(kind="a")
     counter.labels("a").inc()

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from prometheus_client.metrics import MetricWrapperBase
 
 from chatlens.observability.metrics import Metrics
 
@@ -81,11 +80,10 @@ def test_the_metrics_doc_matches_the_catalogue(metrics: Metrics) -> None:
 
     # chatlens's own metrics, with their declared label names.
     own: dict[str, tuple[str, frozenset[str]]] = {}
-    for wrapper in vars(metrics).values():
-        if isinstance(wrapper, MetricWrapperBase):
-            family = wrapper.describe()[0]
-            name = query_name(family.name, family.type)
-            own[name] = (family.type, frozenset(wrapper._labelnames))
+    for metric, labelnames in metrics.declared():
+        family = metric.describe()[0]
+        name = query_name(family.name, family.type)
+        own[name] = (family.type, frozenset(labelnames))
 
     # Everything the registry exposes here, default collectors included.
     collected: dict[str, tuple[str, frozenset[str]]] = {}

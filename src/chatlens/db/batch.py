@@ -32,13 +32,23 @@ from typing import Any
 import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ClauseElement, Executable
 
 from chatlens.db.sqlite_thread import SqliteWriter
 from chatlens.observability.metrics import Histogram
-from chatlens.observability.tracing import format_trace_id, leaf_span
+from chatlens.observability.tracing import (
+    SQL_SCOPE,
+    db_namespace,
+    db_operation,
+    db_span_name,
+    end_with_error,
+    start_span,
+    statement_operation,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +61,7 @@ Statements = tuple[Executable, ...]
 class _Write:
     statements: Statements
     params: Sequence[dict[str, Any]]
-    # The caller's trace context: the transaction's SQL spans join the first caller's trace.
+    # The caller's trace context: the transaction's span joins the caller's trace.
     context: otel_context.Context
     future: asyncio.Future[None]
     # Runs once the write is committed, in the caller's context, waiting caller or not.
@@ -84,6 +94,8 @@ class GroupCommit:
         # How many transactions may run at once.
         self.max_drains = max(1, drains if drains is not None else pooled)
         self._pending: list[_Write] = []
+        self._namespace = db_namespace(engine.url.database)
+        self._summaries: dict[Statements, _Summary] = {}
         self._drains: set[asyncio.Task[None]] = set()
         # On an SQLite file, the thread that runs the transactions; None elsewhere.
         usable = SqliteWriter.usable(engine)
@@ -186,9 +198,6 @@ class GroupCommit:
         if len(batch) == 1:
             await self._alone(batch[0])
             return
-        started = time_ns()
-        # The statements join the first sampled caller's trace (the others get pointers).
-        lead = next((write for write in batch if _sampled(write)), batch[0])
         kinds = _by_kind(batch)
 
         def run(connection: Connection) -> None:
@@ -196,45 +205,86 @@ class GroupCommit:
                 for index, statement in enumerate(statements):
                     connection.execute(statement, [write.params[index] for write in writes])
 
-        token = otel_context.attach(lead.context)
+        spans = self._start_spans(batch, kinds)
         try:
             await self._transaction(run)
         except Exception as exc:
+            _end_spans(spans, exc)
             log.warning("write_batch_failed", writes=len(batch), error_type=type(exc).__name__)
             for write in batch:
                 await self._alone(write)
             return
-        finally:
-            otel_context.detach(token)
+        except BaseException as exc:
+            _end_spans(spans, exc)
+            raise
         for write in batch:
             _settle(write, None)
         try:
             self._committed(len(batch))
-            self._trace_group(batch, lead, started)
+            _end_spans(spans, None)
         except Exception as exc:  # observability never fails a committed write
             log.error("write_not_observed", error_type=type(exc).__name__)
 
-    def _trace_group(self, batch: list[_Write], lead: _Write, started: int) -> None:
-        """A grouped transaction's statements are traced once, in the lead write's trace.
-        Every other write's trace gets a `db.group_commit` span for the transaction, which
-        names that trace."""
-        first = trace.get_current_span(lead.context).get_span_context()
-        if not (first.is_valid and first.trace_flags.sampled):
-            return  # tracing is off, or no caller's trace is recorded
-        shared: dict[str, Any] = {
+    def _start_spans(
+        self, batch: list[_Write], kinds: list[tuple[Statements, list[_Write]]]
+    ) -> list[trace.Span]:
+        """The transaction's span in the trace of each of its writes: one transaction, seen
+        from every turn that waited for it. When several share it, each span links to the
+        first recorded one."""
+        operations: list[str] = []
+        texts: list[str] = []
+        for statements, writes in kinds:
+            summary = self._summary(statements)
+            operations.extend(summary.operations * len(writes))
+            texts.append(summary.text)
+        operation = db_operation(operations)
+        attributes: dict[str, AttributeValue] = {
             "db.system.name": self._engine.dialect.name,
-            "db.operation.batch.size": len(batch),
-            "chatlens.db.group_commit.trace_id": format_trace_id(first.trace_id),
+            "db.namespace": self._namespace,
+            "db.operation.name": operation,
+            "db.query.text": ";\n".join(texts),
         }
-        for write in batch:
-            if write is lead:
-                continue
-            token = otel_context.attach(write.context)
-            try:
-                with leaf_span("chatlens.sql", "db.group_commit", attributes=dict(shared)) as span:
-                    span.start = started
-            finally:
-                otel_context.detach(token)
+        if len(operations) > 1:
+            attributes["db.operation.batch.size"] = len(operations)
+        if len(batch) > 1:
+            attributes["chatlens.db.group_commit.writes"] = len(batch)
+        name = db_span_name(operation, self._namespace)
+        started = time_ns()  # one transaction: one start
+        spans = [
+            start_span(
+                SQL_SCOPE,
+                name,
+                kind=SpanKind.CLIENT,
+                attributes=attributes,
+                context=write.context,
+                start_time=started,
+            )
+            for write in batch
+        ]
+        if len(spans) > 1:
+            first = next((span for span in spans if span.is_recording()), None)
+            if first is not None:
+                link = first.get_span_context()
+                for span in spans:
+                    if span is not first and span.is_recording():
+                        span.add_link(link, {"chatlens.db.group_commit.first": True})
+        return spans
+
+    def _summary(self, statements: Statements) -> _Summary:
+        """A kind of write's operations and SQL text, worked out once."""
+        summary = self._summaries.get(statements)
+        if summary is None:
+            dialect = self._engine.dialect
+            summary = _Summary(
+                operations=tuple(statement_operation(s) for s in statements),
+                text=";\n".join(
+                    str(s.compile(dialect=dialect) if isinstance(s, ClauseElement) else s)
+                    for s in statements
+                ),
+            )
+            if len(self._summaries) < 64:
+                self._summaries[statements] = summary
+        return summary
 
     async def _alone(self, write: _Write) -> None:
         """One write in its own transaction, in its caller's trace."""
@@ -243,16 +293,19 @@ class GroupCommit:
             for statement, params in zip(write.statements, write.params, strict=True):
                 connection.execute(statement, params)
 
-        token = otel_context.attach(write.context)
+        spans = self._start_spans([write], [(write.statements, [write])])
         try:
             await self._transaction(run)
         except Exception as exc:
+            _end_spans(spans, exc)
             _settle(write, exc)
+        except BaseException as exc:
+            _end_spans(spans, exc)
+            raise
         else:
+            _end_spans(spans, None)
             self._committed(1)
             _settle(write, None)
-        finally:
-            otel_context.detach(token)
 
     async def _transaction(self, run: Callable[[Connection], None]) -> None:
         """Run and commit one transaction: on an SQLite file in one hop to its writer thread."""
@@ -267,8 +320,19 @@ class GroupCommit:
             self._sizes.observe(writes)
 
 
-def _sampled(write: _Write) -> bool:
-    return trace.get_current_span(write.context).get_span_context().trace_flags.sampled
+@dataclass(frozen=True, slots=True)
+class _Summary:
+    operations: tuple[str, ...]  # each statement's
+    text: str
+
+
+def _end_spans(spans: list[trace.Span], error: BaseException | None) -> None:
+    ended = time_ns()
+    for span in spans:
+        if error is None:
+            span.end(ended)
+        else:
+            end_with_error(span, error, ended)
 
 
 def _by_kind(batch: list[_Write]) -> list[tuple[Statements, list[_Write]]]:

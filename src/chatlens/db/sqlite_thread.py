@@ -5,7 +5,7 @@ makes three trips there per statement (cursor, execute, close) and one for the c
 trip is a thread switch and an event-loop wake-up. `SqliteWriter.transaction` instead hands
 the whole transaction, as one function, to a thread of its own (a single-thread executor,
 through `loop.run_in_executor`), which runs it with a synchronous SQLAlchemy engine: the
-same statements, types, SQL spans and errors, in one hop there and back.
+same statements, types and errors, in one hop there and back.
 
 The writer's connection is a second connection to the file, set up as the async engine's
 are (`chatlens.db.engine.create_sqlite_writer`: WAL, synchronous=NORMAL, foreign keys, the
@@ -86,7 +86,7 @@ class SqliteWriter:
             # Here, with no await before the hand-over: an `aclose` under way has either
             # let go of this thread already or closes it after this transaction.
             thread = self._started()
-            # The caller's context goes along: SQL spans join its trace.
+            # The caller's context goes along (its log fields and trace).
             context = contextvars.copy_context()
             running = loop.run_in_executor(
                 thread.executor, context.run, _transaction, thread.engine, work

@@ -20,9 +20,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from opentelemetry import trace
+
 from chatlens.inference.base import ChatMessage
 from chatlens.inference.knowledge_base import KnowledgeBase
-from chatlens.observability.tracing import leaf_span
 
 # The intent of a message no intent matches well enough, everywhere it is recorded.
 UNKNOWN_INTENT = "unknown"
@@ -231,9 +232,12 @@ def last_question(messages: Sequence[ChatMessage]) -> str:
 
 
 def detect(matcher: IntentMatcher, question: str) -> IntentMatch:
-    """Match a question in an `intent.detect` span: every backend detects intents this way."""
-    with leaf_span("chatlens.inference", "intent.detect", attributes={}) as span:
-        match = matcher.match(question)
+    """Match a question: every backend detects intents this way. The match goes on the
+    current span (the answer's `chat {model}`): matching can neither fail nor wait, so it
+    has no span of its own."""
+    match = matcher.match(question)
+    span = trace.get_current_span()
+    if span.is_recording():
         span.set_attributes(
             {"chatlens.intent": match.intent, "chatlens.intent.confidence": match.confidence}
         )

@@ -5,8 +5,8 @@ docs/metrics.md describes each of them; a test fails when the two disagree.
 
 from __future__ import annotations
 
-import os
-from typing import Any, Self
+from collections.abc import Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
 import prometheus_client
 from prometheus_client import (
@@ -16,7 +16,13 @@ from prometheus_client import (
     ProcessCollector,
     multiprocess,
 )
+from prometheus_client import Counter as Counter
+from prometheus_client import Gauge as Gauge
+from prometheus_client import Histogram as Histogram
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics import MetricWrapperBase
+
+from chatlens.settings import Settings, load_settings
 
 UNMATCHED_ROUTE = "__unmatched__"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -27,84 +33,97 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 RESOLUTION_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 259200)
 
 
-class _KnownChildren:
-    """`labels()` that hands out a child it has made before straight from a dict.
+M = TypeVar("M", prometheus_client.Counter, prometheus_client.Gauge, prometheus_client.Histogram)
 
-    prometheus_client converts and checks the values and takes the metric's lock on every
-    `labels()` call, and a chat turn makes nine of them; the child returned is the same
-    object either way. Label values are bounded (see docs/metrics.md), and so is this.
+
+class Labelled(Generic[M]):
+    """A labelled metric whose children are bound once and kept.
+
+    `labels()` of prometheus_client converts and checks the values and takes the metric's
+    lock on every call, and a chat turn makes nine of them; the child it returns is the
+    same object each time. Here each child is bound once through that public `labels()`
+    and then handed out from a dict. Label values are bounded (see docs/metrics.md), and so
+    is the dict.
     """
 
-    _known: dict[tuple[object, ...], Any]
+    __slots__ = ("_children", "labelnames", "metric")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._known = {}
+    def __init__(
+        self,
+        kind: type[M],
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        **kwargs: Any,
+    ) -> None:
+        self.labelnames = tuple(labelnames)
+        self.metric: M = kind(name, documentation, self.labelnames, **kwargs)
+        self._children: dict[tuple[str, ...], M] = {}
 
-    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> M:
         if not labelkwargs:
-            child = self._known.get(labelvalues)
+            child = self._children.get(labelvalues)
             if child is not None:
-                return child  # type: ignore[no-any-return]
-        child = super().labels(*labelvalues, **labelkwargs)  # type: ignore[misc]
+                return child
+        child = self.metric.labels(*labelvalues, **labelkwargs)
         # Only plain strings are keys: True == 1 == 1.0, yet each is a label value of its own.
         if (
             not labelkwargs
-            and len(self._known) < 10_000
+            and len(self._children) < 10_000
             and all(type(value) is str for value in labelvalues)
         ):
-            self._known[labelvalues] = child
-        return child  # type: ignore[no-any-return]
+            self._children[labelvalues] = child
+        return child
 
-    def remove(self, *labelvalues: object) -> None:
-        self._known.clear()
-        super().remove(*labelvalues)  # type: ignore[misc]
+    def remove(self, *labelvalues: Any) -> None:
+        self._children.clear()
+        self.metric.remove(*labelvalues)
 
     def clear(self) -> None:
-        self._known.clear()
-        super().clear()  # type: ignore[misc]
+        self._children.clear()
+        self.metric.clear()
 
 
-class Counter(_KnownChildren, prometheus_client.Counter):
-    pass
-
-
-class Gauge(_KnownChildren, prometheus_client.Gauge):
-    pass
-
-
-class Histogram(_KnownChildren, prometheus_client.Histogram):
-    pass
-
-
-def multiprocess_dir() -> str | None:
-    """The directory prometheus_client's multiprocess mode writes to, when it is on."""
-    # prometheus_client itself decides by this variable; reading it here keeps us in step.
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+def multiprocess_dir(settings: Settings | None = None) -> str | None:
+    """The directory prometheus_client's multiprocess mode writes to, when it is on
+    (`PROMETHEUS_MULTIPROC_DIR`, through the settings)."""
+    directory = (settings if settings is not None else load_settings()).prometheus_multiproc_dir
+    return str(directory) if directory is not None else None
 
 
 class Metrics:
     """Every metric, registered on one registry (one per application)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        settings: Settings | None = None,
+    ) -> None:
+        """`settings` say whether prometheus_client runs in multiprocess mode (read from
+        the environment when not given)."""
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.multiprocess_dir = multiprocess_dir(settings)
         r = self.registry
 
         # HTTP, from the ASGI middleware; route is the template, never the raw path.
-        self.http_requests = Counter(
+        self.http_requests = Labelled(
+            Counter,
             "http_requests_total",
             "HTTP requests answered, by method, route template and status code.",
             ["method", "route", "status"],
             registry=r,
         )
-        self.http_request_duration = Histogram(
+        self.http_request_duration = Labelled(
+            Histogram,
             "http_request_duration_seconds",
             "Time to answer an HTTP request (event streams: to the first body byte).",
             ["method", "route"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.http_requests_in_progress = Gauge(
+        self.http_requests_in_progress = Labelled(
+            Gauge,
             "http_requests_in_progress",
             "HTTP requests being answered now.",
             ["method", "route"],
@@ -113,31 +132,36 @@ class Metrics:
         )
 
         # The support-bot metrics whose names the original requirements fix.
-        self.chat_requests = Counter(
+        self.chat_requests = Labelled(
+            Counter,
             "chat_requests_total",
             "Turns sent to the model (customer messages and regenerations), by project, platform.",
             ["project_id", "platform"],
             registry=r,
         )
-        self.conversations = Counter(
+        self.conversations = Labelled(
+            Counter,
             "conversations_total",
             "Conversations started, by project and platform.",
             ["project_id", "platform"],
             registry=r,
         )
-        self.messages = Counter(
+        self.messages = Labelled(
+            Counter,
             "messages_total",
             "Assistant answers stored (complete, cut off or failed), by platform and intent.",
             ["platform", "intent"],
             registry=r,
         )
-        self.errors = Counter(
+        self.errors = Labelled(
+            Counter,
             "errors_total",
             "Errors, by type and by the service that failed (api, ai, db, auth).",
             ["error_type", "service"],
             registry=r,
         )
-        self.response_time = Histogram(
+        self.response_time = Labelled(
+            Histogram,
             "response_time_seconds",
             "Time the AI took to produce a whole answer, by service and endpoint.",
             ["service", "endpoint"],
@@ -153,52 +177,60 @@ class Metrics:
         )
 
         # AI.
-        self.ai_time_to_first_token = Histogram(
+        self.ai_time_to_first_token = Labelled(
+            Histogram,
             "ai_time_to_first_token_seconds",
             "Time from calling the model to its first token.",
             ["model"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.ai_tokens = Counter(
+        self.ai_tokens = Labelled(
+            Counter,
             "ai_tokens_total",
             "Tokens used by the model, by type (prompt or completion).",
             ["model", "type"],
             registry=r,
         )
-        self.ai_cost = Counter(
+        self.ai_cost = Labelled(
+            Counter,
             "ai_cost_usd_total",
             "Cost of model calls in US dollars.",
             ["model", "project_id"],
             registry=r,
         )
-        self.intent_confidence = Histogram(
+        self.intent_confidence = Labelled(
+            Histogram,
             "intent_confidence",
             "Confidence of the detected intent of each answered message.",
             ["intent"],
             buckets=CONFIDENCE_BUCKETS,
             registry=r,
         )
-        self.escalations = Counter(
+        self.escalations = Labelled(
+            Counter,
             "escalations_total",
             "Conversations handed to a human operator, by platform and reason.",
             ["platform", "reason"],
             registry=r,
         )
         # Support outcomes.
-        self.feedback = Counter(
+        self.feedback = Labelled(
+            Counter,
             "feedback_total",
             "Feedback received: kind rating (value up|down), csat (1-5) or nps (0-10).",
             ["kind", "value"],
             registry=r,
         )
-        self.negative_feedback = Counter(
+        self.negative_feedback = Labelled(
+            Counter,
             "negative_feedback_total",
             "Feedback comments containing a critical word (fraud, lawyer, ...), by kind.",
             ["kind"],
             registry=r,
         )
-        self.intent_labels = Counter(
+        self.intent_labels = Labelled(
+            Counter,
             "intent_labels_total",
             "Operators' intent labels on answers, by detected intent and whether it was correct.",
             ["intent", "correct"],
@@ -216,7 +248,8 @@ class Metrics:
             buckets=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
             registry=r,
         )
-        self.conversations_resolved = Counter(
+        self.conversations_resolved = Labelled(
+            Counter,
             "conversations_resolved_total",
             "Conversations closed, by outcome (resolved, converted, abandoned) and platform.",
             ["outcome", "platform"],
@@ -241,14 +274,16 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=r,
         )
-        self.inference_up = Gauge(
+        self.inference_up = Labelled(
+            Gauge,
             "inference_up",
             "1 when the inference backend answers its health check, else 0.",
             ["backend"],
             multiprocess_mode="livemax",
             registry=r,
         )
-        self.app_info = Gauge(
+        self.app_info = Labelled(
+            Gauge,
             "app_info",
             "Always 1; labels carry the running version and environment.",
             ["version", "environment"],
@@ -256,7 +291,7 @@ class Metrics:
             registry=r,
         )
 
-        if multiprocess_dir() is None:
+        if self.multiprocess_dir is None:
             # The default collectors describe this one process; in multiprocess mode they
             # could not be summed across workers, so they are left out there.
             ProcessCollector(registry=r)
@@ -266,8 +301,16 @@ class Metrics:
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The metrics in the format the scraper asked for (OpenMetrics or text)."""
         registry = self.registry
-        if multiprocess_dir() is not None:
+        if self.multiprocess_dir is not None:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         encoder, content_type = choose_encoder(accept or "")
         return encoder(registry), content_type
+
+    def declared(self) -> Iterator[tuple[MetricWrapperBase, tuple[str, ...]]]:
+        """Every metric of the catalogue, with its label names."""
+        for value in vars(self).values():
+            if isinstance(value, Labelled):
+                yield value.metric, value.labelnames
+            elif isinstance(value, MetricWrapperBase):
+                yield value, ()
