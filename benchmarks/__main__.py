@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark in order, about 20 minutes on 2 cores (benchmarks/README.md)."""
+"""`make bench`: every benchmark in order, about 25 minutes on 2 cores (benchmarks/README.md)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks import analytics, instructions, relay
+from benchmarks import analytics, instructions, instrumentations, relay
 from benchmarks.chat import LoadRun, bench_chat
 from benchmarks.matching import REQUIRED_MEDIAN_US, bench_matching
 from benchmarks.observability import SAMPLER_LABELS, SAMPLERS, Side, bench_observability
 from benchmarks.server import split_cpus
 from benchmarks.wrk import wrk_executable
 
-BENCHMARKS = ("matching", "chat", "observability", "relay", "analytics", "instructions")
+BENCHMARKS = (
+    "matching",
+    "chat",
+    "observability",
+    "relay",
+    "analytics",
+    "instructions",
+    "instrumentations",
+)
 WARMUP_S = 1.0
 CHOICES_HELP = """\
---only choices; without --only all six run in this order, about 20 minutes on 2 cores:
+--only choices; without --only all seven run in this order, about 25 minutes on 2 cores:
   matching       IntentMatcher.match() alone, against its 1 ms median target   ~10 s
   chat           POST /chat against `chatlens serve`: requests/s, latency      ~30 s
   observability  POST /chat with observability on against off, interleaved,
@@ -32,6 +40,8 @@ CHOICES_HELP = """\
                  CSV and XLSX exports                                          ~9 min
   instructions   instructions per request under valgrind (POST /chat off, and
                  on at 10 % and 100 % sampling; a relayed turn); needs valgrind ~7 min
+  instrumentations  an SDK span, and chatlens's spans against OpenTelemetry's
+                 official instrumentations, µs per call in-process            ~1 min
 """
 OBSERVABILITY_WARMUP_S = 2.0
 
@@ -311,9 +321,12 @@ def main(argv: list[str] | None = None) -> int:
             run_relay(args)
         elif name == "analytics":
             run_analytics(args)
-        else:
+        elif name == "instructions":
             print()
             instructions.main([])
+        else:
+            print()
+            instrumentations.main()
     return 0
 
 

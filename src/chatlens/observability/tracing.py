@@ -60,14 +60,20 @@ def configure_tracing(
             "deployment.environment.name": environment,
         }
     )
-    provider = TracerProvider(resource=resource)
+    existing = trace.get_tracer_provider()
+    if isinstance(existing, TracerProvider):
+        # An SDK provider installed before ours (sentry-sdk's OTLP integration makes one):
+        # the process has one, and every processor on it sees our spans too.
+        provider = existing
+    else:
+        provider = TracerProvider(resource=resource)
+        trace.set_tracer_provider(provider)
     if exporter is None and otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter()
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
     _provider = provider
     _tracers.clear()
     # A span per session transaction, for every session made from now on.
@@ -271,9 +277,11 @@ def _session_ended(session: Session, transaction: SessionTransaction) -> None:
     if span.is_recording():
         operation = db_operation(operations)
         span.update_name(db_span_name(operation, namespace))
-        span.set_attribute("db.operation.name", operation)
+        attributes: dict[str, AttributeValue] = {"db.operation.name": operation}
         if len(operations) > 1:
-            span.set_attribute("db.operation.batch.size", len(operations))
+            attributes["db.operation.batch.size"] = len(operations)
+            attributes["chatlens.db.operations"] = tuple(operations)
+        span.set_attributes(attributes)
     span.end()
 
 
