@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk import environment_variables
 from pydantic import AliasChoices, SecretStr
 
 from chatlens.settings import Settings, env_name, load_settings
@@ -95,6 +96,15 @@ def test_every_field_is_named_after_its_variable() -> None:
     assert [n for n in prefixed if env_name(n) != f"CHATLENS_{n.upper()}"] == []
 
 
+# Documented beside the settings, read by the OpenTelemetry SDK itself.
+READ_BY_THE_SDK = {"OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"}
+
+
+def test_variables_the_sdk_reads_are_its_own() -> None:
+    known = {value for key, value in vars(environment_variables).items() if key.startswith("OTEL_")}
+    assert known >= READ_BY_THE_SDK
+
+
 def test_every_documented_variable_sets_its_setting(
     repo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -106,6 +116,8 @@ def test_every_documented_variable_sets_its_setting(
             monkeypatch.delenv(name)
     defaults = load_settings()
     for variable in variables:
+        if variable in READ_BY_THE_SDK:
+            continue
         name = field_of(variable)
         value = sample(name, getattr(defaults, name), tmp_path)
         companions = COMPANIONS.get(name, {})
