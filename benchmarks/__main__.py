@@ -137,6 +137,17 @@ def _print_side(label: str, side: Side) -> None:
         print(f"    {' ' * len(label)} error: {sample}")
 
 
+def _describe_baseline(baseline: Path) -> str:
+    """The baseline checkout and its commit."""
+    done = subprocess.run(
+        ["git", "-C", str(baseline), "log", "-1", "--format=%h %cs"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return f"{baseline} at {done.stdout.strip() or 'an unknown commit'}"
+
+
 def run_observability(args: argparse.Namespace) -> None:
     """Observability on against off, side by side, in alternating slices; once per sampler."""
     samplers = (
@@ -151,6 +162,9 @@ def _run_observability(args: argparse.Namespace, sampler: str) -> None:
         "off against off (control)"
         if args.control
         else f"off against on ({SAMPLER_LABELS[sampler]})"
+        if args.baseline is None
+        else f"the baseline (off) against this build (on), both on ({SAMPLER_LABELS[sampler]}); "
+        f"baseline: {_describe_baseline(args.baseline)}"
     )
     print(
         f"\n== observability: POST /chat, {what}; {args.rounds} rounds, each starting both "
@@ -167,6 +181,7 @@ def _run_observability(args: argparse.Namespace, sampler: str) -> None:
         cpus=None if args.no_pin else split_cpus(),
         control=args.control,
         sampler=sampler,
+        baseline=args.baseline,
     )
     for index, one in enumerate(result.rounds, start=1):
         print(
@@ -217,7 +232,10 @@ def run_relay(args: argparse.Namespace) -> None:
         duration_s=args.duration,
         concurrency=args.concurrency,
         cpus=None if args.no_pin else split_cpus(),
+        baseline=args.baseline,
     )
+    if args.baseline is not None:
+        print(f"  {relay.BASELINE}: {_describe_baseline(args.baseline)}")
     for result in results:
         s = result.load
         cpu = "n/a" if result.cpu_pct is None else f"{result.cpu_pct:.0f} %"
@@ -233,6 +251,9 @@ def run_relay(args: argparse.Namespace) -> None:
             f"{_fmt(result.ttfb_p50 - result.added_ttfb_ms, 2)} ms)"
         )
     by_name = {result.name: result.load["rps"] for result in results}
+    if relay.BASELINE in by_name:
+        kept = by_name["through chatlens"] / by_name[relay.BASELINE]
+        print(f"  this build serves {_fmt(100 * kept)} % of the baseline's requests/s")
     litellm = by_name.get("through LiteLLM")
     if litellm:
         for name in ("through chatlens", relay.STORING_FLOOR, relay.BARE_FLOOR):
@@ -278,6 +299,15 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1_000_000,
         help="analytics: conversation_metrics rows to load (default 1,000,000)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="observability and relay: an earlier checkout with its own .venv (e.g. a git "
+        "worktree after `make .venv/.installed-dev`), measured against this build: in "
+        "observability its build is the off side, with the on side's settings",
     )
     parser.add_argument(
         "--control",

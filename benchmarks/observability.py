@@ -241,12 +241,23 @@ def bench_observability(
     cpus: CpuSplit | None = None,
     control: bool = False,
     sampler: str = "always",
+    baseline: Path | None = None,
 ) -> ObservabilityResult:
     """`rounds` times: start off and on side by side, then `duration_s` of load each.
-    `sampler`: how the on side samples traces (a key of SAMPLERS)."""
+    `sampler`: how the on side samples traces (a key of SAMPLERS).
+
+    `baseline`: another checkout of chatlens with its own `.venv` (an earlier commit). Its
+    build then takes the off side's place, with the on side's settings: the same load on
+    the same settings, an earlier build against this one."""
     # `control` runs the same method with both sides off: it should read about 100 %.
     settings = {"off": OFF, "on": OFF if control else on_settings(sampler)}
     command = [sys.executable, "-m", "benchmarks.bench_app"]
+    commands = {"off": command, "on": command}
+    roots = {"off": _ROOT, "on": _ROOT}
+    if baseline is not None:
+        settings["off"] = settings["on"]
+        commands["off"] = [str(baseline / ".venv" / "bin" / "python"), "-m", "benchmarks.bench_app"]
+        roots["off"] = baseline
     slices = max(1, round(duration_s / slice_s))
     done: list[Round] = []
     for index in range(rounds):
@@ -255,9 +266,9 @@ def bench_observability(
             servers: dict[str, Server] = {}
             for name in (first, SIDES[1 - index % 2]):
                 # benchmarks.bench_app is imported by the server from its temp dir.
-                env = {**settings[name], "PYTHONPATH": str(_ROOT), "PYTHONHASHSEED": "0"}
+                env = {**settings[name], "PYTHONPATH": str(roots[name]), "PYTHONHASHSEED": "0"}
                 servers[name] = stack.enter_context(
-                    running(command, env=env, setup=create_admin, cpus=cpus)
+                    running(commands[name], env=env, setup=create_admin, cpus=cpus)
                 )
             sides = asyncio.run(
                 _alternate(

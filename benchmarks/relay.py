@@ -55,6 +55,7 @@ LITELLM_VENV = _ROOT / "benchmarks" / ".litellm"
 MODEL = "bench-model"
 BARE_FLOOR = "bare relay (floor)"
 STORING_FLOOR = "bare relay, storing"
+BASELINE = "chatlens, baseline"
 QUESTION = [{"role": "user", "content": "Where is my order?"}]
 
 
@@ -188,16 +189,24 @@ def bare_relay(
 
 
 @contextmanager
-def chatlens(upstream: Target, cpus: CpuSplit | None) -> Iterator[Target]:
+def chatlens(
+    upstream: Target, cpus: CpuSplit | None, baseline: Path | None = None
+) -> Iterator[Target]:
+    """chatlens relaying to `upstream`: this build, or the one of the checkout `baseline`."""
+    command = (
+        [str(baseline / ".venv" / "bin" / "chatlens")]
+        if baseline is not None
+        else chatlens_command()
+    )
     env = {
         "LOG_LEVEL": "INFO",
         "CHATLENS_INFERENCE_BACKEND": "openai",
         "CHATLENS_OPENAI_BASE_URL": upstream.url,
         "CHATLENS_MODEL": MODEL,
     }
-    with running([*chatlens_command(), "serve"], env=env, cpus=cpus) as server:
+    with running([*command, "serve"], env=env, cpus=cpus) as server:
         yield Target(
-            "through chatlens",
+            "through chatlens" if baseline is None else BASELINE,
             f"{server.url}/v1",
             {"Authorization": f"Bearer {server.key}"},
             server.pid,
@@ -327,8 +336,15 @@ def measure(
 
 
 def bench_relay(
-    *, duration_s: float, concurrency: int, cpus: CpuSplit | None, ttfb_requests: int = 200
+    *,
+    duration_s: float,
+    concurrency: int,
+    cpus: CpuSplit | None,
+    ttfb_requests: int = 200,
+    baseline: Path | None = None,
 ) -> list[RelayResult]:
+    """The upstream alone, then each relay in turn; `baseline`: an earlier checkout's
+    chatlens too, measured right after this build's."""
     with fake_upstream(cpus) as upstream:
 
         def measured(target: Target, against: Target | None = upstream) -> RelayResult:
@@ -351,6 +367,8 @@ def bench_relay(
             partial(bare_relay, upstream, cpus, storing=True),
             partial(chatlens, upstream, cpus),
         ]
+        if baseline is not None:
+            relays.append(partial(chatlens, upstream, cpus, baseline))
         executable = litellm_executable()
         if executable is not None:
             relays.append(partial(litellm, upstream, cpus, executable))
