@@ -166,8 +166,9 @@ def _run_observability(args: argparse.Namespace, sampler: str) -> None:
         else f"the baseline (off) against this build (on), both on ({SAMPLER_LABELS[sampler]}); "
         f"baseline: {_describe_baseline(args.baseline)}"
     )
+    route = "/v1/chat/completions (relayed)" if args.relayed else "POST /chat"
     print(
-        f"\n== observability: POST /chat, {what}; {args.rounds} rounds, each starting both "
+        f"\n== observability: {route}, {what}; {args.rounds} rounds, each starting both "
         f"servers on one CPU and alternating {args.slice:g} s slices between them "
         f"({args.duration:g} s each side per round, after {OBSERVABILITY_WARMUP_S:g} s warm-up), "
         f"{args.concurrency} clients"
@@ -182,6 +183,7 @@ def _run_observability(args: argparse.Namespace, sampler: str) -> None:
         control=args.control,
         sampler=sampler,
         baseline=args.baseline,
+        relayed=args.relayed,
     )
     for index, one in enumerate(result.rounds, start=1):
         print(
@@ -308,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
         help="observability and relay: an earlier checkout with its own .venv (e.g. a git "
         "worktree after `make .venv/.installed-dev`), measured against this build: in "
         "observability its build is the off side, with the on side's settings",
+    )
+    parser.add_argument(
+        "--relayed",
+        action="store_true",
+        help="observability: relayed /v1/chat/completions turns (openai backend, a fake "
+        "upstream) instead of POST /chat",
     )
     parser.add_argument(
         "--control",

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks import relay
 from benchmarks.load import Budget, percentile, phase
 from benchmarks.server import CpuSplit, Server, create_admin, running
 from benchmarks.workloads import CHAT_MESSAGES
@@ -165,8 +166,10 @@ async def _alternate(
     slice_s: float,
     warmup_s: float,
     concurrency: int,
+    relayed: bool = False,
 ) -> dict[str, Side]:
-    """Warm both up, then load them in turn, `slices` slices each, in ABBA order."""
+    """Warm both up, then load them in turn, `slices` slices each, in ABBA order.
+    `relayed`: `/v1/chat/completions` turns (non-streamed) instead of `POST /chat`."""
     sides = {name: Side() for name in servers}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     clients = {
@@ -180,9 +183,13 @@ async def _alternate(
     }
 
     async def send(client: httpx.AsyncClient, number: int) -> httpx.Response:
-        return await client.post(
-            "/chat", json={"message": CHAT_MESSAGES[number % len(CHAT_MESSAGES)]}
-        )
+        message = CHAT_MESSAGES[number % len(CHAT_MESSAGES)]
+        if relayed:
+            return await client.post(
+                "/v1/chat/completions",
+                json={"model": relay.MODEL, "messages": [{"role": "user", "content": message}]},
+            )
+        return await client.post("/chat", json={"message": message})
 
     def on_error_of(side: Side) -> Callable[[str], None]:
         def on_error(message: str) -> None:
@@ -242,15 +249,53 @@ def bench_observability(
     control: bool = False,
     sampler: str = "always",
     baseline: Path | None = None,
+    relayed: bool = False,
 ) -> ObservabilityResult:
     """`rounds` times: start off and on side by side, then `duration_s` of load each.
     `sampler`: how the on side samples traces (a key of SAMPLERS).
 
     `baseline`: another checkout of chatlens with its own `.venv` (an earlier commit). Its
     build then takes the off side's place, with the on side's settings: the same load on
-    the same settings, an earlier build against this one."""
+    the same settings, an earlier build against this one. `relayed`: both answer
+    `/v1/chat/completions` through the openai backend, from a fake upstream of their own."""
+    with ExitStack() as upstreams:
+        upstream = upstreams.enter_context(relay.fake_upstream(cpus)) if relayed else None
+        return _rounds(
+            duration_s=duration_s,
+            concurrency=concurrency,
+            rounds=rounds,
+            slice_s=slice_s,
+            warmup_s=warmup_s,
+            cpus=cpus,
+            control=control,
+            sampler=sampler,
+            baseline=baseline,
+            upstream=upstream,
+        )
+
+
+def _rounds(
+    *,
+    duration_s: float,
+    concurrency: int,
+    rounds: int,
+    slice_s: float,
+    warmup_s: float,
+    cpus: CpuSplit | None,
+    control: bool,
+    sampler: str,
+    baseline: Path | None,
+    upstream: relay.Target | None,
+) -> ObservabilityResult:
     # `control` runs the same method with both sides off: it should read about 100 %.
     settings = {"off": OFF, "on": OFF if control else on_settings(sampler)}
+    if upstream is not None:
+        backend = {
+            "CHATLENS_INFERENCE_BACKEND": "openai",
+            "CHATLENS_OPENAI_BASE_URL": upstream.url,
+            "CHATLENS_MODEL": relay.MODEL,
+        }
+        settings = {name: {**given, **backend} for name, given in settings.items()}
     command = [sys.executable, "-m", "benchmarks.bench_app"]
     commands = {"off": command, "on": command}
     roots = {"off": _ROOT, "on": _ROOT}
@@ -277,6 +322,7 @@ def bench_observability(
                     slice_s=slice_s,
                     warmup_s=warmup_s,
                     concurrency=concurrency,
+                    relayed=upstream is not None,
                 )
             )
         done.append(Round(first=first, off=sides["off"], on=sides["on"]))
