@@ -217,11 +217,11 @@ class GroupCommit:
         except BaseException as exc:
             _end_spans(spans, exc)
             raise
+        _end_spans(spans, None)  # before the callers hear of it: within their spans
         for write in batch:
             _settle(write, None)
         try:
             self._committed(len(batch))
-            _end_spans(spans, None)
         except Exception as exc:  # observability never fails a committed write
             log.error("write_not_observed", error_type=type(exc).__name__)
 
@@ -328,11 +328,14 @@ class _Summary:
 
 def _end_spans(spans: list[trace.Span], error: BaseException | None) -> None:
     ended = time_ns()
-    for span in spans:
-        if error is None:
-            span.end(ended)
-        else:
-            end_with_error(span, error, ended)
+    try:
+        for span in spans:
+            if error is None:
+                span.end(ended)
+            else:
+                end_with_error(span, error, ended)
+    except Exception as exc:  # observability never fails a write
+        log.error("write_not_observed", error_type=type(exc).__name__)
 
 
 def _by_kind(batch: list[_Write]) -> list[tuple[Statements, list[_Write]]]:
