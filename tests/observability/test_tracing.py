@@ -302,7 +302,7 @@ async def test_a_failing_statement_gives_an_error_span(
     assert failed.kind is SpanKind.CLIENT
     assert failed.status.status_code.name == "ERROR"
     assert [event.name for event in failed.events] == ["exception"]
-    assert (failed.attributes or {})["error.type"] in ("OperationalError", "UndefinedTableError")
+    assert str((failed.attributes or {})["error.type"]).endswith("Error")
     assert (failed.attributes or {})["db.operation.name"] == "SELECT"
     assert failed.end_time is not None
 
