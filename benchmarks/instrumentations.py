@@ -9,7 +9,8 @@ calls, in µs of CPU per call:
   `HttpClientSpan`, and through `opentelemetry-instrumentation-httpx`'s transport;
 - a transaction of three statements on SQLite in memory (an UPDATE and two INSERTs, as a
   turn's answer writes): bare, with one span for the transaction (as chatlens makes them),
-  and with `opentelemetry-instrumentation-sqlalchemy` (a span per statement, and one per
+  with the same span from the engine's begin and commit events, and with
+  `opentelemetry-instrumentation-sqlalchemy` (a span per statement, and one per
   connection);
 - an HTTP request through an ASGI app that answers at once, behind chatlens's
   `ObservabilityMiddleware` (metrics and access log off): without a span, with its own
@@ -37,7 +38,17 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert, update
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    insert,
+    update,
+)
 from sqlalchemy.pool import StaticPool
 
 ROUNDS = 5
@@ -182,12 +193,41 @@ def database(provider: TracerProvider) -> list[Case]:
             transaction()
             span.end()
 
+    spans: dict[int, trace.Span] = {}
+
+    def began(connection: Any) -> None:
+        spans[id(connection)] = tracing.tracer(tracing.SQL_SCOPE).start_span(
+            "BATCH bench.db", None, SpanKind.CLIENT, {"db.system.name": "sqlite"}
+        )
+
+    def ended(connection: Any) -> None:
+        span = spans.pop(id(connection), None)
+        if span is not None:
+            span.end()
+
     token = trace.context_api.attach(parent)
     try:
         cases = [
             Case("DB transaction, 3 statements", "bare", _best(plain, 2_000)),
             Case("DB transaction, 3 statements", "chatlens: one span", _best(ours, 2_000)),
         ]
+        # The same span from the engine's begin/commit events: every statement then
+        # dispatches SQLAlchemy's (empty) execution events as well.
+        event.listen(engine, "begin", began)
+        event.listen(engine, "commit", ended)
+        event.listen(engine, "rollback", ended)
+        try:
+            cases.append(
+                Case(
+                    "DB transaction, 3 statements",
+                    "one span from engine events (begin, commit)",
+                    _best(plain, 2_000),
+                )
+            )
+        finally:
+            event.remove(engine, "begin", began)
+            event.remove(engine, "commit", ended)
+            event.remove(engine, "rollback", ended)
         instrumentor = SQLAlchemyInstrumentor()
         # It declares SQLAlchemy up to 2.0 and refuses 2.1 unless told to skip the check.
         instrumentor.instrument(engine=engine, tracer_provider=provider, skip_dep_check=True)
