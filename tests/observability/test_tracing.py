@@ -71,10 +71,12 @@ async def test_header_spans_and_stored_rows_share_the_trace(
     assert server.attributes is not None
     assert server.attributes["http.route"] == "/chat"
     assert server.attributes["http.response.status_code"] == 200
-    [pipeline] = by_name(finished, "chat.pipeline")
+    # A turn has no span of its own: the server span parents the model's and says which
+    # conversation it served.
+    assert not by_name(finished, "chat.pipeline")
+    assert server.attributes["gen_ai.conversation.id"] == response.json()["conversation_id"]
     [model] = by_name(finished, "chat builtin-kb")
-    assert pipeline.parent is not None and pipeline.parent.span_id == server.context.span_id
-    assert model.parent is not None and model.parent.span_id == pipeline.context.span_id
+    assert model.parent is not None and model.parent.span_id == server.context.span_id
     attrs = model.attributes or {}
     assert attrs["gen_ai.operation.name"] == "chat"
     assert attrs["gen_ai.provider.name"] == "builtin"
@@ -106,7 +108,7 @@ async def test_header_spans_and_stored_rows_share_the_trace(
     assert all(s.parent is not None and s.parent.span_id in ids for s in sql)
     # Children lie within their parents' time.
     by_id = {s.context.span_id: s for s in finished}
-    for child in [*sql, model, pipeline]:
+    for child in [*sql, model]:
         assert child.parent is not None
         parent = by_id[child.parent.span_id]
         assert child.start_time is not None and child.end_time is not None
@@ -115,7 +117,7 @@ async def test_header_spans_and_stored_rows_share_the_trace(
         assert child.resource == server.resource
         assert child.context.trace_flags.sampled
     assert {s.context.span_id for s in finished} == by_id.keys()  # no id twice
-    assert len(finished) <= 6  # server, pipeline, model, and the transactions
+    assert len(finished) <= 5  # server, model, and the transactions
 
     async with sessionmaker() as session:
         query = select(Message).where(
@@ -360,11 +362,11 @@ async def test_turns_committed_together_can_be_followed_to_their_statements(
         mine = of_trace(trace_id)
         writes = [s for s in mine if "INSERT" in str((s.attributes or {}).get("db.query.text"))]
         # Both writes of a turn (question, answer): a transaction span each, under the
-        # turn's pipeline span, however many turns the transaction committed.
+        # turn's server span, however many turns the transaction committed.
         assert len(writes) >= 2, [s.name for s in mine]
-        pipeline = next(s for s in mine if s.name == "chat.pipeline")
+        server = next(s for s in mine if s.name == "POST /chat")
         for span in writes:
-            assert span.parent is not None and span.parent.span_id == pipeline.context.span_id
+            assert span.parent is not None and span.parent.span_id == server.context.span_id
             together = (span.attributes or {}).get("chatlens.db.group_commit.writes")
             if together is None:
                 continue

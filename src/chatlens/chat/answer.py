@@ -49,7 +49,8 @@ class Answer:
         self._written: asyncio.Future[Any] | None = None
         self._failure: Exception | None = None  # how save() failed, raised again
         self._late = False  # a save() gave up waiting for the write
-        self._parent = trace.set_span_in_context(turn.span) if turn.span is not None else None
+        self._recorded = False  # a store's failure is on the request's span
+        self._parent = turn.trace_context  # the request's: its span parents the answer's
 
     async def stream(self) -> AsyncIterator[str | ChatResponse | ChatlensError]:
         """The answer for a streamed response: its deltas, then the stored answer or the
@@ -228,16 +229,15 @@ class Answer:
         written.add_done_callback(landed)
 
     def _end_span(self, error: BaseException | None) -> None:
-        """End the turn's span, once, with the error that ended the turn if any."""
-        span, self.turn.span = self.turn.span, None
-        if span is None:
+        """Record, once, on the request's span, an error that ended the turn after the model
+        (the model's own errors are on its span): a store that failed or gave up."""
+        if error is None or error is self.error or self._recorded:
             return
-        if self.error is not None and error is self.error:  # recorded on the model's span
-            span.set_status(Status(StatusCode.ERROR, self.error.message))
-        elif error is not None:
+        self._recorded = True
+        span = trace.get_current_span(self._parent)
+        if span.is_recording():  # a client that went away: the request's span has ended
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR))
-        span.end()
 
     async def _store(self) -> ChatResponse:
         if self._outcome is None:

@@ -10,7 +10,6 @@ from functools import partial
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatlens.auth.service import Principal
@@ -30,7 +29,7 @@ from chatlens.inference.tokens import count_tokens
 from chatlens.models import Message, MessageRole
 from chatlens.observability.logging import bind
 from chatlens.observability.metrics import Metrics
-from chatlens.observability.tracing import current_ids, start_span
+from chatlens.observability.tracing import current_ids
 
 
 class ChatPipeline:
@@ -86,7 +85,6 @@ class ChatPipeline:
         """
         started = time.perf_counter()
         trace_id, span_id = current_ids()
-        span = _pipeline_span(endpoint)
         turn = Turn(
             conversation_id=uuid.UUID(int=0),
             user_id=user.user_id,
@@ -98,26 +96,17 @@ class ChatPipeline:
             endpoint=endpoint,
             trace_id=trace_id,
             span_id=span_id,
-            span=span,
+            trace_context=otel_context.get_current(),
             model=model,
         )
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            await self._store_question(
-                session,
-                user=user,
-                text=text,
-                conversation_id=conversation_id,
-                turn=turn,
-                history=context is None,
-            )
-        except BaseException as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR))
-            span.end()
-            raise
-        finally:
-            otel_context.detach(token)
+        await self._store_question(
+            session,
+            user=user,
+            text=text,
+            conversation_id=conversation_id,
+            turn=turn,
+            history=context is None,
+        )
         if context is not None:
             turn.context = list(context)
         self._announce(turn)
@@ -193,8 +182,11 @@ class ChatPipeline:
             project_id=turn.project_id,
             platform=turn.platform,
         )
-        if turn.span is not None:
-            turn.span.set_attribute("gen_ai.conversation.id", str(turn.conversation_id))
+        # The request's span says which conversation it served: a turn has no span of its
+        # own (the server span parents its transactions and the model's span).
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute("gen_ai.conversation.id", str(turn.conversation_id))
         if self.metrics is not None:
             self.metrics.chat_requests.labels(turn.project_id, turn.platform).inc()
 
@@ -234,7 +226,7 @@ class ChatPipeline:
             endpoint=endpoint,
             trace_id=trace_id,
             span_id=span_id,
-            span=_pipeline_span(endpoint),
+            trace_context=otel_context.get_current(),
         )
         self._announce(turn)
         return turn
@@ -258,7 +250,3 @@ def _question(turn: Turn, text: str, now: datetime) -> QuestionRow:
         trace_id=turn.trace_id,
         span_id=turn.span_id,
     )
-
-
-def _pipeline_span(endpoint: str) -> Span:
-    return start_span("chatlens.chat", "chat.pipeline", attributes={"chatlens.endpoint": endpoint})

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from opentelemetry.trace import Span
+from opentelemetry.context import Context
 
 from chatlens.chat.repository import TurnWriter
 from chatlens.errors import ChatlensError
@@ -37,10 +37,11 @@ class Turn:
     # Regenerate: the assistant message this turn's answer replaces.
     replaces: uuid.UUID | None = None
     endpoint: str = "/chat"
-    # The request's trace, stored on both messages so a row leads to its trace.
+    # The request's trace, stored on both messages so a row leads to its trace; the
+    # answer's spans are children of the request's span (`trace_context`).
     trace_id: str | None = None
     span_id: str | None = None
-    span: Span | None = None
+    trace_context: Context | None = None
     # The model asked for; None: the active model.
     model: str | None = None
 
