@@ -68,7 +68,7 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
 
-## Start the service as a user would and measure it (about 20 minutes; `.venv/bin/python -m
+## Start the service as a user would and measure it (about 25 minutes; `.venv/bin/python -m
 ## benchmarks --help` lists the parts to run alone with --only); figures: benchmarks/README.md.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks

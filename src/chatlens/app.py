@@ -106,10 +106,10 @@ async def _check_schema(engine: AsyncEngine, settings: Settings) -> None:
         log.warning("schema_not_at_head", revision=revision, head=migrate.head_revision())
 
 
-def _process_stopped() -> None:
+def _process_stopped(settings: Settings) -> None:
     log.info("service_stopped")
     shutdown_tracing()
-    if multiprocess_dir() is not None:
+    if multiprocess_dir(settings) is not None:
         # Live gauges of this worker stop counting once it is gone.
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
@@ -138,7 +138,7 @@ def create_app(
     """
     settings = settings or load_settings()
     configure_process(settings)
-    metrics = Metrics() if settings.metrics_enabled else None
+    metrics = Metrics(settings=settings) if settings.metrics_enabled else None
 
     key_cache = (
         KeyCache(ttl_s=settings.api_key_cache_ttl_seconds, clock=clock)
@@ -153,7 +153,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            stack.callback(_process_stopped)
+            stack.callback(_process_stopped, settings)
             stack.callback(state.install, app, built)
             pricing = load_pricing(settings.pricing_file)
             engine = create_engine(settings)

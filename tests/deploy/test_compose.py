@@ -182,6 +182,9 @@ def test_every_address_points_where_a_service_listens(compose: dict[str, Any]) -
     reaches("DATABASE_URL", chatlens["DATABASE_URL"].replace("+asyncpg", ""))
     reaches("CHATLENS_REDIS_URL", chatlens["CHATLENS_REDIS_URL"])
     reaches("OTEL_EXPORTER_OTLP_ENDPOINT", chatlens["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    # Production's sampling, as the README advises: a tenth of the traces nobody asked for.
+    assert chatlens["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert chatlens["OTEL_TRACES_SAMPLER_ARG"] == "0.1"
     for service in ("migrate", "backup"):
         assert _env(compose["services"][service])["DATABASE_URL"] == chatlens["DATABASE_URL"]
 

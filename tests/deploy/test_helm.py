@@ -429,6 +429,9 @@ def test_pods_get_secret_and_plain_settings(kind: str) -> None:
     assert settings["CHATLENS_PORT"] == "8000"
     assert settings["LOG_FORMAT"] == "json"
     assert settings["CHATLENS_ENVIRONMENT"] == context(CHATLENS)["Values"]["config"]["environment"]
+    # Production's sampling, as the README advises: a tenth of the traces nobody asked for.
+    assert settings["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert settings["OTEL_TRACES_SAMPLER_ARG"] == "0.1"
 
 
 def test_server_workers_share_metrics_under_tmp() -> None:

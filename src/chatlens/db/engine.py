@@ -76,7 +76,6 @@ def create_engine(settings: Settings) -> AsyncEngine:
             pool_pre_ping=True,
             pool_recycle=1800,
         )
-    # Through the module, so the SQL tracing wrapper (installed once per process) applies.
     engine = sa_asyncio.create_async_engine(settings.database, **kwargs)
     if settings.is_sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

@@ -130,6 +130,10 @@ Plain environment of the server and the migration Job (secrets come with envFrom
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
 {{- end }}
+- name: OTEL_TRACES_SAMPLER
+  value: "parentbased_traceidratio"
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ .Values.config.traceSampleRatio | quote }}
 {{- with .Values.config.openaiBaseUrl }}
 - name: CHATLENS_OPENAI_BASE_URL
   value: {{ . | quote }}
