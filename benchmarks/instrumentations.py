@@ -26,7 +26,6 @@ one moment; their ratios are what docs/logging-standard.md quotes.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ import httpx
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind
 from sqlalchemy import (
     Column,
@@ -86,12 +84,6 @@ def _abest(make: Callable[[], Awaitable[None]], calls: int) -> float:
         asyncio.run(loop())
 
     return _best(run, calls)
-
-
-def _provider() -> TracerProvider:
-    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
-    provider.add_span_processor(BatchSpanProcessor(_Discard()))
-    return provider
 
 
 def span_floor(provider: TracerProvider) -> list[Case]:
@@ -317,12 +309,11 @@ def measure() -> list[Case]:
     from chatlens.observability.tracing import configure_tracing
 
     provider = configure_tracing(
-        service="bench",
-        version=__version__,
-        environment="test",
-        otlp_endpoint=None,
-        exporter=_Discard(),
+        service="bench", version=__version__, environment="test", otlp_endpoint=None
     )
+    # Room for every span of a round: a full queue drops spans, which is cheaper than
+    # exporting them and would flatter whatever makes many.
+    provider.add_span_processor(BatchSpanProcessor(_Discard(), max_queue_size=1_000_000))
     cases = span_floor(provider)
     cases += http_client(provider)
     cases += database(provider)
@@ -332,9 +323,6 @@ def measure() -> list[Case]:
 
 
 def main() -> int:
-    # Room for every span of a round: a full queue drops spans, which is cheaper than
-    # exporting them and would flatter whatever makes many.
-    os.environ.setdefault("OTEL_BSP_MAX_QUEUE_SIZE", "1000000")
     print(
         "== instrumentations: µs of CPU per call in this process, best of "
         f"{ROUNDS} rounds; stock SDK, every span sampled, exporter discarding"
