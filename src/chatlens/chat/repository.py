@@ -271,41 +271,40 @@ def _conversation_values(row: NewConversation) -> dict[str, Any]:
     }
 
 
-def _question_values(row: QuestionRow) -> dict[str, Any]:
+def _message_values(
+    row: QuestionRow | AnswerRow, role: MessageRole, status: MessageStatus
+) -> dict[str, Any]:
+    """The columns a question and an answer share."""
     return {
         "id": row.id,
         "conversation_id": row.conversation_id,
-        "role": MessageRole.user,
+        "role": role,
         "content": row.content,
         "created_at": row.created_at,
         "project_id": row.project_id,
         "prompt_tokens": row.prompt_tokens,
-        "status": MessageStatus.complete,
+        "status": status,
         "trace_id": row.trace_id,
         "span_id": row.span_id,
     }
+
+
+def _question_values(row: QuestionRow) -> dict[str, Any]:
+    return _message_values(row, MessageRole.user, MessageStatus.complete)
 
 
 def _answer_values(row: AnswerRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "conversation_id": row.conversation_id,
-        "role": MessageRole.assistant,
-        "content": row.content,
-        "created_at": row.created_at,
-        "trace_id": row.trace_id,
-        "span_id": row.span_id,
-        "project_id": row.project_id,
-        "model": row.model,
-        "prompt_tokens": row.prompt_tokens,
-        "completion_tokens": row.completion_tokens,
-        "inference_time_ms": row.inference_time_ms,
-        "ttft_ms": row.ttft_ms,
-        "intent": row.intent,
-        "confidence": row.confidence,
-        "cost_usd": row.cost_usd,
-        "status": row.status,
-    }
+    values = _message_values(row, MessageRole.assistant, row.status)
+    values.update(
+        model=row.model,
+        completion_tokens=row.completion_tokens,
+        inference_time_ms=row.inference_time_ms,
+        ttft_ms=row.ttft_ms,
+        intent=row.intent,
+        confidence=row.confidence,
+        cost_usd=row.cost_usd,
+    )
+    return values
 
 
 def _turn_values(row: AnswerRow, turn_id: uuid.UUID) -> dict[str, Any]:
