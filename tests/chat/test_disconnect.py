@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import uuid
 from typing import Any
 
@@ -10,8 +12,10 @@ import orjson
 import pytest
 from sqlalchemy import select
 
+from chatlens import state
 from chatlens.app import create_app
 from chatlens.models import ConversationMetrics, Message, MessageRole
+from chatlens.observability.deps import Telemetry
 from chatlens.settings import Settings
 from tests.helpers import make_settings
 
@@ -108,3 +112,70 @@ async def test_disconnect_on_the_message_route_keeps_the_question_and_the_partia
         ("assistant", "incomplete"),
     ]
     assert messages[0].content == "где мой заказ"
+
+
+@pytest.mark.parametrize("path", ["/chat", "/v1/chat/completions"])
+async def test_a_send_that_fails_mid_stream_stores_the_answer_before_the_request_ends(
+    settings: Settings, account: Any, sessionmaker: Any, path: str
+) -> None:
+    # A broken pipe on the second write: the server's own send fails, nothing is received.
+    question = "how can I get a refund"
+    payload: dict[str, Any] = (
+        {"message": question, "stream": True}
+        if path == "/chat"
+        else {"model": "builtin-kb", "messages": [{"role": "user", "content": question}]}
+        | {"stream": True}
+    )
+    slow = create_app(make_settings(settings.database_url, builtin_stream_delay_ms=30))
+    writes = 0
+    requested = False
+    never = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": orjson.dumps(payload), "more_body": False}
+        await never.wait()  # the client stays: only the server's send fails
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal writes
+        if message["type"] == "http.response.body" and message.get("body"):
+            writes += 1
+            if writes >= 2:
+                raise OSError("broken pipe")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"chatlens.test"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {account.key}".encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("chatlens.test", 80),
+    }
+    # No garbage collection while the request runs: what is stored and counted when it
+    # returns was done by the request itself, not by a generator's finaliser later.
+    gc.disable()
+    try:
+        async with slow.router.lifespan_context(slow):
+            metrics = state.of(slow).get(Telemetry).metrics
+            assert metrics is not None
+            with contextlib.suppress(OSError):
+                await asyncio.wait_for(slow(scope, receive, send), timeout=10)
+            assert metrics.registry.get_sample_value("sse_streams_active") == 0
+            async with sessionmaker() as session:
+                stored = (await session.scalars(select(Message.role))).all()
+            assert sorted(role.value for role in stored) == ["assistant", "user"]
+    finally:
+        gc.enable()

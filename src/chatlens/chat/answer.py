@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -28,6 +29,7 @@ log = structlog.get_logger(__name__)
 
 # Storing an answer after the client left must not hang a worker if the database does.
 SAVE_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 5.0
 
 
 class Answer:
@@ -52,7 +54,7 @@ class Answer:
         self._recorded = False  # a store's failure is on the request's span
         self._parent = turn.trace_context  # the request's: its span parents the answer's
 
-    async def stream(self) -> AsyncIterator[str | ChatResponse | ChatlensError]:
+    async def stream(self) -> AsyncGenerator[str | ChatResponse | ChatlensError, None]:
         """The answer for a streamed response: its deltas, then the stored answer or the
         error that ended it. Stored on every ending, a client that went away included; the
         one place that counts a stream as active."""
@@ -60,8 +62,10 @@ class Answer:
         if metrics is not None:
             metrics.sse_streams_active.inc()
         try:
-            async for delta in self.deltas():
-                yield delta
+            # Closed here, not whenever it is collected: the model's stream ends with ours.
+            async with aclosing(self.deltas()) as deltas:
+                async for delta in deltas:
+                    yield delta
             yield await self.save()
         except ChatlensError as exc:
             yield exc
@@ -80,13 +84,14 @@ class Answer:
     async def complete(self) -> ChatResponse:
         """Run the answer to the end and return it stored (the non-streamed response)."""
         try:
-            async for _ in self.deltas():
-                pass
+            async with aclosing(self.deltas()) as deltas:
+                async for _ in deltas:
+                    pass
         finally:
             response = await self.save()
         return response
 
-    async def deltas(self) -> AsyncIterator[str]:
+    async def deltas(self) -> AsyncGenerator[str, None]:
         """The answer's text pieces; a backend failure ends it with InferenceFailed."""
         backend = self.answering.active_model.backend
         span = start_span(
@@ -136,8 +141,11 @@ class Answer:
             raise self.error from exc
         finally:
             self.finished_at = time.perf_counter()
-            await stream.aclose()
             self._end_model_span(span)
+            # The backend's own clean-up (an upstream response closed), also for a client
+            # that went away, whose cancelled scope would cancel it; bounded.
+            with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+                await stream.aclose()
 
     def _end_model_span(self, span: Span) -> None:
         final = self.final

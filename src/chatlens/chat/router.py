@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -93,14 +94,17 @@ def _endpoint(request: Request) -> str:
 
 
 async def _events(answer: Answer) -> AsyncIterator[ServerSentEvent]:
-    async for event in answer.stream():
-        if isinstance(event, str):
-            yield ServerSentEvent(StreamDelta(content=event).model_dump_json(), event="delta")
-        elif isinstance(event, ChatResponse):
-            yield ServerSentEvent(event.model_dump_json(), event="done")
-        else:
-            error = StreamError(type=event.error_type, message=event.message)
-            yield ServerSentEvent(error.model_dump_json(), event="error")
+    # Closed with this generator (a send that failed included): the answer is stored then.
+    async with aclosing(answer.stream()) as events:
+        async for event in events:
+            if isinstance(event, str):
+                data = StreamDelta(content=event).model_dump_json()
+                yield ServerSentEvent(data, event="delta")
+            elif isinstance(event, ChatResponse):
+                yield ServerSentEvent(event.model_dump_json(), event="done")
+            else:
+                error = StreamError(type=event.error_type, message=event.message)
+                yield ServerSentEvent(error.model_dump_json(), event="error")
 
 
 async def _respond(

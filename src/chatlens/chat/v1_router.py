@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Annotated, Any
 
 import orjson
@@ -105,23 +106,30 @@ async def _stream(
     role: bytes | None = _event(
         chunk(completion_id, created, answer.model, delta={"role": "assistant", "content": ""})
     )
-    async for event in answer.stream():
-        if isinstance(event, str):
-            data = _event(chunk(completion_id, created, answer.model, delta={"content": event}))
-            if role is not None:
-                data, role = role + data, None
-            yield data
-        elif isinstance(event, ChatResponse):
-            if role is not None:  # an answer without a word
+    # Closed with this generator (a send that failed included): the answer is stored then.
+    async with aclosing(answer.stream()) as events:
+        async for event in events:
+            if isinstance(event, str):
+                delta = {"content": event}
+                data = _event(chunk(completion_id, created, answer.model, delta=delta))
+                if role is not None:
+                    data, role = role + data, None
+                yield data
+                continue
+            if role is not None and answer.error is None:  # an answer without a word
                 yield role
-            finish = answer.finish_reason
-            yield _event(chunk(completion_id, created, event.model, finish_reason=finish))
-            if include_usage:
-                yield _event(chunk(completion_id, created, event.model, usage=_usage(event)))
-            yield _DONE
-        else:
-            # Headers are out: the error travels as a data event the SDKs raise as APIError.
-            yield _event(openai_error_body(event.status_code, event.error_type, event.message))
+                role = None
+            if isinstance(event, ChatResponse):
+                finish = answer.finish_reason
+                yield _event(chunk(completion_id, created, event.model, finish_reason=finish))
+                if include_usage:
+                    yield _event(chunk(completion_id, created, event.model, usage=_usage(event)))
+                yield _DONE
+            else:
+                # Headers are out: the error travels as a data event the SDKs raise as
+                # APIError.
+                body = openai_error_body(event.status_code, event.error_type, event.message)
+                yield _event(body)
 
 
 @router.get("/models", response_model=ModelList)
