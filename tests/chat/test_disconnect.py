@@ -22,6 +22,28 @@ from tests.helpers import make_settings
 pytestmark = pytest.mark.asyncio
 
 
+def post_scope(path: str, key: str) -> dict[str, Any]:
+    """The ASGI scope of a JSON POST to `path` with the API key `key`."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"chatlens.test"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {key}".encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("chatlens.test", 80),
+    }
+
+
 async def post_and_disconnect_after_first_delta(
     app: Any, path: str, payload: dict[str, Any], key: str
 ) -> list[bytes]:
@@ -44,25 +66,7 @@ async def post_and_disconnect_after_first_delta(
             if b"event: delta" in message["body"]:
                 hang_up.set()
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"chatlens.test"),
-            (b"content-type", b"application/json"),
-            (b"authorization", f"Bearer {key}".encode()),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("chatlens.test", 80),
-    }
-    await asyncio.wait_for(app(scope, receive, send), timeout=10)
+    await asyncio.wait_for(app(post_scope(path, key), receive, send), timeout=10)
     return received
 
 
@@ -146,24 +150,6 @@ async def test_a_send_that_fails_mid_stream_stores_the_answer_before_the_request
             if writes >= 2:
                 raise OSError("broken pipe")
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"chatlens.test"),
-            (b"content-type", b"application/json"),
-            (b"authorization", f"Bearer {account.key}".encode()),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("chatlens.test", 80),
-    }
     # No garbage collection while the request runs: what is stored and counted when it
     # returns was done by the request itself, not by a generator's finaliser later.
     gc.disable()
@@ -172,7 +158,9 @@ async def test_a_send_that_fails_mid_stream_stores_the_answer_before_the_request
             metrics = state.of(slow).get(Telemetry).metrics
             assert metrics is not None
             with contextlib.suppress(OSError):
-                await asyncio.wait_for(slow(scope, receive, send), timeout=10)
+                await asyncio.wait_for(
+                    slow(post_scope(path, account.key), receive, send), timeout=10
+                )
             assert metrics.registry.get_sample_value("sse_streams_active") == 0
             async with sessionmaker() as session:
                 stored = (await session.scalars(select(Message.role))).all()
