@@ -45,11 +45,8 @@ class ChatPipeline:
         log_content: bool = False,
         pricing: Pricing | None = None,
     ) -> None:
-        self.active_model = active_model
         self.started_at = time.time()
-        self.sessionmaker = sessionmaker
         self.history_messages = history_messages
-        self.metrics = metrics
         self.answering = Answering(
             active_model=active_model,
             writer=TurnWriter(
@@ -59,6 +56,14 @@ class ChatPipeline:
             metrics=metrics,
             log_content=log_content,
         )
+
+    @property
+    def active_model(self) -> ActiveModel:
+        return self.answering.active_model
+
+    @property
+    def metrics(self) -> Metrics | None:
+        return self.answering.metrics
 
     async def aclose(self) -> None:
         """Let queued writes commit (at shutdown, before the engine goes)."""
