@@ -35,6 +35,8 @@ from chatlens.db.engine import create_engine, create_sessionmaker
 from chatlens.db.session import Database
 from chatlens.errors import install_error_handlers
 from chatlens.health.deps import HealthState
+from chatlens.health.profiling import RequestProfiling
+from chatlens.health.profiling import router as profiling_router
 from chatlens.health.router import router as health_router
 from chatlens.inference import tasks as inference_tasks
 from chatlens.inference.deps import Inference
@@ -47,6 +49,7 @@ from chatlens.observability.deps import Telemetry
 from chatlens.observability.logging import LogStream, configure_logging
 from chatlens.observability.metrics import Metrics, multiprocess_dir
 from chatlens.observability.middleware import ObservabilityMiddleware
+from chatlens.observability.profiling import Profiling
 from chatlens.observability.request_stats import RequestStats
 from chatlens.observability.router import router as metrics_router
 from chatlens.observability.sentry import capture_log_errors, init_sentry
@@ -149,6 +152,10 @@ def create_app(
     # What exists before the lifespan (the middleware counts with it); the lifespan adds the
     # parts it opens and takes them away again when it closes them.
     built = AppState(settings, telemetry, CriticalWords(settings.critical_word_list))
+    # Profiling on demand: with it off, neither its route nor its middleware exists.
+    profiling = Profiling() if settings.should_allow_profiling else None
+    if profiling is not None:
+        built = built.replace(profiling)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -256,6 +263,9 @@ def create_app(
     app.include_router(console.router)
     app.include_router(console.docs_router)
     app.mount(console.STATIC_PATH, console.static_files(), name=console.STATIC_NAME)
+    if profiling is not None:
+        app.include_router(profiling_router)
+        app.add_middleware(RequestProfiling, profiling=profiling)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Added last, so outermost: every response, a 413 or a 500 included, is counted and
     # carries the request and trace ids.

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     log_message_content: bool = False
     access_log: bool = True
     metrics_enabled: bool = True
+    profiling_enabled: bool | None = Field(
+        None,
+        description="Profiling on demand for admins; default: on, but off in production.",
+    )
     tracing_enabled: bool = True
     otel_exporter_otlp_endpoint: str | None = Field(
         None,
@@ -222,6 +226,12 @@ class Settings(BaseSettings):
     @property
     def should_auto_migrate(self) -> bool:
         return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    @property
+    def should_allow_profiling(self) -> bool:
+        if self.profiling_enabled is not None:
+            return self.profiling_enabled
+        return self.environment is not Environment.production
 
     @property
     def critical_word_list(self) -> list[str]:
