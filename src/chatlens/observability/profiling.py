@@ -77,4 +77,6 @@ def render(profiler: Profiler, fmt: ProfileFormat) -> tuple[str, dict[str, str]]
     if fmt == "html":
         headers["Content-Security-Policy"] = _HTML_POLICY
         return profiler.output_html(), headers
-    return profiler.output(renderer=SpeedscopeRenderer()), headers
+    # Every sampled frame: speedscope zooms in itself, so short calls must not be dropped.
+    renderer = SpeedscopeRenderer(processor_options={"filter_threshold": 0})
+    return profiler.output(renderer=renderer), headers
