@@ -12,6 +12,10 @@ Models (the request's `model` picks the behaviour; `name:N` means "the first N c
 - `garbage` — a `data:` line that is not JSON
 - `mid-error` — a word, then an OpenAI-style `{"error": ...}` event
 - `too-long` — 400 with OpenAI's "maximum context length" error
+- `*hostile*` — as `ok`, but every value out of bounds: a 300-character model name, a NUL
+  in a word, a 1,000-character finish reason, usage of -5,000,000 prompt and 10^12
+  completion tokens
+- `huge` — three words of 100,000 characters each
 Every call is recorded (model and headers), so tests count retries and see `traceparent`.
 """
 
@@ -48,6 +52,19 @@ def _chunk(model: str, **delta: Any) -> bytes:
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
     return b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+HOSTILE_MODEL = "m" * 300
+HOSTILE_USAGE = {"prompt_tokens": -5_000_000, "completion_tokens": 10**12}
+
+
+async def _hostile() -> AsyncIterator[bytes]:
+    for word in ("Hel\x00lo", " from", " upstream"):
+        yield _chunk(HOSTILE_MODEL, content=word)
+    yield _chunk(HOSTILE_MODEL, finish_reason="y" * 1000)
+    event = {"id": "z" * 10_000, "model": HOSTILE_MODEL, "choices": [], "usage": HOSTILE_USAGE}
+    yield b"data: " + orjson.dumps(event) + b"\n\n"
+    yield b"data: [DONE]\n\n"
 
 
 @dataclass
@@ -114,6 +131,16 @@ class FakeUpstream:
         return StreamingResponse(self._stream(model, name, arg), media_type="text/event-stream")
 
     async def _stream(self, model: str, name: str, arg: str) -> AsyncIterator[bytes]:
+        if "hostile" in name:
+            async for event in _hostile():
+                yield event
+            return
+        if name == "huge":
+            for _ in range(3):
+                yield _chunk(model, content="x" * 100_000)
+            yield _chunk(model, finish_reason="stop")
+            yield b"data: [DONE]\n\n"
+            return
         if name == "garbage":
             yield b"data: {this is not json\n\n"
             return

@@ -13,7 +13,7 @@ from chatlens.chat.schemas import ChatResponse, UsageRead
 from chatlens.chat.turn import Answering, Turn
 from chatlens.db.base import utcnow
 from chatlens.errors import ChatlensError
-from chatlens.inference.base import Chunk, Usage
+from chatlens.inference.base import MAX_TOKENS, MODEL_NAME_CHARS, Chunk, Usage
 from chatlens.inference.intents import last_question
 from chatlens.inference.tokens import count_prompt_tokens, count_tokens
 from chatlens.models import MessageStatus
@@ -35,6 +35,10 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
+def _tokens(count: int) -> int:
+    return min(max(0, count), MAX_TOKENS)
+
+
 def make_outcome(
     answering: Answering,
     turn: Turn,
@@ -50,8 +54,10 @@ def make_outcome(
     """The answer's row and figures: tokens (counted when the model gave none), times, cost."""
     now = time.perf_counter()
     usage = final.usage if final is not None else None
-    prompt_tokens = usage.prompt_tokens if usage else count_prompt_tokens(turn.context)
-    completion_tokens = usage.completion_tokens if usage else count_tokens(text)
+    # Bounded here too, whichever backend reported them: the row must be storable.
+    prompt_tokens = _tokens(usage.prompt_tokens if usage else count_prompt_tokens(turn.context))
+    completion_tokens = _tokens(usage.completion_tokens if usage else count_tokens(text))
+    model = model[:MODEL_NAME_CHARS]
     started = model_started or now
     cost = answering.pricing.cost(
         model,
@@ -106,6 +112,7 @@ def finish(
             error=error,
             fallback_from=final.fallback_from if final is not None else None,
             escalation=row.escalation if newly_escalated else None,
+            rejected=final.rejected if final is not None else (),
         )
     content = (
         {"question": last_question(turn.context), "reply": row.content}
@@ -158,6 +165,7 @@ def _record(
     error: ChatlensError | None,
     fallback_from: str | None,
     escalation: str | None,
+    rejected: tuple[str, ...],
 ) -> None:
     """The turn's metrics, once its answer is stored."""
     model, intent = row.model, row.intent
@@ -180,3 +188,5 @@ def _record(
     if fallback_from is not None:
         # The builtin bot answered, but the model failed: still a failure of the AI.
         metrics.errors.labels(fallback_from, "ai").inc()
+    for name in rejected:
+        metrics.upstream_values_rejected.labels(name).inc()

@@ -8,6 +8,11 @@ from typing import Literal, Protocol
 
 Role = Literal["system", "user", "assistant"]
 
+# Bounds of what any backend reports, as stored: tokens of one answer (past any context
+# window, within the columns) and a model's name (its column's length).
+MAX_TOKENS = 10_000_000
+MODEL_NAME_CHARS = 128
+
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
@@ -42,6 +47,8 @@ class Chunk:
     fallback_from: str | None = None
     # The model that answered, when it differs from the one asked for (a fallback, an alias).
     model: str | None = None
+    # The backend's values refused as out of bounds (usage, model, ...): logged, and counted.
+    rejected: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

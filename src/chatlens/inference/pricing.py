@@ -16,6 +16,8 @@ from chatlens.inference.base import Usage
 _MILLION = Decimal(1_000_000)
 # Costs are stored with 8 decimal places (Numeric(14, 8)): a few tokens of a cheap model.
 _QUANTUM = Decimal("0.00000001")
+# ... and at most 6 digits before the point: a cost is never more (nor below 0).
+MAX_COST = Decimal("999999.99999999")
 
 Price = Annotated[Decimal, Field(ge=0)]
 
@@ -66,14 +68,15 @@ class Pricing:
         price = self.price(model)
         if price is None:
             return Decimal(0)
-        cached = min(usage.cached_prompt_tokens, usage.prompt_tokens)
+        prompt = max(0, usage.prompt_tokens)
+        cached = max(0, min(usage.cached_prompt_tokens, prompt))
         cached_price = price.cached_input if price.cached_input is not None else price.input
         total = (
-            (usage.prompt_tokens - cached) * price.input
+            (prompt - cached) * price.input
             + cached * cached_price
-            + usage.completion_tokens * price.output
+            + max(0, usage.completion_tokens) * price.output
         ) / _MILLION
-        return total.quantize(_QUANTUM)
+        return min(total, MAX_COST).quantize(_QUANTUM)
 
 
 def _is_glob(name: str) -> bool:

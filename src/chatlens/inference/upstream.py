@@ -7,6 +7,7 @@ import time
 import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import httpx
@@ -28,10 +29,16 @@ from chatlens.inference.intents import UNKNOWN_INTENT, IntentMatcher, detect, la
 from chatlens.inference.knowledge_base import KnowledgeBase
 from chatlens.inference.tokens import count_prompt_tokens, count_tokens
 from chatlens.inference.upstream_wire import (
+    MAX_ANSWER_CHARS,
+    Distrust,
     backoff,
+    content_of,
     error_message,
+    finish_reason_of,
+    model_of,
     parse_event,
     retry_after,
+    unreachable,
     usage_of,
 )
 from chatlens.observability.tracing import HttpClientSpan
@@ -113,6 +120,9 @@ class OpenAIBackend:
             "User-Agent": f"chatlens/{__version__}",
         }
         self._timeouts = {"timeout": timeout.as_dict()}
+        # host:port, as errors name the model server: never the URL (it may hold credentials).
+        url = self._completions_url
+        self._where = f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
         self.breaker = CircuitBreaker(
             failures=config.breaker_failures,
             reset_s=config.breaker_reset_s,
@@ -132,9 +142,11 @@ class OpenAIBackend:
         first_token_deadline = min(deadline, started + self.config.first_token_timeout_s)
         response = await self._open(model, messages, first_token_deadline)
         parts: list[str] = []
+        length = 0  # characters of the answer so far
         usage: Usage | None = None
         finish_reason: str | None = None
         answered_model = model
+        distrust = Distrust(model)
         done = False
         settled = False
         try:
@@ -162,16 +174,25 @@ class OpenAIBackend:
                         done = True  # read on to the end: the connection goes back to the pool
                         continue
                     event = parse_event(payload)
-                    answered_model = event.get("model") or answered_model
-                    for choice in event.get("choices") or ():
-                        delta = (choice.get("delta") or {}).get("content")
+                    answered_model = model_of(event.get("model"), distrust) or answered_model
+                    for choice in _choices(event):
+                        said = choice.get("delta")
+                        content = said.get("content") if isinstance(said, dict) else None
+                        delta = content_of(content, distrust)
                         if delta:
                             text.append(delta)
-                        finish_reason = choice.get("finish_reason") or finish_reason
+                        reason = finish_reason_of(choice.get("finish_reason"), distrust)
+                        finish_reason = reason or finish_reason
                     if event.get("usage"):
-                        usage = usage_of(event["usage"])
-                if text:
-                    piece = "".join(text)
+                        usage = usage_of(event["usage"], distrust)
+                piece = "".join(text)
+                if length + len(piece) > MAX_ANSWER_CHARS:
+                    # What the client is sent is what is stored: both end here.
+                    distrust.refuse("content", f"answer longer than {MAX_ANSWER_CHARS} characters")
+                    piece = piece[: MAX_ANSWER_CHARS - length]
+                    finish_reason, done, ended = "length", True, True
+                if piece:
+                    length += len(piece)
                     parts.append(piece)
                     yield Chunk(delta=piece)
             if not done and finish_reason is None:
@@ -215,6 +236,7 @@ class OpenAIBackend:
             confidence=match.confidence,
             escalation_reason=escalation,
             model=answered_model,
+            rejected=tuple(distrust.fields),
         )
 
     async def _open(
@@ -292,19 +314,16 @@ class OpenAIBackend:
                 span.fail(exc)
                 raise
         except TimeoutError:
-            raise UpstreamTimeout("the model did not start answering in time") from None
-        except httpx.TimeoutException as exc:  # connect timeout
-            error = UpstreamUnavailable(
-                f"the model could not be reached: {type(exc).__name__}", retry_after_s=1
-            )
-            raise _Retryable(error) from exc
+            raise UpstreamTimeout(
+                f"the model server at {self._where} did not start answering within "
+                f"{self.config.first_token_timeout_s:g} s"
+            ) from None
         except (httpx.TransportError, aiohttp.ClientError) as exc:
-            # aiohttp's own errors are those the transport does not map to httpx's: a reply
-            # that is not HTTP, a header line too long. Retried and counted all the same.
-            error = UpstreamUnavailable(
-                f"the model could not be reached: {type(exc).__name__}", retry_after_s=1
-            )
-            raise _Retryable(error) from exc
+            # The transport reports every failed connect as a ConnectTimeout: what happened
+            # is read from its cause. aiohttp's own errors (a reply that is not HTTP, a
+            # header line too long) are retried and counted all the same.
+            reason = unreachable(exc, self._where, self.config.connect_timeout_s)
+            raise _Retryable(UpstreamUnavailable(reason, retry_after_s=1)) from exc
         span.finish(response.status_code)
         if response.status_code == 200:
             return response
@@ -399,6 +418,13 @@ def _environment_proxy(url: str) -> httpx.Proxy | None:
     proxies = urllib.request.getproxies()
     proxy = proxies.get(target.scheme) or proxies.get("all")
     return httpx.Proxy(proxy) if proxy else None
+
+
+def _choices(event: dict[str, Any]) -> list[dict[str, Any]]:
+    choices = event.get("choices") or []
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        raise UpstreamBadResponse("the model sent an unexpected event")
+    return choices
 
 
 async def _next_read(reads: AsyncIterator[bytes], deadline: float) -> bytes:

@@ -274,6 +274,13 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=r,
         )
+        self.upstream_values_rejected = Labelled(
+            Counter,
+            "upstream_values_rejected_total",
+            "Values from the upstream model refused as out of bounds, by field.",
+            ["field"],
+            registry=r,
+        )
         self.inference_up = Labelled(
             Gauge,
             "inference_up",

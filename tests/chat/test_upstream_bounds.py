@@ -1,0 +1,173 @@
+"""What an upstream sends is bounded like a client's input: absurd usage, names and text from
+the model never cost a stored turn, a 500, a negative or runaway cost."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import select
+from structlog.testing import capture_logs
+
+from chatlens import state
+from chatlens.db.session import Database
+from chatlens.inference.upstream_wire import MAX_ANSWER_CHARS
+from chatlens.models import ConversationMetrics, Message, MessageRole
+from tests.helpers import free_port, parse_sse
+from tests.upstream import FakeUpstream
+from tests.upstream_app import Running, running
+
+pytestmark = pytest.mark.asyncio
+
+# Priced (gpt-4o*: 2.50 in, 10.00 out per 1M): 10^12 tokens would be ten million dollars.
+HOSTILE = "gpt-4o-hostile"
+MODES = [("/chat", False), ("/chat", True), ("/v1", False), ("/v1", True)]
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as server:
+        yield server
+
+
+@pytest.fixture
+async def chatlens(fresh_database_url: Any, upstream: FakeUpstream) -> AsyncIterator[Running]:
+    async with running(await fresh_database_url("bounds"), upstream) as result:
+        yield result
+
+
+async def _turn(chatlens: Running, api: str, stream: bool, model: str) -> dict[str, Any]:
+    """One question; what the client received: text, conversation, finish reason, model."""
+    chatlens.use_model(model)
+    if api == "/chat":
+        response = await chatlens.client.post(
+            "/chat",
+            json={"message": "where is my order?", "stream": stream},
+            headers=chatlens.headers,
+        )
+        assert response.status_code == 200, response.text
+        if not stream:
+            body = response.json()
+            return {
+                "text": body["reply"],
+                "conversation": body["conversation_id"],
+                "model": body["model"],
+            }
+        events = parse_sse(response.text)
+        assert [name for name, _ in events][-1] == "done", events
+        done = events[-1][1]
+        text = "".join(data["content"] for name, data in events if name == "delta")
+        return {"text": text, "conversation": done["conversation_id"], "model": done["model"]}
+    body = {"model": model, "messages": [{"role": "user", "content": "where is my order?"}]}
+    response = await chatlens.client.post(
+        "/v1/chat/completions", json={**body, "stream": stream}, headers=chatlens.headers
+    )
+    assert response.status_code == 200, response.text
+    conversation = response.headers["x-chatlens-conversation-id"]
+    if not stream:
+        completion = response.json()
+        choice = completion["choices"][0]
+        return {
+            "text": choice["message"]["content"],
+            "conversation": conversation,
+            "finish_reason": choice["finish_reason"],
+            "model": completion["model"],
+        }
+    lines = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
+    assert lines[-1] == "[DONE]", lines[-3:]
+    chunks = [orjson.loads(line) for line in lines[:-1]]
+    assert all("error" not in c for c in chunks), chunks
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    reasons = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+    return {
+        "text": text,
+        "conversation": conversation,
+        "finish_reason": next(r for r in reasons if r),
+        "model": chunks[-1]["model"],
+    }
+
+
+async def _stored(chatlens: Running, conversation: str) -> tuple[Message, ConversationMetrics]:
+    async with state.of(chatlens.app).get(Database).sessionmaker() as session:
+        answer = await session.scalar(
+            select(Message).where(
+                Message.conversation_id == uuid.UUID(conversation),
+                Message.role == MessageRole.assistant,
+            )
+        )
+        fact = await session.scalar(
+            select(ConversationMetrics).where(
+                ConversationMetrics.conversation_id == uuid.UUID(conversation)
+            )
+        )
+    assert answer is not None and fact is not None, "the turn was not stored"
+    return answer, fact
+
+
+@pytest.mark.parametrize(("api", "stream"), MODES)
+async def test_absurd_usage_and_names_from_the_model_are_refused_and_the_turn_stored(
+    chatlens: Running, api: str, stream: bool
+) -> None:
+    before = {
+        name: chatlens.metric("upstream_values_rejected_total", field=name)
+        for name in ("usage", "model", "finish_reason", "content")
+    }
+    received = await _turn(chatlens, api, stream, HOSTILE)
+
+    # The client got the whole answer, NUL removed, under the model it asked for.
+    assert received["text"] == "Hello from upstream"
+    assert received["model"] == HOSTILE
+    if api == "/v1":
+        assert received["finish_reason"] == "stop"
+    answer, fact = await _stored(chatlens, received["conversation"])
+    assert answer.content == received["text"]
+    assert answer.status.value == "complete"
+    assert answer.model == fact.model == HOSTILE
+    # The usage was not believed: chatlens counted the tokens itself, and the cost follows.
+    assert 0 < answer.prompt_tokens == fact.prompt_tokens < 100
+    assert 0 < answer.completion_tokens == fact.completion_tokens < 100
+    assert answer.cost_usd is not None
+    assert Decimal(0) < answer.cost_usd == fact.cost_usd < Decimal("0.01")
+    assert 0 < chatlens.metric("ai_cost_usd_total", model=HOSTILE, project_id="default") < 0.01
+    assert chatlens.metric("ai_tokens_total", model=HOSTILE, type="completion") > 0
+    for name, count in before.items():
+        after = chatlens.metric("upstream_values_rejected_total", field=name)
+        assert after == count + 1, name
+
+
+@pytest.mark.parametrize(("api", "stream"), [("/chat", True), ("/v1", False)])
+async def test_an_endless_answer_is_cut_where_the_client_and_the_database_agree(
+    chatlens: Running, api: str, stream: bool
+) -> None:
+    received = await _turn(chatlens, api, stream, "huge")
+    assert len(received["text"]) == MAX_ANSWER_CHARS
+    if api == "/v1":
+        assert received["finish_reason"] == "length"
+    answer, _ = await _stored(chatlens, received["conversation"])
+    assert answer.content == received["text"]
+    assert chatlens.metric("upstream_values_rejected_total", field="content") == 1
+
+
+async def test_a_refused_connection_is_named_for_the_client_and_the_log(
+    fresh_database_url: Any,
+) -> None:
+    port = free_port()  # nothing listens there
+    url = await fresh_database_url("refused")
+    async with running(url, FakeUpstream(port=port)) as chatlens:
+        with capture_logs() as logs:
+            response = await chatlens.client.post(
+                "/chat", json={"message": "my card number is 4111"}, headers=chatlens.headers
+            )
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["message"] == f"the model server at 127.0.0.1:{port} refused the connection"
+    failed = [line for line in logs if line["event"] == "upstream_failed"]
+    assert failed and failed[0]["reason"] == error["message"]
+    for line in [*logs, error]:
+        assert "ConnectTimeout" not in str(line)
+        assert "/v1" not in str(line)  # host and port: never the URL
+        assert "4111" not in str(line)
