@@ -19,10 +19,13 @@ from sqlalchemy.exc import IntegrityError
 from chatlens.chat import outcome as outcomes
 from chatlens.chat.outcome import Outcome
 from chatlens.chat.schemas import ChatResponse
-from chatlens.chat.turn import Answering, InferenceFailed, Turn
+from chatlens.chat.turn import Answering, InferenceFailed, Interrupted, Turn
 from chatlens.errors import ChatlensError
 from chatlens.inference.base import Chunk
+from chatlens.inference.errors import UpstreamError
 from chatlens.models import MessageStatus
+from chatlens.observability.context import mark_failed
+from chatlens.observability.metrics import TURN_FAILURES
 from chatlens.observability.tracing import start_span
 
 log = structlog.get_logger(__name__)
@@ -53,12 +56,16 @@ class Answer:
         self._late = False  # a save() gave up waiting for the write
         self._recorded = False  # a store's failure is on the request's span
         self._parent = turn.trace_context  # the request's: its span parents the answer's
+        self.streamed = False
+        self._crashed = False  # an error of ours while streaming, told as internal_error
+        self._counted = False  # its outcome counted (chat_turns_total)
 
     async def stream(self) -> AsyncGenerator[str | ChatResponse | ChatlensError, None]:
         """The answer for a streamed response: its deltas, then the stored answer or the
         error that ended it. Stored on every ending, a client that went away included; the
         one place that counts a stream as active."""
         metrics = self.answering.metrics
+        self.streamed = True
         if metrics is not None:
             metrics.sse_streams_active.inc()
         try:
@@ -70,6 +77,7 @@ class Answer:
         except ChatlensError as exc:
             yield exc
         except Exception as exc:
+            self._crashed = True
             log.error("stream_failed", exc_info=exc)
             yield ChatlensError("internal server error")
         finally:
@@ -78,6 +86,7 @@ class Answer:
                     await self.save()
             except Exception as exc:
                 log.error("answer_not_stored", exc_info=exc)
+            self._count()
             if metrics is not None:
                 metrics.sse_streams_active.dec()
 
@@ -88,8 +97,38 @@ class Answer:
                 async for _ in deltas:
                     pass
         finally:
-            response = await self.save()
+            try:
+                response = await self.save()
+            finally:
+                self._count()
         return response
+
+    @property
+    def outcome(self) -> str:
+        """How the turn ended (one of TURN_OUTCOMES), whatever the HTTP status said."""
+        error = self._failure if self._failure is not None else self.error
+        if self._crashed:
+            return "failed_internal"
+        if error is None:
+            return "answered" if self.final is not None else "client_disconnected"
+        if isinstance(error, Interrupted):
+            return "interrupted"
+        if isinstance(error, ChatlensError) and error.status_code < 500:
+            return "rejected"
+        return "failed_upstream" if isinstance(error, UpstreamError) else "failed_internal"
+
+    def _count(self) -> None:
+        """Count the turn's outcome once; a stream that failed after its 200 is a failed
+        response to the SLA."""
+        if self._counted:
+            return
+        self._counted = True
+        outcome = self.outcome
+        if self.streamed and outcome in TURN_FAILURES:
+            mark_failed()
+        metrics = self.answering.metrics
+        if metrics is not None:
+            metrics.chat_turns.labels(outcome, "true" if self.streamed else "false").inc()
 
     async def deltas(self) -> AsyncGenerator[str, None]:
         """The answer's text pieces; a backend failure ends it with InferenceFailed."""
@@ -163,6 +202,8 @@ class Answer:
 
     @property
     def status(self) -> MessageStatus:
+        if isinstance(self.error, Interrupted):
+            return MessageStatus.incomplete  # cut off by a shutdown, as by a client leaving
         if self.error is not None:
             return MessageStatus.error
         return MessageStatus.complete if self.final is not None else MessageStatus.incomplete

@@ -23,6 +23,17 @@ class InferenceFailed(ChatlensError):
     error_type = "inference_error"
 
 
+class Interrupted(ChatlensError):
+    """The service is shutting down: an answer cut off at the end of the grace period, or
+    a new turn refused while it drains."""
+
+    status_code = 503
+    error_type = "shutting_down"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
 @dataclass(slots=True)
 class Turn:
     """One question to the model: where it belongs and what the model is shown."""

@@ -33,6 +33,20 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 RESOLUTION_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 259200)
 
 
+# How a turn ended, whatever its HTTP status said: answered; rejected (the client's request,
+# a 4xx); failed by the upstream model, or by chatlens; cut by the client leaving; or by a
+# shutdown. The failures are those the availability SLO counts.
+TURN_OUTCOMES = (
+    "answered",
+    "rejected",
+    "failed_upstream",
+    "failed_internal",
+    "client_disconnected",
+    "interrupted",
+)
+TURN_FAILURES = ("failed_upstream", "failed_internal", "interrupted")
+
+
 M = TypeVar("M", prometheus_client.Counter, prometheus_client.Gauge, prometheus_client.Histogram)
 
 
@@ -139,6 +153,16 @@ class Metrics:
             ["project_id", "platform"],
             registry=r,
         )
+        self.chat_turns = Labelled(
+            Counter,
+            "chat_turns_total",
+            "Turns ended, by outcome and whether they streamed, whatever the HTTP status.",
+            ["outcome", "stream"],
+            registry=r,
+        )
+        for outcome in TURN_OUTCOMES:  # every series from 0: a rate exists before a failure
+            for stream in ("true", "false"):
+                self.chat_turns.labels(outcome, stream)
         self.conversations = Labelled(
             Counter,
             "conversations_total",

@@ -22,7 +22,12 @@ from starlette.routing import BaseRoute, Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatlens.observability.asgi import send_json
-from chatlens.observability.context import end_request_id, set_request_id
+from chatlens.observability.context import (
+    end_request_id,
+    end_verdict,
+    set_request_id,
+    start_verdict,
+)
 from chatlens.observability.logging import end_request, start_request
 from chatlens.observability.metrics import UNMATCHED_ROUTE, Metrics
 from chatlens.observability.request_stats import RequestStats
@@ -141,6 +146,7 @@ class ObservabilityMiddleware:
         route = self.routes.template(scope)
         request_id = _request_id(scope)
         request_id_token = set_request_id(request_id)
+        verdict, verdict_token = start_verdict()
         fields: dict[str, Any] = {"request_id": request_id, "method": method, "route": route}
 
         span = None
@@ -228,14 +234,17 @@ class ObservabilityMiddleware:
                 if token is not None:
                     otel_context.detach(token)
             if self.request_stats is not None and not path.startswith(_QUIET_PREFIXES):
-                # For the SLA: probes and scrapes are not the service's traffic.
-                self.request_stats.record(route, status, until - started)
+                # For the SLA: probes and scrapes are not the service's traffic; a stream
+                # that failed after its 200 is the 5xx it would have been.
+                failed = verdict.failed and status < 500
+                self.request_stats.record(route, 500 if failed else status, until - started)
             try:
                 if self.access_log:
                     self._log_access(scope, path, status, (ended - started) * 1000)
             finally:
                 end_request(fields_token)
                 end_request_id(request_id_token)
+                end_verdict(verdict_token)
 
     def _log_access(self, scope: Scope, path: str, status: int, duration_ms: float) -> None:
         client = scope.get("client")
