@@ -55,6 +55,7 @@ from chatlens.observability.router import router as metrics_router
 from chatlens.observability.sentry import capture_log_errors, init_sentry
 from chatlens.observability.tracing import configure_tracing, shutdown_tracing
 from chatlens.settings import Settings, load_settings
+from chatlens.shutdown import Shutdown, draining_on_signals
 from chatlens.state import AppState
 
 log = structlog.get_logger(__name__)
@@ -151,7 +152,8 @@ def create_app(
     telemetry = Telemetry(metrics=metrics, request_stats=RequestStats())
     # What exists before the lifespan (the middleware counts with it); the lifespan adds the
     # parts it opens and takes them away again when it closes them.
-    built = AppState(settings, telemetry, CriticalWords(settings.critical_word_list))
+    shutdown = Shutdown(settings.shutdown_grace_seconds)
+    built = AppState(settings, telemetry, CriticalWords(settings.critical_word_list), shutdown)
     # Profiling on demand: with it off, neither its route nor its middleware exists.
     profiling = Profiling() if settings.should_allow_profiling else None
     if profiling is not None:
@@ -184,6 +186,7 @@ def create_app(
                 metrics=metrics,
                 log_content=settings.log_message_content,
                 pricing=pricing,
+                shutdown=shutdown,
             )
             stack.push_async_callback(pipeline.aclose)  # answers still being written
             async with sessionmaker() as session:
@@ -226,6 +229,8 @@ def create_app(
                     pipeline,
                 ),
             )
+            # Last in, first out: on SIGTERM answers drain before anything above closes.
+            await stack.enter_async_context(draining_on_signals(shutdown))
             # Start-up objects (modules, the knowledge-base index, pydantic schemas) live as
             # long as the process; freezing them keeps full collections from re-walking them.
             gc.freeze()

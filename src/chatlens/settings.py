@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     workers: Annotated[int, Field(ge=1)] = 1
+    # After SIGTERM: answers in progress get this long; within Kubernetes' default 30 s.
+    shutdown_grace_seconds: Annotated[float, Field(gt=0, le=3600)] = 25.0
 
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     log_format: Literal["json", "console"] = Field("json", validation_alias="LOG_FORMAT")

@@ -59,6 +59,11 @@ class Answer:
         self.streamed = False
         self._crashed = False  # an error of ours while streaming, told as internal_error
         self._counted = False  # its outcome counted (chat_turns_total)
+        # A shutdown's grace period ended: the task waiting for the model is cancelled.
+        self._interrupted = False
+        self._waiting: asyncio.Task[Any] | None = None
+        if answering.shutdown is not None:
+            answering.shutdown.enter(self)
 
     async def stream(self) -> AsyncGenerator[str | ChatResponse | ChatlensError, None]:
         """The answer for a streamed response: its deltas, then the stored answer or the
@@ -119,10 +124,12 @@ class Answer:
 
     def _count(self) -> None:
         """Count the turn's outcome once; a stream that failed after its 200 is a failed
-        response to the SLA."""
+        response to the SLA. The turn is over: a shutdown no longer waits for it."""
         if self._counted:
             return
         self._counted = True
+        if self.answering.shutdown is not None:
+            self.answering.shutdown.leave(self)
         outcome = self.outcome
         if self.streamed and outcome in TURN_FAILURES:
             mark_failed()
@@ -153,12 +160,22 @@ class Answer:
         self.model_started = time.perf_counter()
         try:
             while True:
+                if self._interrupted:
+                    raise _interrupted()
                 token = otel_context.attach(span_context)
+                self._waiting = asyncio.current_task()
                 try:
                     chunk = await anext(stream)
                 except StopAsyncIteration:
                     break
+                except asyncio.CancelledError:
+                    # Ours alone (a client that left cancels too): the shutdown cut it.
+                    waiting = self._waiting
+                    if self._interrupted and waiting is not None and waiting.uncancel() == 0:
+                        raise _interrupted() from None
+                    raise
                 finally:
+                    self._waiting = None
                     otel_context.detach(token)
                 if chunk.delta:
                     if self.first_token_at is None:
@@ -185,6 +202,12 @@ class Answer:
             # that went away, whose cancelled scope would cancel it; bounded.
             with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
                 await stream.aclose()
+
+    def interrupt(self) -> None:
+        """The shutdown's grace period is over: end with an error, told and stored."""
+        self._interrupted = True
+        if self._waiting is not None:
+            self._waiting.cancel("the service is shutting down")
 
     def _end_model_span(self, span: Span) -> None:
         final = self.final
@@ -326,3 +349,7 @@ class Answer:
             error=self.error,
             newly_escalated=newly_escalated,
         )
+
+
+def _interrupted() -> Interrupted:
+    return Interrupted("chatlens was restarted before the answer was complete; ask again")

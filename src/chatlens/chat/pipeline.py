@@ -19,7 +19,7 @@ from chatlens.chat.answer import Answer
 from chatlens.chat.conversations import get_conversation_or_raise, make_title
 from chatlens.chat.repository import NewConversation, QuestionRow, TurnWriter
 from chatlens.chat.schemas import ChatResponse
-from chatlens.chat.turn import Answering, Turn, as_context
+from chatlens.chat.turn import Answering, Interrupted, Turn, as_context
 from chatlens.db.base import utcnow
 from chatlens.errors import Conflict
 from chatlens.inference.base import ChatMessage
@@ -30,6 +30,7 @@ from chatlens.models import Message, MessageRole
 from chatlens.observability.logging import bind
 from chatlens.observability.metrics import Metrics
 from chatlens.observability.tracing import current_ids
+from chatlens.shutdown import Shutdown
 
 
 class ChatPipeline:
@@ -44,6 +45,7 @@ class ChatPipeline:
         metrics: Metrics | None = None,
         log_content: bool = False,
         pricing: Pricing | None = None,
+        shutdown: Shutdown | None = None,
     ) -> None:
         self.started_at = time.time()
         self.history_messages = history_messages
@@ -55,6 +57,7 @@ class ChatPipeline:
             pricing=pricing or load_pricing(),
             metrics=metrics,
             log_content=log_content,
+            shutdown=shutdown,
         )
 
     @property
@@ -88,6 +91,7 @@ class ChatPipeline:
         `context`: what the model is shown, when the client sends the conversation itself
         (the v1 API); otherwise the stored history and `text`.
         """
+        self._refuse_when_draining()
         started = time.perf_counter()
         trace_id, span_id = current_ids()
         turn = Turn(
@@ -204,6 +208,7 @@ class ChatPipeline:
         endpoint: str = "/api/conversations/{conversation_id}/regenerate",
     ) -> Turn:
         """A turn answering the last question again; its answer replaces the last answer."""
+        self._refuse_when_draining()
         started = time.perf_counter()
         trace_id, span_id = current_ids()
         conversation = await get_conversation_or_raise(
@@ -235,6 +240,12 @@ class ChatPipeline:
         )
         self._announce(turn)
         return turn
+
+    def _refuse_when_draining(self) -> None:
+        """No new turn once the service is stopping: another replica answers it."""
+        shutdown = self.answering.shutdown
+        if shutdown is not None and shutdown.draining:
+            raise Interrupted("chatlens is shutting down; try again in a moment")
 
     def answer(self, turn: Turn) -> Answer:
         return Answer(self.answering, turn)

@@ -16,6 +16,7 @@ from chatlens.inference.pricing import Pricing
 from chatlens.inference.service import ActiveModel
 from chatlens.models import Message, MessageStatus
 from chatlens.observability.metrics import Metrics
+from chatlens.shutdown import Shutdown
 
 
 class InferenceFailed(ChatlensError):
@@ -67,6 +68,8 @@ class Answering:
     metrics: Metrics | None
     # Message text stays out of logs unless CHATLENS_LOG_MESSAGE_CONTENT (then redacted).
     log_content: bool
+    # Draining on SIGTERM: no new turns; answers in progress are tracked and may be cut.
+    shutdown: Shutdown | None = None
 
 
 def as_context(messages: Sequence[Message]) -> list[ChatMessage]:

@@ -31,6 +31,7 @@ from chatlens.inference.knowledge_base import (
 )
 from chatlens.inference.pricing import PricingError, load_pricing
 from chatlens.settings import Settings
+from chatlens.shutdown import STORE_MARGIN_S
 
 
 @app.command()
@@ -76,6 +77,9 @@ def serve(
         # writes its own access line; uvicorn's plain-text config and access log stay off.
         log_config=None,
         access_log=False,
+        # The app drains first on SIGTERM (chatlens.shutdown: the grace period, answers cut
+        # and stored at its end); uvicorn then waits this long for any other request left.
+        timeout_graceful_shutdown=STORE_MARGIN_S,
     )
 
 

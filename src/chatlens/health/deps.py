@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 
+from chatlens.shutdown import Shutdown
 from chatlens.state import state_of
 
 
@@ -24,3 +25,10 @@ async def get_health_state(request: Request) -> HealthState:
 
 
 HealthStateDep = Annotated[HealthState, Depends(get_health_state)]
+
+
+async def get_shutdown(request: Request) -> Shutdown:
+    return state_of(request).get(Shutdown)
+
+
+ShutdownDep = Annotated[Shutdown, Depends(get_shutdown)]

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from chatlens.db.session import DatabaseDep
 from chatlens.health import service
-from chatlens.health.deps import HealthStateDep
+from chatlens.health.deps import HealthStateDep, ShutdownDep
 from chatlens.health.service import NotReadyReason, OverallStatus, Status
 from chatlens.inference.deps import BackendDep
 
@@ -66,11 +66,12 @@ async def live() -> LivenessRead:
     "/ready",
     response_model=ReadinessRead,
     response_model_exclude_none=True,
-    responses={503: {"description": "Not ready: database down or schema behind"}},
+    responses={503: {"description": "Not ready: shutting down, database down or schema behind"}},
 )
-async def ready(database: DatabaseDep, response: Response) -> ReadinessRead:
-    """200 when the database answers within 1 s and its schema is at the newest migration."""
-    reason = await service.readiness(database.engine)
+async def ready(database: DatabaseDep, response: Response, shutdown: ShutdownDep) -> ReadinessRead:
+    """200 when the database answers within 1 s and its schema is at the newest migration;
+    503 from the moment the service is asked to stop."""
+    reason = "shutting_down" if shutdown.draining else await service.readiness(database.engine)
     if reason is not None:
         response.status_code = 503
         return ReadinessRead(status="not_ready", reason=reason)

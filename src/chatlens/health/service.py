@@ -32,7 +32,7 @@ PROCESS_STARTED_AT = time.monotonic()
 
 Status = Literal["healthy", "unhealthy"]
 OverallStatus = Literal["healthy", "degraded", "unhealthy"]
-NotReadyReason = Literal["database_unavailable", "schema_not_at_head"]
+NotReadyReason = Literal["database_unavailable", "schema_not_at_head", "shutting_down"]
 
 _MAX_ERROR_CHARS = 120
 # A backend's own error text is not under our control: URLs and host:port pairs go.

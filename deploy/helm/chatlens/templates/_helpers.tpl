@@ -114,6 +114,10 @@ Plain environment of the server and the migration Job (secrets come with envFrom
   value: {{ .Values.config.environment | quote }}
 - name: CHATLENS_WORKERS
   value: {{ .Values.config.workers | quote }}
+# On SIGTERM answers in progress get the pod's grace period less the preStop pause and 5 s
+# for the server itself to stop: the rest are ended with an error and stored before the kill.
+- name: CHATLENS_SHUTDOWN_GRACE_SECONDS
+  value: {{ max 1 (sub (sub (int .Values.terminationGracePeriodSeconds) (int .Values.preStopSleepSeconds)) 5) | quote }}
 - name: CHATLENS_BOOTSTRAP_ADMIN
   value: {{ .Values.config.bootstrapAdmin | quote }}
 - name: LOG_LEVEL
