@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from chatlens import state
 from chatlens.db.session import Database
-from chatlens.inference.upstream_wire import MAX_ANSWER_CHARS
+from chatlens.inference.upstream_wire import MAX_ANSWER_CHARS, model_ids
 from chatlens.models import ConversationMetrics, Message, MessageRole
 from tests.helpers import free_port, parse_sse
 from tests.upstream import FakeUpstream
@@ -163,3 +163,10 @@ async def test_a_refused_connection_is_named_for_the_client(fresh_database_url: 
     error = response.json()["error"]
     assert error["message"] == f"the model server at 127.0.0.1:{port} refused the connection"
     assert response.headers["retry-after"] == "1"
+
+
+async def test_the_model_list_keeps_only_names_chatlens_can_store() -> None:
+    listed = [{"id": "gpt-4o"}, {"id": "m" * 300}, {"id": "nul\x00"}, {"id": 5}, "x", {"id": "a b"}]
+    assert model_ids(listed) == ["gpt-4o"]
+    assert model_ids({"id": "not a list"}) == []
+    assert len(model_ids([{"id": f"model-{i}"} for i in range(5000)])) == 1000

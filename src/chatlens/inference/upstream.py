@@ -35,6 +35,7 @@ from chatlens.inference.upstream_wire import (
     content_of,
     error_message,
     finish_reason_of,
+    model_ids,
     model_of,
     parse_event,
     retry_after,
@@ -364,8 +365,7 @@ class OpenAIBackend:
         try:
             response = await self._get_models(timeout_s=10.0)
             response.raise_for_status()
-            data = orjson.loads(response.content).get("data") or []
-            ids = sorted({str(item["id"]) for item in data if isinstance(item, dict)})
+            ids = model_ids(orjson.loads(response.content).get("data"))
         except (*_CLIENT_ERRORS, orjson.JSONDecodeError, KeyError, AttributeError) as exc:
             raise UpstreamBadResponse(
                 f"the model list could not be read: {type(exc).__name__}"

@@ -31,6 +31,7 @@ MESSAGE_LIMIT = 500  # characters of an upstream error message passed on
 # numbers go into the database, the metrics and the cost; the names into labels and logs.
 MAX_ANSWER_CHARS = 200_000  # an answer longer than this is cut, finish_reason "length"
 MODEL_NAME = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, as stored (128)
+MAX_MODELS = 1000  # ids of GET /models listed
 FINISH_REASON = re.compile(r"[a-z_]{1,32}")  # stop, length, content_filter, tool_calls, ...
 
 
@@ -100,6 +101,21 @@ def model_of(value: Any, distrust: Distrust) -> str | None:
         return value
     distrust.refuse("model", "not 1-128 printable ASCII characters")
     return None
+
+
+def model_ids(data: Any) -> list[str]:
+    """The ids of GET /models that are model names chatlens can store, at most MAX_MODELS."""
+    items = data if isinstance(data, list) else []
+    ids = {item.get("id") for item in items if isinstance(item, dict)}
+    valid = sorted(i for i in ids if isinstance(i, str) and MODEL_NAME.fullmatch(i))
+    if len(valid) < len(ids) or len(valid) > MAX_MODELS:
+        log.warning(
+            "upstream_value_rejected",
+            field="models",
+            reason=f"ids that are not 1-128 printable ASCII characters, or past {MAX_MODELS}",
+            rejected=len(ids) - min(len(valid), MAX_MODELS),
+        )
+    return valid[:MAX_MODELS]
 
 
 def finish_reason_of(value: Any, distrust: Distrust) -> str | None:
