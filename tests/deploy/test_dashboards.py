@@ -23,6 +23,7 @@ PROMISED = [
     ("chatlens-operational", "Requests/s by status", "http_requests_total"),
     ("chatlens-operational", "Errors/s by service and type", "errors_total"),
     ("chatlens-operational", "Error ratios", "job:errors:ratio_rate5m"),
+    ("chatlens-operational", "Chat turns/s by outcome", "chat_turns_total"),
     ("chatlens-operational", "Latency p50 / p95 / p99 by route", "http_request_duration_seconds"),
     ("chatlens-operational", "Requests in progress", "http_requests_in_progress"),
     ("chatlens-operational", "Event streams open", "sse_streams_active"),
