@@ -158,7 +158,11 @@ async def test_a_refused_connection_is_named_for_the_client(fresh_database_url: 
         response = await chatlens.client.post(
             "/chat", json={"message": "my card number is 4111"}, headers=chatlens.headers
         )
+        health = (await chatlens.client.get("/health")).json()
     assert response.status_code == 503, response.text
+    # /health, open to anyone, says what happened without the address.
+    ai = health["services"]["ai_service"]
+    assert ai["error"] == "the model server at <redacted> refused the connection"
     # The same words are the `reason` of the upstream_failed log line.
     error = response.json()["error"]
     assert error["message"] == f"the model server at 127.0.0.1:{port} refused the connection"

@@ -105,15 +105,19 @@ def finish(
     """Count and log a stored answer, and the response that tells its client."""
     row = outcome.row
     if answering.metrics is not None:
-        _record(
-            answering.metrics,
-            turn,
-            row,
-            error=error,
-            fallback_from=final.fallback_from if final is not None else None,
-            escalation=row.escalation if newly_escalated else None,
-            rejected=final.rejected if final is not None else (),
-        )
+        try:
+            _record(
+                answering.metrics,
+                turn,
+                row,
+                error=error,
+                fallback_from=final.fallback_from if final is not None else None,
+                escalation=row.escalation if newly_escalated else None,
+                rejected=final.rejected if final is not None else (),
+            )
+        except Exception as exc:  # stored and sent: a metric must not make it a 500 (a retry
+            # would store it twice)
+            log.error("answer_metrics_failed", exc_info=exc, message_id=str(row.id))
     content = (
         {"question": last_question(turn.context), "reply": row.content}
         if answering.log_content

@@ -381,7 +381,8 @@ class OpenAIBackend:
             response = await self._get_models(timeout_s=_HEALTH_TIMEOUT_S)
         except _CLIENT_ERRORS as exc:
             elapsed = (time.perf_counter() - started) * 1000
-            return BackendHealth(ok=False, latency_ms=elapsed, error=type(exc).__name__)
+            error = unreachable(exc, self._where, _HEALTH_TIMEOUT_S)
+            return BackendHealth(ok=False, latency_ms=elapsed, error=error)
         elapsed = (time.perf_counter() - started) * 1000
         if response.status_code >= 400:
             return BackendHealth(ok=False, latency_ms=elapsed, error=f"HTTP {response.status_code}")
