@@ -25,6 +25,7 @@ SAMPLES = {
     "redis_url": "redis://redis.test:6379/0",
     "prometheus_multiproc_dir": "/srv/metrics",
     "s3_endpoint_url": "http://minio.test:9000",
+    "cors_allow_origins": "https://shop.example",
     "inference_backend": "openai",
     "openai_base_url": "http://upstream.test/v1",
     "openai_api_key": "sk-test",

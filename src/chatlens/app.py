@@ -34,6 +34,7 @@ from chatlens.db import migrate
 from chatlens.db.engine import create_engine, create_sessionmaker
 from chatlens.db.session import Database
 from chatlens.errors import install_error_handlers
+from chatlens.hardening import CorsMiddleware, SecurityHeadersMiddleware
 from chatlens.health.deps import HealthState
 from chatlens.health.profiling import RequestProfiling
 from chatlens.health.profiling import router as profiling_router
@@ -250,6 +251,9 @@ def create_app(
         # Served by the console package from vendored files, not from a CDN.
         docs_url=None,
         redoc_url=None,
+        # Off in production unless CHATLENS_DOCS_ENABLED says otherwise: the description
+        # maps every route for whoever asks.
+        openapi_url="/openapi.json" if settings.should_serve_docs else None,
         # FastAPI's own telemetry would add a second server span and a span per dependency;
         # ObservabilityMiddleware is the single, leaner source of spans, metrics and logs.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -266,12 +270,15 @@ def create_app(
     app.include_router(health_router)
     app.include_router(metrics_router)
     app.include_router(console.router)
-    app.include_router(console.docs_router)
+    if settings.should_serve_docs:
+        app.include_router(console.docs_router)
     app.mount(console.STATIC_PATH, console.static_files(), name=console.STATIC_NAME)
     if profiling is not None:
         app.include_router(profiling_router)
         app.add_middleware(RequestProfiling, profiling=profiling)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Inside the observability layer: preflights are requests like any other in the metrics.
+    app.add_middleware(CorsMiddleware, allow_origins=settings.cors_origin_list)
     # Added last, so outermost: every response, a 413 or a 500 included, is counted and
     # carries the request and trace ids.
     app.add_middleware(
@@ -282,4 +289,6 @@ def create_app(
         access_log=settings.access_log,
         request_stats=telemetry.request_stats,
     )
+    # Outermost of all, so that the 500 the observability layer writes gets them too.
+    app.add_middleware(SecurityHeadersMiddleware)
     return app

@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     builtin_stream_delay_ms: Annotated[float, Field(ge=0.0)] = 0.0
     history_messages: Annotated[int, Field(ge=1, le=1000)] = 20
     max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    docs_enabled: bool | None = Field(
+        None, description="Serve /docs, /redoc and /openapi.json; default: off in production."
+    )
+    cors_allow_origins: str = Field(
+        "", description="Comma-separated origins browsers may call the API from; none by default."
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -238,6 +244,16 @@ class Settings(BaseSettings):
     @property
     def critical_word_list(self) -> list[str]:
         return [w.strip() for w in self.critical_words.split(",") if w.strip()]
+
+    @property
+    def should_serve_docs(self) -> bool:
+        if self.docs_enabled is None:
+            return self.environment is not Environment.production
+        return self.docs_enabled
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_allow_origins.split(",") if o.strip()]
 
     @property
     def version(self) -> str:

@@ -80,6 +80,8 @@ def serve(
         # The app drains first on SIGTERM (chatlens.shutdown: the grace period, answers cut
         # and stored at its end); uvicorn then waits this long for any other request left.
         timeout_graceful_shutdown=STORE_MARGIN_S,
+        # Which server runs it is nobody's business but ours.
+        server_header=False,
     )
 
 
