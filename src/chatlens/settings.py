@@ -136,6 +136,8 @@ class Settings(BaseSettings):
     cors_allow_origins: str = Field(
         "", description="Comma-separated origins browsers may call the API from; none by default."
     )
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024
+    max_headers: Annotated[int, Field(ge=10)] = 100
 
     @field_validator("database_url")
     @classmethod

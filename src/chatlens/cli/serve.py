@@ -24,6 +24,7 @@ from chatlens.cli.base import (
 )
 from chatlens.db import migrate
 from chatlens.db.engine import create_engine, create_sessionmaker
+from chatlens.http_protocol import bounded_httptools
 from chatlens.inference.knowledge_base import (
     KnowledgeBaseError,
     default_knowledge_base_path,
@@ -82,6 +83,10 @@ def serve(
         timeout_graceful_shutdown=STORE_MARGIN_S,
         # Which server runs it is nobody's business but ours.
         server_header=False,
+        # httptools, with each request head bounded before the application sees it.
+        http=bounded_httptools(
+            max_head_bytes=settings.max_header_bytes, max_headers=settings.max_headers
+        ),
     )
 
 

@@ -1,0 +1,118 @@
+"""uvicorn's httptools protocol with bounds on the request head, and JSON for what it refuses.
+
+uvicorn bounds a request head only under h11 (`h11_max_incomplete_event_size`); with
+httptools, which `chatlens serve` runs because it costs less than half of h11's CPU per
+request, a client could send a header of any size and the parser would keep all of it.
+This subclass counts the bytes of each head as they arrive and the headers as they are
+parsed, and refuses a head over either limit with 431 before the application (and its
+authentication) sees the request. `uvicorn.run(http=...)` takes the protocol class; the
+subclass extends asyncio's `data_received` and the parser callbacks httptools calls
+(`on_message_begin`, `on_header`, `on_headers_complete`, `on_message_complete`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from chatlens.errors import error_body
+
+# After an error the connection reads and drops what the client is still sending for at
+# most this long, so that the client reads the answer instead of a reset connection.
+LINGER_SECONDS = 2.0
+
+_REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+
+
+class HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a head over the limits."""
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol with a size and a count limit on each request head."""
+
+    def __init__(self, *args: Any, max_head_bytes: int, max_headers: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_head_bytes = max_head_bytes
+        self.max_headers = max_headers
+        self.in_head = True
+        self.head_bytes = 0
+        self.header_count = 0
+        self.refusal: tuple[int, str, str] | None = None
+        self.refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # lingering: the answer is sent, the rest is dropped
+        if self.in_head:
+            self.head_bytes += len(data)
+        super().data_received(data)
+        # Still in the head after this chunk: every byte of it was head. The parser holds at
+        # most the limit plus one read (asyncio reads up to 256 KiB).
+        if self.in_head and self.head_bytes > self.max_head_bytes and not self.refused:
+            self.refuse(
+                431,
+                "request_header_too_large",
+                f"request headers exceed {self.max_head_bytes} bytes",
+            )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_head = True
+        self.header_count = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_count += 1
+        if self.header_count > self.max_headers:
+            self.refusal = (
+                431,
+                "request_header_too_large",
+                f"more than {self.max_headers} request headers",
+            )
+            # httptools stops and raises a parser error; uvicorn answers it through
+            # send_400_response, which sends this refusal instead.
+            raise HeadTooLarge
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.head_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.in_head = True
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request it cannot parse, in chatlens's JSON error shape."""
+        self.refuse(*(self.refusal or (400, "bad_request", "invalid HTTP request")))
+
+    def refuse(self, status: int, error_type: str, message: str) -> None:
+        if self.refused or self.transport.is_closing():
+            return
+        self.refused = True
+        body = orjson.dumps(error_body(error_type, message))
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
+        for name, value in self.server_state.default_headers:
+            head.append(b"%s: %s\r\n" % (name, value))
+        head.append(
+            b"content-type: application/json\r\ncontent-length: %d\r\n"
+            b"x-content-type-options: nosniff\r\ncache-control: no-store\r\n"
+            b"connection: close\r\n\r\n" % len(body)
+        )
+        self.transport.write(b"".join(head) + body)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, self.transport.close)
+
+
+def bounded_httptools(*, max_head_bytes: int, max_headers: int) -> Any:
+    """The protocol factory for `uvicorn.run(http=...)`; a partial, so that it pickles for
+    uvicorn's worker processes."""
+    return functools.partial(
+        BoundedHttpToolsProtocol, max_head_bytes=max_head_bytes, max_headers=max_headers
+    )

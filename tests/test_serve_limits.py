@@ -1,0 +1,109 @@
+"""Request heads are bounded by `chatlens serve` before anything reads them: a real server."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.helpers import Server
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    from tests.helpers import env_without_chatlens
+
+    workdir = tmp_path_factory.mktemp("limits")
+    server = Server(workdir, {**env_without_chatlens(), "CHATLENS_ACCESS_LOG": "false"})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def exchange(port: int, head: bytes, *, pad: int = 0) -> tuple[bytes, float]:
+    """Send `head`, then `pad` more bytes of a header value that never ends; the raw answer
+    and the seconds it took. A server that closes early only stops the sending."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        try:
+            conn.sendall(head)
+            chunk = b"a" * MIB
+            for _ in range(pad // MIB):
+                conn.sendall(chunk)
+        except OSError:
+            pass  # refused while sending: the answer is read below
+        answer = b""
+        try:
+            while data := conn.recv(65536):
+                answer += data
+        except ConnectionResetError:
+            pass
+    return answer, time.monotonic() - started
+
+
+def parse(answer: bytes) -> tuple[int, dict[str, str], dict[str, object]]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, orjson.loads(body)
+
+
+REQUEST = b"GET /health/live HTTP/1.1\r\nHost: chatlens.test\r\n"
+
+
+def test_an_oversized_header_is_refused_at_once_with_bounded_memory(server: Server) -> None:
+    answer, seconds = exchange(server.port, REQUEST + b"X-Big: ", pad=MIB)
+    status, headers, body = parse(answer)
+    assert status == 431
+    assert headers["content-type"] == "application/json"
+    assert body["error"]["type"] == "request_header_too_large"  # type: ignore[index]
+    assert seconds < 5
+
+    before = rss_bytes(server.process.pid)
+    answer, seconds = exchange(server.port, REQUEST + b"X-Big: ", pad=64 * MIB)
+    grown = rss_bytes(server.process.pid) - before
+    assert parse(answer)[0] == 431
+    assert seconds < 5
+    # The parser kept at most the limit and one read, not the 64 MiB sent.
+    assert grown < 8 * MIB, grown
+
+
+def test_too_many_headers_are_refused(server: Server) -> None:
+    many = b"".join(b"X-H%d: 1\r\n" % i for i in range(500))
+    answer, seconds = exchange(server.port, REQUEST + many + b"\r\n")
+    status, _, body = parse(answer)
+    assert status == 431
+    assert "request headers" in body["error"]["message"]  # type: ignore[index]
+    assert seconds < 5
+
+
+def test_a_malformed_request_is_a_json_400(server: Server) -> None:
+    answer, _ = exchange(server.port, b"GET /health/live HTTP/1.1\r\nHost chatlens\r\n\r\n")
+    status, headers, body = parse(answer)
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert body["error"]["type"] == "bad_request"  # type: ignore[index]
+
+
+def test_ordinary_requests_pass_and_the_server_does_not_name_itself(server: Server) -> None:
+    headers = {f"X-H{i}": "1" for i in range(50)} | {"X-Token": "t" * 16_000}
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for _ in range(3):  # keep-alive: each request's head is counted on its own
+            response = client.get("/health/live", headers=headers)
+            assert response.status_code == 200
+            assert "server" not in response.headers
