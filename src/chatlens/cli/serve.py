@@ -4,6 +4,7 @@ uvicorn."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import errno
 import os
 import shutil
@@ -110,6 +111,9 @@ def _check_port(host: str, port: int) -> None:
 def _prepare_multiprocess_metrics(configured: Path | None) -> None:
     """Workers share metrics through files in one fresh directory, wiped at every start."""
     path = configured or Path(tempfile.mkdtemp(prefix="chatlens-metrics-"))
+    if configured is None:
+        # Ours alone: gone when serve exits (uvicorn's supervisor returns after SIGTERM).
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
     if path.exists():
         strangers = [p.name for p in path.iterdir() if p.suffix != ".db"]
         if strangers:

@@ -22,6 +22,7 @@ from prometheus_client import Histogram as Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
 
+from chatlens.observability.workers import forget_dead_workers
 from chatlens.settings import Settings, load_settings
 
 UNMATCHED_ROUTE = "__unmatched__"
@@ -333,6 +334,7 @@ class Metrics:
         """The metrics in the format the scraper asked for (OpenMetrics or text)."""
         registry = self.registry
         if self.multiprocess_dir is not None:
+            forget_dead_workers(self.multiprocess_dir)
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         encoder, content_type = choose_encoder(accept or "")
