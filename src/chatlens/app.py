@@ -31,6 +31,7 @@ from chatlens.chat.router import router as chat_router
 from chatlens.chat.v1_router import router as v1_router
 from chatlens.console import router as console
 from chatlens.db import migrate
+from chatlens.db.availability import DatabaseOutage, install_database_error_handler
 from chatlens.db.engine import create_engine, create_sessionmaker
 from chatlens.db.session import Database
 from chatlens.errors import install_error_handlers
@@ -154,7 +155,10 @@ def create_app(
     # What exists before the lifespan (the middleware counts with it); the lifespan adds the
     # parts it opens and takes them away again when it closes them.
     shutdown = Shutdown(settings.shutdown_grace_seconds)
-    built = AppState(settings, telemetry, CriticalWords(settings.critical_word_list), shutdown)
+    outage = DatabaseOutage(metrics)
+    built = AppState(
+        settings, telemetry, CriticalWords(settings.critical_word_list), shutdown, outage
+    )
     # Profiling on demand: with it off, neither its route nor its middleware exists.
     profiling = Profiling() if settings.should_allow_profiling else None
     if profiling is not None:
@@ -168,6 +172,8 @@ def create_app(
             pricing = load_pricing(settings.pricing_file)
             engine = create_engine(settings)
             stack.push_async_callback(engine.dispose)
+            outage.open(engine)
+            stack.push_async_callback(outage.aclose)
             backend = create_backend(settings)
             stack.push_async_callback(backend.aclose)
             external_auth = _external_auth(settings, clock)
@@ -260,6 +266,7 @@ def create_app(
     )
     state.install(app, built)
     install_error_handlers(app)
+    install_database_error_handler(app)
     app.include_router(v1_router)
     app.include_router(chat_router)
     app.include_router(models_router)

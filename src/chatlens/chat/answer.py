@@ -20,6 +20,7 @@ from chatlens.chat import outcome as outcomes
 from chatlens.chat.outcome import Outcome
 from chatlens.chat.schemas import ChatResponse
 from chatlens.chat.turn import Answering, InferenceFailed, Interrupted, Turn
+from chatlens.db.availability import DatabaseUnavailable, is_database_unavailable
 from chatlens.errors import ChatlensError
 from chatlens.inference.base import Chunk
 from chatlens.inference.errors import UpstreamError
@@ -83,8 +84,13 @@ class Answer:
             yield exc
         except Exception as exc:
             self._crashed = True
-            log.error("stream_failed", exc_info=exc)
-            yield ChatlensError("internal server error")
+            if is_database_unavailable(exc):
+                # An outage, not a bug: the client is told which, in a typed error event.
+                log.warning("stream_failed", error_type=DatabaseUnavailable.error_type)
+                yield DatabaseUnavailable()
+            else:
+                log.error("stream_failed", exc_info=exc)
+                yield ChatlensError("internal server error")
         finally:
             try:
                 if not self.settled:  # stored or failed above: already told and logged

@@ -323,6 +323,19 @@ class Metrics:
             registry=r,
         )
 
+        # The database as the requests see it (chatlens.db.availability).
+        self.db_up = Gauge(
+            "db_up",
+            "1 while the database answers, 0 from a refused request until a probe reaches it.",
+            multiprocess_mode="livemin",
+            registry=r,
+        )
+        self.db_unavailable_requests = Counter(
+            "db_unavailable_requests_total",
+            "Requests answered 503 database_unavailable because the database was unreachable.",
+            registry=r,
+        )
+
         if self.multiprocess_dir is None:
             # The default collectors describe this one process; in multiprocess mode they
             # could not be summed across workers, so they are left out there.
