@@ -80,6 +80,19 @@ class CorsMiddleware(CORSMiddleware):
             max_age=600,
         )
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Most requests come from no browser: without an Origin header there is nothing
+        # for CORS to do, and Starlette's path (a Headers object, a send wrapper) costs
+        # some 5 µs a request.
+        if scope["type"] == "http":
+            for name, _ in scope["headers"]:
+                if name == b"origin":
+                    break
+            else:
+                await self.app(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)
         if response.status_code < 400:
