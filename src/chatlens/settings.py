@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -246,6 +247,15 @@ class Settings(BaseSettings):
     @property
     def critical_word_list(self) -> list[str]:
         return [w.strip() for w in self.critical_words.split(",") if w.strip()]
+
+    @property
+    def metrics_multiprocess_dir(self) -> Path | None:
+        """PROMETHEUS_MULTIPROC_DIR when prometheus_client runs on it: it reads the process
+        environment (where `chatlens serve --workers N` puts it), never .env; a folder named
+        only in .env would be one nothing writes to."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") is None:
+            return None
+        return self.prometheus_multiproc_dir
 
     @property
     def should_serve_docs(self) -> bool:

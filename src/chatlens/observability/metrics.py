@@ -102,7 +102,7 @@ class Labelled(Generic[M]):
 def multiprocess_dir(settings: Settings | None = None) -> str | None:
     """The directory prometheus_client's multiprocess mode writes to, when it is on
     (`PROMETHEUS_MULTIPROC_DIR`, through the settings)."""
-    directory = (settings if settings is not None else load_settings()).prometheus_multiproc_dir
+    directory = (settings if settings is not None else load_settings()).metrics_multiprocess_dir
     return str(directory) if directory is not None else None
 
 
