@@ -85,6 +85,9 @@ async def test_production_serves_no_api_description_unless_enabled(tmp_path: Pat
             response = await client.get(path)
             assert response.status_code == 404, path
             assert response.json()["error"]["type"] == "not_found"
+        home = (await client.get("/")).text
+        assert 'href="/docs"' not in home  # the start page links to no missing page
+        assert "CHATLENS_DOCS_ENABLED" in home
     enabled = sqlite_settings(tmp_path, environment="production", docs_enabled=True)
     async with client_of(enabled) as client:
         assert (await client.get("/openapi.json")).json()["info"]["title"] == "chatlens"

@@ -79,8 +79,20 @@ async def home(request: Request) -> HTMLResponse:
         stylesheet=html.escape(_asset(request, "console.css")),
         favicon=html.escape(_asset(request, "favicon.svg")),
         version=html.escape(__version__),
+        docs_links=_docs_links(request),
     )
     return HTMLResponse(page, headers=_HOME_HEADERS)
+
+
+def _docs_links(request: Request) -> str:
+    if request.app.openapi_url is None:  # CHATLENS_DOCS_ENABLED is off
+        return "<li>API docs: not served here (<code>CHATLENS_DOCS_ENABLED</code>)</li>"
+    root = html.escape(_root(request))
+    return (
+        f'<li><a href="{root}/docs">API docs</a>: every endpoint, with requests you can try '
+        "(Swagger UI)</li>\n"
+        f'<li><a href="{root}/redoc">API reference</a>: the same, for reading (ReDoc)</li>'
+    )
 
 
 @docs_router.api_route(DOCS_PATH, methods=["GET", "HEAD"], response_class=HTMLResponse)
