@@ -136,9 +136,9 @@ class DatabaseOutage:
                 else:
                     await connection.execute(text("SELECT 1"))
         except Exception as exc:
-            if is_database_unavailable(exc):
-                return False
-            raise
+            # Whatever the reason, it is not back yet; the loop must outlive odd errors.
+            log.debug("database_probe_failed", error_type=type(exc).__name__)
+            return False
         return True
 
     def _recovered(self) -> None:
