@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -34,7 +35,7 @@ from chatlens.db import migrate
 from chatlens.db.availability import DatabaseOutage, install_database_error_handler
 from chatlens.db.engine import create_engine, create_sessionmaker
 from chatlens.db.session import Database
-from chatlens.errors import install_error_handlers
+from chatlens.errors import OPENAI_PREFIX, install_error_handlers
 from chatlens.hardening import CorsMiddleware, SecurityHeadersMiddleware
 from chatlens.health.deps import HealthState
 from chatlens.health.profiling import RequestProfiling
@@ -56,6 +57,7 @@ from chatlens.observability.request_stats import RequestStats
 from chatlens.observability.router import router as metrics_router
 from chatlens.observability.sentry import capture_log_errors, init_sentry
 from chatlens.observability.tracing import configure_tracing, shutdown_tracing
+from chatlens.responses import complete_error_responses
 from chatlens.settings import Settings, load_settings
 from chatlens.shutdown import Shutdown, draining_on_signals
 from chatlens.state import AppState
@@ -133,6 +135,19 @@ def _external_auth(settings: Settings, clock: Callable[[], float]) -> ExternalAu
         timeout_s=settings.auth_timeout_seconds,
         clock=clock,
     )
+
+
+def _describe_every_error(app: FastAPI) -> None:
+    """The OpenAPI description with every error a route can answer (FastAPI's way to extend
+    it: replace `app.openapi`, build once, keep the result)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = complete_error_responses(build(), openai_prefix=OPENAI_PREFIX)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(
@@ -267,6 +282,7 @@ def create_app(
     state.install(app, built)
     install_error_handlers(app)
     install_database_error_handler(app)
+    _describe_every_error(app)
     app.include_router(v1_router)
     app.include_router(chat_router)
     app.include_router(models_router)

@@ -7,9 +7,11 @@ from typing import Any, ClassVar
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi import routing as fastapi_routing
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from chatlens.observability.context import get_request_id
 
@@ -91,6 +93,9 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
     for err in errors:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "string_pattern_mismatch" and "\x00" in str(err.get("input")):
+            # Every text field refuses NUL by its pattern (chatlens.fields): say so in words.
+            message = "must not contain the NUL character (\\u0000)"
         parts.append(f"{loc}: {message}")
     return "; ".join(parts)
 
@@ -140,8 +145,34 @@ async def _chatlens_error(request: Request, exc: Exception) -> Response:
     return _respond(request, exc.status_code, exc.error_type, exc.message, exc.headers)
 
 
+# FastAPI's detail for a body it could not decode: not UTF-8, or nested too deeply.
+_UNDECODABLE = "There was an error parsing the body"
+
+
+def _json_errors(exc: Exception) -> list[Any]:
+    if not isinstance(exc, RequestValidationError):
+        return []
+    return [e for e in exc.errors() if e.get("type") == "json_invalid"]
+
+
+def is_body_decoding_error(exc: Exception) -> bool:
+    """A body that is not JSON at all (400), as opposed to JSON that is not valid (422)."""
+    if isinstance(exc, StarletteHTTPException):
+        return exc.status_code == 400 and exc.detail == _UNDECODABLE
+    return bool(_json_errors(exc))
+
+
+def _undecodable(request: Request, detail: str) -> Response:
+    return _respond(request, 400, "invalid_json", f"body: not valid JSON ({detail})", param="body")
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    if json_errors := _json_errors(exc):
+        error = json_errors[0]
+        reason = error.get("ctx", {}).get("error", "JSON decode error")
+        position = error.get("loc", ("body", 0))[-1]
+        return _undecodable(request, f"{reason} at character {position}")
     message = describe_validation_errors(exc.errors())
     if request.url.path.startswith(OPENAI_PREFIX):
         # OpenAI answers an invalid request with 400 and names the offending parameter.
@@ -153,11 +184,30 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if is_body_decoding_error(exc):
+        return _undecodable(request, "not UTF-8, or nested too deeply")
+    if exc.status_code == 405:
+        return _method_not_allowed(request, exc)
     error_type = _HTTP_TYPES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else error_type.replace("_", " ")
     if exc.status_code == 404 and message == "Not Found":
         message = "no such route"
     return _respond(request, exc.status_code, error_type, message, exc.headers)
+
+
+def _method_not_allowed(request: Request, exc: StarletteHTTPException) -> Response:
+    # Starlette's Allow names the methods of the one route it tried; a path served by
+    # several routes (GET and POST) allows the methods of them all.
+    contexts: Any = getattr(fastapi_routing, "iter_route_contexts", None)
+    routes = request.app.router.routes
+    methods: set[str] = set()
+    for route in contexts(routes) if contexts is not None else routes:
+        path, route_methods = getattr(route, "path", None), getattr(route, "methods", None)
+        if path and route_methods and compile_path(path)[0].match(request.url.path):
+            methods |= set(route_methods)
+    allow = ", ".join(sorted(methods)) if methods else (exc.headers or {}).get("Allow", "")
+    message = f"{request.method} is not allowed here; use {allow}"
+    return _respond(request, 405, "method_not_allowed", message, {"Allow": allow})
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 import orjson
+from pydantic import AfterValidator
 
 from chatlens.errors import ValidationFailed
+from chatlens.fields import TextSchema
 from chatlens.models import Conversation, Message
+
+NOT_A_CURSOR = "not a cursor this API returned"
+
+_CURSOR = "^[A-Za-z0-9_-]{40,200}$"
+
+
+def _cursor_shape(value: str) -> str:
+    if not re.match(_CURSOR, value):
+        raise ValueError(NOT_A_CURSOR)
+    return value
+
+
+# A cursor's shape (unpadded base64url of a short JSON array); its content is checked on use.
+CursorText = Annotated[str, AfterValidator(_cursor_shape), TextSchema(_CURSOR)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +48,9 @@ class Cursor:
             created_at, id_ = orjson.loads(raw)
             cursor = cls(datetime.fromisoformat(created_at), uuid.UUID(id_))
         except (ValueError, TypeError, orjson.JSONDecodeError):
-            raise ValidationFailed("cursor: not a cursor this API returned") from None
+            raise ValidationFailed(f"cursor: {NOT_A_CURSOR}") from None
         if cursor.created_at.tzinfo is None:
-            raise ValidationFailed("cursor: not a cursor this API returned")
+            raise ValidationFailed(f"cursor: {NOT_A_CURSOR}")
         return cursor
 
 

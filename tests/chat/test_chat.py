@@ -275,16 +275,6 @@ async def test_invalid_chat_input_is_a_422_naming_the_field_and_stores_nothing(
         assert await session.scalar(select(func.count()).select_from(Message)) == 0
 
 
-async def test_malformed_json_is_a_422(client: httpx.AsyncClient, account: Any) -> None:
-    response = await client.post(
-        "/chat",
-        content=b'{"message": ',
-        headers={**account.headers, "content-type": "application/json"},
-    )
-    assert response.status_code == 422
-    assert response.json()["error"]["type"] == "validation_error"
-
-
 async def test_unknown_conversation_is_404(client: httpx.AsyncClient, account: Any) -> None:
     response = await client.post(
         "/chat",

@@ -55,7 +55,11 @@ async def test_list_filters_by_status_and_project(client: httpx.AsyncClient, acc
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("limit=0", "query.limit"), ("limit=101", "query.limit"), ("cursor=%%%", "cursor")],
+    [
+        ("limit=0", "query.limit"),
+        ("limit=101", "query.limit"),
+        ("cursor=%%%", "query.cursor: not a cursor"),
+    ],
 )
 async def test_bad_paging_parameters_are_422(
     client: httpx.AsyncClient, account: Any, query: str, field: str

@@ -11,8 +11,10 @@ from fastapi import Depends, Query, Request
 from chatlens.analytics.filters import MAX_RANGE, Filters
 from chatlens.analytics.service import CriticalWords, FeedbackContext
 from chatlens.chat.schemas import Platform
+from chatlens.chat.schemas import ProjectId as ProjectIdText
 from chatlens.db.base import utcnow
 from chatlens.errors import ValidationFailed
+from chatlens.fields import Day
 from chatlens.observability.deps import MetricsDep
 from chatlens.state import state_of
 
@@ -23,7 +25,7 @@ async def get_feedback_context(request: Request, metrics: MetricsDep) -> Feedbac
 
 FeedbackDep = Annotated[FeedbackContext, Depends(get_feedback_context)]
 
-ProjectId = Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")]
+ProjectId = Annotated[ProjectIdText | None, Query()]
 
 
 async def clock() -> datetime:
@@ -67,10 +69,10 @@ class DateRange:
 async def date_range(
     now: NowDep,
     start: Annotated[
-        date | None, Query(description="First day (UTC), inclusive (default: `end` - 30 days)")
+        Day | None, Query(description="First day (UTC), inclusive (default: `end` - 30 days)")
     ] = None,
     end: Annotated[
-        date | None, Query(description="Last day (UTC), exclusive (default: tomorrow)")
+        Day | None, Query(description="Last day (UTC), exclusive (default: tomorrow)")
     ] = None,
     project_id: ProjectId = None,
     platform: Platform | None = None,

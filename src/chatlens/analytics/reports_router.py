@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date
+from datetime import UTC
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -21,16 +21,22 @@ from chatlens.analytics.schemas import (
     SummaryRead,
     TimeseriesRead,
 )
-from chatlens.auth.deps import AdminUser
+from chatlens.auth.deps import AdminUser, AuthenticatedRoute
 from chatlens.chat.schemas import Platform
 from chatlens.db.session import SessionDep, SessionMakerDep
 from chatlens.errors import ValidationFailed
+from chatlens.fields import TEXT_SCHEMA, Day, Text
 from chatlens.observability.deps import RequestStatsDep
 from chatlens.responses import errors
 from chatlens.state import SettingsDep
 
 # The same prefix, tags and shared responses as the feedback routes: one API section.
-router = APIRouter(prefix="/api", tags=["feedback"], responses=errors(401, 404, 422))
+router = APIRouter(
+    prefix="/api",
+    tags=["feedback"],
+    responses=errors(401, 404, 422),
+    route_class=AuthenticatedRoute,
+)
 
 
 @router.get("/sla", response_model=SlaRead, tags=["analytics"], responses=errors(403))
@@ -40,7 +46,11 @@ async def read_sla(
     stats: RequestStatsDep,
     settings: SettingsDep,
     _: AdminUser,
-    window: Annotated[str, Query(description="e.g. 30d, 12h, 90m (at most 366d)")] = "30d",
+    window: Annotated[
+        str,
+        Query(description="e.g. 30d, 12h, 90m (at most 366d)", pattern=sla.WINDOW_PATTERN),
+        TEXT_SCHEMA,
+    ] = "30d",
 ) -> SlaRead:
     """Availability (non-5xx share) and response time against the SLA targets, every replica
     counted (admins)."""
@@ -109,7 +119,12 @@ async def read_intents(
 async def read_timeseries(
     session: SessionDep,
     _: AdminUser,
-    metric: Annotated[str, Query(description="e.g. turns, avg_response_ms, csat, nps, cost_usd")],
+    metric: Annotated[
+        str,
+        Query(
+            description="A summary number", json_schema_extra={"enum": sorted(timeseries.SERIES)}
+        ),
+    ],
     filters: RangeDep,
     interval: timeseries.Interval = "day",
 ) -> TimeseriesRead:
@@ -143,8 +158,8 @@ async def export_rows(
     dataset: export.Dataset,
     filters: ExportRangeDep,
     format: export.Format = "csv",
-    start_date: Annotated[str | None, Query(include_in_schema=False)] = None,
-    end_date: Annotated[str | None, Query(include_in_schema=False)] = None,
+    start_date: Annotated[Text | None, Query(include_in_schema=False)] = None,
+    end_date: Annotated[Text | None, Query(include_in_schema=False)] = None,
 ) -> StreamingResponse:
     """A dataset of a range (default: the last 30 days; any length), streamed as it is read:
     `conversation_metrics` (one row per answer, ready for ClickHouse), `conversations` or
@@ -172,7 +187,7 @@ async def read_report(
     now: NowDep,
     period: report.Period = "week",
     day: Annotated[
-        date | None, Query(alias="date", description="A day of the period (default: today)")
+        Day | None, Query(alias="date", description="A day of the period (default: today)")
     ] = None,
     project_id: ProjectId = None,
     platform: Platform | None = None,

@@ -20,7 +20,7 @@ from chatlens.analytics.schemas import (
     RatingCreate,
     ResolveRequest,
 )
-from chatlens.auth.deps import AdminUser, CurrentUser
+from chatlens.auth.deps import AdminUser, AuthenticatedRoute, CurrentUser
 from chatlens.auth.service import Principal
 from chatlens.chat import conversations
 from chatlens.chat.schemas import ConversationRead
@@ -31,7 +31,12 @@ from chatlens.models import FeedbackKind
 from chatlens.observability.deps import MetricsDep
 from chatlens.responses import errors
 
-router = APIRouter(prefix="/api", tags=["feedback"], responses=errors(401, 404, 422))
+router = APIRouter(
+    prefix="/api",
+    tags=["feedback"],
+    responses=errors(401, 404, 422),
+    route_class=AuthenticatedRoute,
+)
 
 
 def _answer(saved: service.Saved, response: Response) -> FeedbackRead:

@@ -6,11 +6,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from chatlens.fields import JSON_INTEGER, TEXT_SCHEMA, Text
 from chatlens.models.conversation import ESCALATION_NOTE_MAX_CHARS
 
-Comment = Annotated[str, Field(max_length=2000)]
+Comment = Annotated[Text, Field(max_length=2000)]
 EscalationNote = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=ESCALATION_NOTE_MAX_CHARS)
+    Text, StringConstraints(strip_whitespace=True, max_length=ESCALATION_NOTE_MAX_CHARS)
 ]
 
 
@@ -20,12 +21,12 @@ class RatingCreate(BaseModel):
 
 
 class CsatCreate(BaseModel):
-    score: Annotated[int, Field(ge=1, le=5)]
+    score: Annotated[int, Field(ge=1, le=5), JSON_INTEGER]
     comment: Comment | None = None
 
 
 class NpsCreate(BaseModel):
-    score: Annotated[int, Field(ge=0, le=10)]
+    score: Annotated[int, Field(ge=0, le=10), JSON_INTEGER]
     comment: Comment | None = None
 
 
@@ -45,7 +46,7 @@ class FeedbackRead(BaseModel):
 
 
 class IntentLabel(BaseModel):
-    intent: Annotated[str, Field(min_length=1, max_length=64)]
+    intent: Annotated[Text, Field(min_length=1, max_length=64)]
 
 
 class IntentLabelRead(BaseModel):
@@ -56,7 +57,7 @@ class IntentLabelRead(BaseModel):
 
 
 class EscalateRequest(BaseModel):
-    reason: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$")] = "manual"
+    reason: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$"), TEXT_SCHEMA] = "manual"
     note: EscalationNote | None = Field(
         None, description="Free text for the operator, beside the coded reason"
     )

@@ -29,6 +29,13 @@ log = structlog.get_logger(__name__)
 _WINDOW = re.compile(r"^(\d{1,6})([mhd])$")
 _UNIT = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 MAX_WINDOW = timedelta(days=366)
+# What the route accepts, in the OpenAPI description: 1-99999 minutes, 1-8784 hours (366
+# days) or 1-366 days.
+WINDOW_PATTERN = (
+    "^([1-9][0-9]{0,4}m"
+    "|([1-9][0-9]{0,2}|[1-7][0-9]{3}|8[0-6][0-9]{2}|87[0-7][0-9]|878[0-4])h"
+    "|([1-9][0-9]?|[12][0-9]{2}|3[0-5][0-9]|36[0-6])d)$"
+)
 
 
 def parse_window(text: str) -> timedelta:

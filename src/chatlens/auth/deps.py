@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chatlens.auth import service
 from chatlens.auth.external import ExternalAuth
 from chatlens.auth.service import KeyCache, Principal
-from chatlens.db.session import SessionDep
-from chatlens.errors import Forbidden
-from chatlens.observability.deps import MetricsDep
+from chatlens.db.session import Database, SessionDep
+from chatlens.errors import Forbidden, is_body_decoding_error
+from chatlens.observability.deps import MetricsDep, Telemetry
 from chatlens.observability.logging import bind
 from chatlens.state import state_of
 
@@ -65,3 +68,45 @@ async def admin_user(user: CurrentUser) -> Principal:
 
 AdminUser = Annotated[Principal, Depends(admin_user)]
 KeyCacheDep = Annotated[KeyCache | None, Depends(get_key_cache)]
+
+
+def _needs_key(dependant: Dependant) -> bool:
+    return dependant.call is current_user or any(_needs_key(d) for d in dependant.dependencies)
+
+
+async def _authenticate(request: Request) -> None:
+    """`current_user` for a request refused before its dependencies run: Unauthorized
+    without a valid key."""
+    credentials = await _bearer(request)
+    auth = state_of(request).get(Auth)
+    async with state_of(request).get(Database).sessionmaker() as session:
+        await service.identify(
+            session,
+            credentials.credentials if credentials else None,
+            cache=auth.key_cache,
+            external=auth.external,
+            metrics=state_of(request).get(Telemetry).metrics,
+        )
+
+
+class AuthenticatedRoute(APIRoute):
+    """A route that answers 401 before it says anything about a body it cannot read.
+
+    FastAPI decodes the JSON body before it solves dependencies, so a malformed body would
+    be refused (400) to a caller without a key; here the key is checked first.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if not _needs_key(self.dependant):
+            return handler
+
+        async def authenticated_first(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:
+                if is_body_decoding_error(exc):
+                    await _authenticate(request)  # raises Unauthorized
+                raise
+
+        return authenticated_first

@@ -7,13 +7,18 @@ import uuid
 from fastapi import APIRouter, status
 
 from chatlens.auth import service
-from chatlens.auth.deps import AdminUser, CurrentUser, KeyCacheDep
+from chatlens.auth.deps import AdminUser, AuthenticatedRoute, CurrentUser, KeyCacheDep
 from chatlens.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, UserCreate, UserRead
 from chatlens.db.session import SessionDep
 from chatlens.responses import errors
 
-router = APIRouter(prefix="/api", tags=["auth"])
-admin = APIRouter(prefix="/api/admin", tags=["admin"], responses=errors(401, 403))
+router = APIRouter(prefix="/api", tags=["auth"], route_class=AuthenticatedRoute)
+admin = APIRouter(
+    prefix="/api/admin",
+    tags=["admin"],
+    responses=errors(401, 403),
+    route_class=AuthenticatedRoute,
+)
 
 
 @router.get("/me", response_model=UserRead, responses=errors(401))

@@ -2,15 +2,26 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chatlens.fields import NAME, TEXT_SCHEMA, StrictBool, Text
+
 
 class UserCreate(BaseModel):
-    name: str = Field(
-        min_length=1, max_length=128, pattern=r"^\S(.*\S)?$", examples=["support-web"]
-    )
-    is_admin: bool = False
+    # No white space at either end, one line, no NUL.
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=128,
+            pattern=NAME,
+            examples=["support-web"],
+        ),
+        TEXT_SCHEMA,
+    ]
+    is_admin: StrictBool = False
 
 
 class UserRead(BaseModel):
@@ -23,7 +34,7 @@ class UserRead(BaseModel):
 
 
 class ApiKeyCreate(BaseModel):
-    name: str | None = Field(None, max_length=128, examples=["widget production"])
+    name: Annotated[Text, Field(max_length=128, examples=["widget production"])] | None = None
 
 
 class ApiKeyRead(BaseModel):

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from chatlens.auth.deps import CurrentUser
+from chatlens.auth.deps import AuthenticatedRoute, CurrentUser
 from chatlens.chat import conversations
 from chatlens.chat.answer import Answer
 from chatlens.chat.deps import PipelineDep
@@ -24,6 +24,7 @@ from chatlens.chat.schemas import (
     MessageCreate,
     MessageRead,
     Page,
+    ProjectId,
     RegenerateRequest,
     StreamDelta,
     StreamError,
@@ -31,10 +32,10 @@ from chatlens.chat.schemas import (
 from chatlens.chat.turn import Turn
 from chatlens.db.session import SessionDep
 from chatlens.models import ConversationStatus
-from chatlens.pagination import decode_cursor
+from chatlens.pagination import CursorText, decode_cursor
 from chatlens.responses import errors
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], route_class=AuthenticatedRoute)
 
 
 def _sse_event(name: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -60,7 +61,6 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
         "`done` with the ChatResponse, or `error` {type, message}",
         "content": {
             "text/event-stream": {
-                "schema": {"type": "string"},
                 "itemSchema": {
                     "oneOf": [
                         _sse_event("delta", StreamDelta.model_json_schema()),
@@ -75,7 +75,7 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
 
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
-CursorParam = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
+CursorParam = Annotated[CursorText | None, Query(description="`next_cursor` of the previous page")]
 
 
 def wants_stream(flag: bool | None, request: Request, *, default: bool) -> bool:
@@ -148,7 +148,7 @@ async def list_conversations(
     limit: Limit = 20,
     cursor: CursorParam = None,
     status: ConversationStatus | None = None,
-    project_id: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
+    project_id: Annotated[ProjectId | None, Query()] = None,
 ) -> Page[ConversationRead]:
     """Your conversations, newest first."""
     page = await conversations.list_conversations(

@@ -6,25 +6,28 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from chatlens.fields import BLANKS, NOT_BLANK, TEXT_SCHEMA, StrictBool, Text, TextSchema
 from chatlens.models import ConversationStatus, MessageRole, MessageStatus
 
 Platform = Literal["web", "telegram", "whatsapp", "slack", "email", "sms", "voice", "api", "other"]
 
 
 def _not_blank(value: str) -> str:
-    if not value.strip():
+    if not value.strip(BLANKS):
         raise ValueError("must not be blank")
     return value
 
 
 MessageText = Annotated[
-    str,
+    Text,
     Field(min_length=1, max_length=8000, examples=["Where is my order?"]),
     AfterValidator(_not_blank),
+    TextSchema(NOT_BLANK),
 ]
-ProjectId = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$", examples=["default"])]
+PROJECT_ID_PATTERN = r"^[a-z0-9_-]{1,64}$"
+ProjectId = Annotated[str, Field(pattern=PROJECT_ID_PATTERN, examples=["default"]), TEXT_SCHEMA]
 ExternalUser = Annotated[
-    str, Field(min_length=1, max_length=128, description="The end customer's id in your system")
+    Text, Field(min_length=1, max_length=128, description="The end customer's id in your system")
 ]
 
 
@@ -36,7 +39,7 @@ class ChatRequest(BaseModel):
     project_id: ProjectId = "default"
     platform: Platform = "web"
     user: ExternalUser | None = None
-    stream: bool | None = Field(
+    stream: StrictBool | None = Field(
         None, description="Answer as server-sent events (also chosen by Accept: text/event-stream)"
     )
 
@@ -61,26 +64,31 @@ class ChatResponse(BaseModel):
 
 class MessageCreate(BaseModel):
     message: MessageText
-    stream: bool | None = Field(
+    stream: StrictBool | None = Field(
         None, description="false for a JSON answer; server-sent events otherwise"
     )
 
 
 class RegenerateRequest(BaseModel):
-    stream: bool | None = Field(
+    stream: StrictBool | None = Field(
         None, description="false for a JSON answer; server-sent events otherwise"
     )
 
 
 class ConversationCreate(BaseModel):
-    title: str | None = Field(None, min_length=1, max_length=255)
+    title: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
     project_id: ProjectId = "default"
     platform: Platform = "web"
     user: ExternalUser | None = None
 
 
 class ConversationUpdate(BaseModel):
-    title: Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_not_blank)]
+    title: Annotated[
+        Text,
+        Field(min_length=1, max_length=255),
+        AfterValidator(_not_blank),
+        TextSchema(NOT_BLANK),
+    ]
 
 
 class ConversationRead(BaseModel):

@@ -16,7 +16,7 @@ import orjson
 from fastapi import APIRouter, Header, Response
 from sse_starlette import EventSourceResponse
 
-from chatlens.auth.deps import CurrentUser
+from chatlens.auth.deps import AuthenticatedRoute, CurrentUser
 from chatlens.chat.answer import Answer
 from chatlens.chat.deps import PipelineDep
 from chatlens.chat.schemas import ChatResponse
@@ -32,8 +32,9 @@ from chatlens.chat.v1_schemas import (
 )
 from chatlens.db.session import SessionDep
 from chatlens.errors import openai_error_body
+from chatlens.responses import errors
 
-router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+router = APIRouter(prefix="/v1", tags=["openai-compatible"], route_class=AuthenticatedRoute)
 
 CONVERSATION_HEADER = "X-Chatlens-Conversation-Id"
 
@@ -46,7 +47,56 @@ def _usage(done: ChatResponse) -> CompletionUsage:
     )
 
 
-@router.post("/chat/completions", response_model=Completion)
+# With `stream: true`: `data:` events, each a chat.completion.chunk, then `data: [DONE]`; an
+# error after the headers went out is a data event in OpenAI's error shape.
+_CHUNK = {
+    "type": "object",
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "chat.completion.chunk"},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "choices": {"type": "array"},
+        "usage": {"$ref": "#/components/schemas/CompletionUsage"},
+    },
+}
+_STREAM_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The completion: JSON, or (`stream: true`) server-sent `data:` events "
+        "of chat.completion.chunk objects ending with `data: [DONE]`",
+        "content": {
+            "text/event-stream": {
+                "itemSchema": {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {
+                        "data": {
+                            "oneOf": [
+                                {
+                                    "type": "string",
+                                    "contentMediaType": "application/json",
+                                    "contentSchema": {
+                                        "oneOf": [
+                                            _CHUNK,
+                                            {"$ref": "#/components/schemas/OpenAIErrorResponse"},
+                                        ]
+                                    },
+                                },
+                                {"const": "[DONE]"},
+                            ]
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/chat/completions", response_model=Completion, responses={**_STREAM_DOC, **errors(404, 502)}
+)
 async def chat_completions(
     response: Response,
     session: SessionDep,
@@ -132,7 +182,7 @@ async def _stream(
                 yield _event(body)
 
 
-@router.get("/models", response_model=ModelList)
+@router.get("/models", response_model=ModelList)  # its 401 is described with every other
 async def list_models(_: CurrentUser, pipeline: PipelineDep) -> ModelList:
     """The models this chatlens can answer with (the backend's list)."""
     names = await pipeline.active_model.list_models()

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatlens.chat.schemas import ExternalUser, Platform, ProjectId
+from chatlens.fields import BLANKS, NOT_BLANK, StrictBool, Text
 from chatlens.inference.base import ChatMessage
 
 MAX_MESSAGES = 200
@@ -17,14 +18,14 @@ class TextPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["text"]
-    text: str
+    text: Annotated[Text, Field(max_length=MAX_CONTENT)]
 
 
 class CompletionMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: Annotated[str, Field(max_length=MAX_CONTENT)] | list[TextPart] | None = None
+    content: Annotated[Text, Field(max_length=MAX_CONTENT)] | list[TextPart] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -39,7 +40,7 @@ class CompletionMessage(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class CompletionMetadata(BaseModel):
@@ -51,14 +52,40 @@ class CompletionMetadata(BaseModel):
     platform: Platform = "api"
 
 
+# What `_ends_with_a_question` requires, in the description: a user message with text.
+_QUESTION = {
+    "type": "object",
+    "required": ["role", "content"],
+    "properties": {
+        "role": {"const": "user"},
+        "content": {
+            "anyOf": [
+                {"type": "string", "pattern": NOT_BLANK},
+                {
+                    "type": "array",
+                    "contains": {
+                        "type": "object",
+                        "required": ["type", "text"],
+                        "properties": {"text": {"type": "string", "pattern": NOT_BLANK}},
+                    },
+                },
+            ]
+        },
+    },
+}
+
+
 class CompletionRequest(BaseModel):
     """`POST /v1/chat/completions`; sampling parameters are accepted and not used."""
 
     model_config = ConfigDict(extra="ignore")
 
-    model: Annotated[str, Field(min_length=1, max_length=200)]
-    messages: Annotated[list[CompletionMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
-    stream: bool = False
+    model: Annotated[Text, Field(min_length=1, max_length=200)]
+    messages: Annotated[
+        list[CompletionMessage],
+        Field(min_length=1, max_length=MAX_MESSAGES, json_schema_extra={"contains": _QUESTION}),
+    ]
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: ExternalUser | None = None
     metadata: CompletionMetadata | None = None
@@ -66,7 +93,7 @@ class CompletionRequest(BaseModel):
     @field_validator("messages")
     @classmethod
     def _ends_with_a_question(cls, messages: list[CompletionMessage]) -> list[CompletionMessage]:
-        if not any(m.role == "user" and m.text().strip() for m in messages):
+        if not any(m.role == "user" and m.text().strip(BLANKS) for m in messages):
             raise ValueError("needs at least one user message with text")
         return messages
 

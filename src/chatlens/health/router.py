@@ -66,7 +66,12 @@ async def live() -> LivenessRead:
     "/ready",
     response_model=ReadinessRead,
     response_model_exclude_none=True,
-    responses={503: {"description": "Not ready: shutting down, database down or schema behind"}},
+    responses={
+        503: {
+            "model": ReadinessRead,
+            "description": "Not ready: shutting down, database down or schema behind",
+        }
+    },
 )
 async def ready(database: DatabaseDep, response: Response, shutdown: ShutdownDep) -> ReadinessRead:
     """200 when the database answers within 1 s and its schema is at the newest migration;
@@ -81,7 +86,9 @@ async def ready(database: DatabaseDep, response: Response, shutdown: ShutdownDep
 @router.get(
     "/db",
     response_model=DatabaseHealthRead,
-    responses={503: {"description": "The database did not answer within 1 s"}},
+    responses={
+        503: {"model": DatabaseHealthRead, "description": "The database did not answer within 1 s"}
+    },
 )
 async def database(database: DatabaseDep, response: Response) -> DatabaseHealthRead:
     """Database round trip (SELECT 1) and its latency; 503 when it fails."""
@@ -95,7 +102,12 @@ async def database(database: DatabaseDep, response: Response) -> DatabaseHealthR
     "",
     response_model=HealthRead,
     response_model_exclude_none=True,
-    responses={503: {"description": "Unhealthy: the database or the AI service is down"}},
+    responses={
+        503: {
+            "model": HealthRead,
+            "description": "Unhealthy: the database or the AI service is down",
+        }
+    },
 )
 async def health(
     database: DatabaseDep, backend: BackendDep, state: HealthStateDep, response: Response

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from chatlens.auth.deps import AdminUser, CurrentUser
+from chatlens.auth.deps import AdminUser, AuthenticatedRoute, CurrentUser
 from chatlens.db.session import SessionDep
 from chatlens.inference.deps import ActiveModelDep
 from chatlens.inference.schemas import ModelRead, ModelsRead, ModelSwap, ModelSwapped
 from chatlens.responses import errors
 
-router = APIRouter(prefix="/api/models", tags=["models"])
+router = APIRouter(prefix="/api/models", tags=["models"], route_class=AuthenticatedRoute)
 
 
 @router.get("", response_model=ModelsRead, responses=errors(401, 502, 503))

@@ -4,6 +4,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from chatlens.fields import Text
+
 
 class ModelRead(BaseModel):
     id: str
@@ -17,7 +19,7 @@ class ModelsRead(BaseModel):
 
 
 class ModelSwap(BaseModel):
-    model: Annotated[str, Field(min_length=1, max_length=200)]
+    model: Annotated[Text, Field(min_length=1, max_length=200)]
 
 
 class ModelSwapped(BaseModel):
