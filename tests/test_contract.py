@@ -192,7 +192,7 @@ async def test_nul_in_v1_content_is_an_openai_400_and_nothing_is_stored(
     ("path", "body", "field"),
     [
         ("nps", {"score": False}, "score"),
-        ("nps", {"score": 9.0}, "score"),
+        ("nps", {"score": 9.5}, "score"),
         ("csat", {"score": "5"}, "score"),
         ("regenerate", {"stream": 0}, "stream"),
         ("messages", {"message": "hi", "stream": "false"}, "stream"),
