@@ -3,12 +3,14 @@ PostgreSQL, and all of it in the OpenAPI description (docs/errors.md states the 
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import func, select
 
@@ -240,6 +242,17 @@ async def test_out_of_range_days_and_numbers_are_a_clear_422(
     response = await client.get(query, headers=admin.headers)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["message"].startswith(f"query.{parameter}:")
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"])
+async def test_a_cursor_at_the_edge_of_time_is_a_422(
+    client: httpx.AsyncClient, account: Any, moment: str
+) -> None:
+    raw = orjson.dumps([moment, str(uuid.uuid4())])
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    response = await client.get(f"/api/conversations?cursor={cursor}", headers=account.headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["message"] == "cursor: not a cursor this API returned"
 
 
 @pytest.mark.parametrize("period", ["day", "week", "month"])

@@ -14,7 +14,7 @@ import orjson
 from pydantic import AfterValidator
 
 from chatlens.errors import ValidationFailed
-from chatlens.fields import TextSchema
+from chatlens.fields import FIRST_DAY, LAST_DAY, TextSchema
 from chatlens.models import Conversation, Message
 
 NOT_A_CURSOR = "not a cursor this API returned"
@@ -49,7 +49,11 @@ class Cursor:
             cursor = cls(datetime.fromisoformat(created_at), uuid.UUID(id_))
         except (ValueError, TypeError, orjson.JSONDecodeError):
             raise ValidationFailed(f"cursor: {NOT_A_CURSOR}") from None
-        if cursor.created_at.tzinfo is None:
+        # Aware, and within the days a row can have (at the edges of Python's dates, the
+        # conversion to UTC overflows).
+        if cursor.created_at.tzinfo is None or not (
+            FIRST_DAY <= cursor.created_at.date() <= LAST_DAY
+        ):
             raise ValidationFailed(f"cursor: {NOT_A_CURSOR}")
         return cursor
 
