@@ -69,7 +69,12 @@ def _schemathesis(
 def test_the_service_answers_as_its_description_says(
     tmp_path: Path, env_without_chatlens: dict[str, str]
 ) -> None:
-    env = {**env_without_chatlens, "CHATLENS_BUILTIN_STREAM_DELAY_MS": "0"}
+    env = {
+        **env_without_chatlens,
+        "CHATLENS_BUILTIN_STREAM_DELAY_MS": "0",
+        # A profile lasts as long as asked (up to two minutes): off, its route does not exist.
+        "CHATLENS_PROFILING_ENABLED": "false",
+    }
     server = Server(tmp_path, env)
     try:
         key = KEY.findall(server.output)[0]  # the admin key printed on first start

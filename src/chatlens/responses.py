@@ -70,7 +70,9 @@ def complete_error_responses(spec: dict[str, Any], *, openai_prefix: str) -> dic
 
     Derived from what the operation takes, so a new route is described without a word:
     a body can be undecodable (400) or too large (413); a key can be missing (401); input
-    can be invalid (422, or 400 under /v1 as OpenAI answers); anything can fail (500).
+    can be invalid (422, or 400 under /v1 as OpenAI answers); anything can fail (500); a
+    request head can be too large for the server (431); what needs the database can find it
+    unreachable, and a stopping service refuses new work (503, with Retry-After).
     """
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for model in (ErrorDetail, ErrorResponse, OpenAIErrorDetail, OpenAIErrorResponse):
@@ -89,9 +91,16 @@ def complete_error_responses(spec: dict[str, Any], *, openai_prefix: str) -> dic
             for parameter in operation.get("parameters", []):
                 _not_null(parameter)
             responses = operation.setdefault("responses", {})
-            statuses: dict[int, str] = {500: "Internal error; quote the request_id"}
+            statuses: dict[int, str] = {
+                431: "Request head too large (CHATLENS_MAX_HEADER_BYTES, CHATLENS_MAX_HEADERS)",
+                500: "Internal error; quote the request_id",
+            }
             if operation.get("security"):
                 statuses[401] = "Missing, invalid or revoked API key"
+                statuses[503] = (
+                    "The database is unreachable, or the service is stopping; retry after "
+                    "Retry-After"
+                )
             takes_input = bool(operation.get("parameters")) or "requestBody" in operation
             if "requestBody" in operation:
                 statuses[400] = "The body is not JSON (or not UTF-8, or nested too deeply)"
