@@ -110,3 +110,95 @@ def test_request_fields_stay_with_their_request() -> None:
     assert all(
         re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ln["timestamp"]) for ln in lines
     )
+
+
+# One sample of each format (made up, in the issuer's shape), by detect-secrets' name of it.
+SECRETS = {
+    "OpenAI Token": "sk-Ab3dEf6hIj9kLm2nOp5qT3BlbkFJr8sTu1vWx4yZa7bC0dEf3gHi",
+    "OpenAI project key": "sk-proj-Q2w3E4r5T6y7U8i9O0pAsDfGhJkLzXcVbNm1234567890abcd",
+    "Anthropic key": "sk-ant-api03-Zx9Cv8Bn7Mq6Wr5Et4Yu3Io2Pa1SdFgHjKl",
+    "AWS Access Key": "AKIAIOSFODNN7EXAMPL3",
+    "AWS secret": "aws_secret_access_key = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'",
+    "GitHub Token": "ghp_1a2B3c4D5e6F7g8H9i0JkLmNoPqRsTuVwXyZ",
+    "GitHub fine-grained token": "github_pat_11ABCDEFG0123456789_abcdefghijKLMNOPQRSTuvwxyz",
+    "GitLab Token": "glpat-Xy7Zq9Wr3Tu5Io1Pa2Sd",
+    "Slack Token": "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+    "Slack webhook": "https://hooks.slack.com/services/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",
+    "Stripe Access Key": "sk_live_4eC39HqLyjWDarjtT1zdp7dcXyZ1234567890AbCdE",
+    "Stripe test key": "rk_test_51H8aBcDeFgHiJkLmNoPqRsTu",
+    "JSON Web Token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+    "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    "Private Key": "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo\n"
+    "4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0\n-----END RSA PRIVATE KEY-----",
+    "SendGrid API Key": "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",
+    "Twilio API Key": "SK0123456789abcdef0123456789abcdef",
+    "Google API key": "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW",
+    "Azure Storage Account access key": "AccountKey=" + "Ab3dEf6hIj9kLm2n" * 5 + "Op5qTu1v",
+    "Basic Auth Credentials": "https://admin:Tr0ub4dor3@db.example.com/orders",
+    "Telegram Bot Token": "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1",
+    "Mailchimp Access Key": "0123456789abcdef0123456789abcdef-us12",
+    "NPM tokens": "//registry.npmjs.org/:_authToken=npm_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7c",
+    "PyPI Token": "pypi-AgEIcHlwaS5vcmc" + "Ab3dEf6hIj9kLm2nOp5q" * 4,
+    "Discord Bot Token": "MTAxMjM0NTY3ODkwMTIzNDU2.Gh7IjK.AbCdEfGhIjKlMnOpQrStUvWxYz0",
+    "Square OAuth Secret": "sq0csp-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7cDe0fGh3",
+    "Hugging Face token": "hf_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb",
+    "Artifactory Credentials": "AKCp8jQ9Wr3Tu5Io1Pa2Sd4Fg",
+    "Cloudant Credentials": "cloudant_password='" + "0123456789abcdef" * 4 + "'",
+    "IBM Cloud IAM Key": "ibm_cloud_iam_api_key: Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7cDe0fGh3j",
+    "IBM COS HMAC Credentials": "cos_hmac_secret_access_key = " + "0123456789abcdef" * 3,
+    "SoftLayer Credentials": "softlayer_api_key: " + "0123456789abcdef" * 4,
+    "chatlens key": "cl_" + "Zq7" * 15,
+}
+
+
+def _secret_part(sample: str) -> str:
+    """The part of a sample that must not survive: the value after `=`/`:`, or the whole."""
+    for separator in ("'", ":_authToken=", "AccountKey=", ": ", " = ", "://admin:"):
+        if separator in sample:
+            value = sample.split(separator, 1)[1].strip("'")
+            return value.split("@", 1)[0]
+    return sample
+
+
+@pytest.mark.parametrize("name", sorted(SECRETS))
+def test_each_secret_format_is_masked(name: str) -> None:
+    sample = SECRETS[name]
+    secret = _secret_part(sample)
+    for text in (
+        f"upstream said: {sample} was rejected",
+        f"{sample}",
+        f"{'.' * 300} {sample}\n",
+        f'config {{"{sample}"}}',
+    ):
+        masked = redact(text)
+        assert "[secret]" in masked, (name, masked)
+        # No piece of it either: not its tail, which a fixed-length pattern would leave.
+        assert secret[-10:] not in masked, (name, masked)
+        assert secret[:24] not in masked or len(secret) <= 10, (name, masked)
+
+
+def test_every_format_detect_secrets_knows_has_a_sample() -> None:
+    """A format added by a newer detect-secrets gets a sample here, so its masking is tested."""
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+    from detect_secrets.plugins.base import RegexBasedDetector
+
+    known = {
+        name
+        for name, plugin in get_mapping_from_secret_type_to_class().items()
+        if issubclass(plugin, RegexBasedDetector)
+    }
+    assert known - {"Public IP (ipv4)"} <= set(SECRETS)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "http_request_duration_seconds",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/124.0.0.0 Safari/537.36",
+        "/api/conversations/{conversation_id}/messages",
+        "APIConnectionError",
+        "listening on http://0.0.0.0:8000",
+    ],
+)
+def test_names_agents_and_urls_are_not_taken_for_secrets(text: str) -> None:
+    assert redact(text) == text

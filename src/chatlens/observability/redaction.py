@@ -1,10 +1,19 @@
-"""Masks personal data and secrets in text: e-mails, phones, card numbers, API keys, tokens."""
+"""Masks personal data and secrets in text: e-mails, phones, card numbers, API keys, tokens.
+
+Secret formats come from Yelp's detect-secrets: the regular expressions of its regex
+plugins (AWS, GitHub, GitLab, Slack, Stripe, JWT, private keys, ...), read through its
+public plugin registry, so an upgrade of the package brings new formats with it.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
+
+from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+from detect_secrets.plugins.base import RegexBasedDetector
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _CHATLENS_KEY = re.compile(r"\bcl_[A-Za-z0-9_-]{20,}")
@@ -16,9 +25,74 @@ _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 # International or local phone numbers: 7+ digits with the usual separators.
 _PHONE = re.compile(r"(?<![\w+-])\+?\d[\d ()\-]{6,}\d(?![\w-])")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-# Every pattern needs a digit, "@", "cl_" or one of the secret words: text without any of
-# them (most log strings, event names included) skips the five passes.
+# Every pattern above needs a digit, "@", "cl_" or one of the secret words: text without
+# any of them (most log strings, event names included) skips these five passes.
 _TRIGGER = re.compile(r"[\d@]|cl_|(?i:bearer|token|api.?key|password|secret)")
+
+# Detectors whose finding is no secret: an IP address is not masked (the access log keeps
+# the client's address on purpose, in a field of its own).
+_NOT_SECRETS = frozenset({"Public IP (ipv4)"})
+# Formats detect-secrets 1.5 does not know, or knows only in an older shape: OpenAI's
+# project and service-account keys (its plugin wants the legacy "T3BlbkFJ" marker),
+# Anthropic's, Stripe's test and restricted keys of any length, GitHub's fine-grained
+# tokens, Slack's app tokens, Google API keys, Hugging Face tokens, and a private key's
+# whole PEM block (the plugin matches its header line alone).
+_EXTRA_SECRETS = (
+    r"-----BEGIN[A-Z ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
+    r"(?:-----END[A-Z ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+    r"\bsk-[A-Za-z0-9_-]{20,}",
+    r"\b(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}",
+    r"\bwhsec_[0-9A-Za-z]{16,}",
+    r"\bgithub_pat_[A-Za-z0-9_]{22,}",
+    r"\bxapp-\d-[A-Za-z0-9-]{10,}",
+    r"\bAIza[0-9A-Za-z_-]{35}",
+    r"\bhf_[A-Za-z0-9]{30,}",
+)
+# A match that stops inside a token (a fixed-length pattern, a longer key of a newer
+# shape) is masked to the token's end, so no tail of the secret is left.
+_TOKEN_TAIL = re.compile(r"[A-Za-z0-9_\-.+/=]*")
+
+
+def _scoped(pattern: re.Pattern[str]) -> str:
+    flags = "".join(
+        letter
+        for flag, letter in ((re.IGNORECASE, "i"), (re.VERBOSE, "x"), (re.DOTALL, "s"))
+        if pattern.flags & flag
+    )
+    return f"(?{flags}:{pattern.pattern})" if flags else f"(?:{pattern.pattern})"
+
+
+def _secret_patterns() -> re.Pattern[str]:
+    """Every secret format, one alternation: a text is scanned once, not once per format."""
+    patterns = list(_EXTRA_SECRETS)
+    plugins: dict[str, type[Any]] = get_mapping_from_secret_type_to_class()
+    for secret_type, plugin in sorted(plugins.items()):
+        if secret_type in _NOT_SECRETS or not issubclass(plugin, RegexBasedDetector):
+            continue
+        # `denylist` is a class attribute of every regex plugin, declared as a property.
+        denylist: Iterable[re.Pattern[str]] = cast(Any, plugin).denylist
+        patterns.extend(_scoped(pattern) for pattern in denylist)
+    return re.compile("|".join(patterns))
+
+
+_SECRETS = _secret_patterns()
+# Scanning for every format is costly (tens of µs per KiB), so it runs only on text that
+# could hold one: a run of 16 or more key characters (every format of a random key has
+# one), or the marker of a shorter or spaced one (a PEM header, credentials in a URL, a
+# Slack or an Artifactory token). Markers are plain substrings: `in` is far cheaper than
+# a regex alternation. tests/observability/test_redaction.py checks each format passes.
+_LONG_TOKEN = re.compile(r"[A-Za-z0-9_-]{16}")
+_MARKERS = ("PRIVATE KEY", "PuTTY", "xox", "://")
+_ARTIFACTORY = re.compile(r"\bA(?:P[\dA-F]|KC)[A-Za-z0-9]{8}")
+
+
+def _may_hold_secret(text: str) -> bool:
+    if _LONG_TOKEN.search(text) is not None:
+        return True
+    if any(marker in text for marker in _MARKERS):
+        return True
+    return ("AP" in text or "AKC" in text) and _ARTIFACTORY.search(text) is not None
+
 
 MASK_EMAIL = "[email]"
 MASK_CARD = "[card]"
@@ -48,9 +122,29 @@ def _phone(match: re.Match[str]) -> str:
     return MASK_PHONE if 7 <= digits <= 15 else match.group()
 
 
+def _mask_secrets(text: str) -> str:
+    if not _may_hold_secret(text):
+        return text
+    parts: list[str] = []
+    done = 0
+    for match in _SECRETS.finditer(text):
+        start, end = match.span()
+        if start < done or start == end:
+            continue  # inside the tail of the previous one
+        if _TOKEN_TAIL.fullmatch(text, end - 1, end):
+            tail = _TOKEN_TAIL.match(text, end)
+            end = tail.end() if tail is not None else end
+        parts += (text[done:start], MASK_SECRET)
+        done = end
+    if not parts:
+        return text
+    parts.append(text[done:])
+    return "".join(parts)
+
+
 # Short strings recur from line to line (user agents, paths, platforms, error types): their
-# masked form is remembered instead of running the five patterns again. A user agent has
-# digits, so without this every access line took all five passes.
+# masked form is remembered instead of running the patterns again. A user agent has
+# digits, so without this every access line took all the passes.
 _CACHED_LENGTH = 256
 
 
@@ -67,6 +161,7 @@ def _redact_short(text: str) -> str:
 
 
 def _redact(text: str) -> str:
+    text = _mask_secrets(text)
     if _TRIGGER.search(text) is None:
         return text
     text = _CHATLENS_KEY.sub(MASK_SECRET, text)
