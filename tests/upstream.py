@@ -16,6 +16,8 @@ Models (the request's `model` picks the behaviour; `name:N` means "the first N c
   in a word, a 1,000-character finish reason, usage of -5,000,000 prompt and 10^12
   completion tokens
 - `huge` — three words of 100,000 characters each
+- `echo:STATUS` — STATUS (400, 500, ...) with an error that quotes the last message, as
+  some upstreams' content filters and validators do
 Every call is recorded (model and headers), so tests count retries and see `traceparent`.
 """
 
@@ -126,6 +128,11 @@ class FakeUpstream:
                 {"error": {"message": message, "type": "invalid_request_error"}},
                 status_code=400,
             )
+        if name == "echo":
+            quoted = str(body["messages"][-1]["content"])
+            message = f"Invalid content in messages[-1]: '{quoted}' (starts {quoted[:40]!r})"
+            error = {"message": message, "type": "invalid_request_error", "code": "content_policy"}
+            return JSONResponse({"error": error}, status_code=int(arg))
         if name == "slow-headers":
             await asyncio.sleep(float(arg))
         return StreamingResponse(self._stream(model, name, arg), media_type="text/event-stream")

@@ -142,6 +142,7 @@ class OpenAIBackend:
         deadline = started + self.config.total_timeout_s
         first_token_deadline = min(deadline, started + self.config.first_token_timeout_s)
         response = await self._open(model, messages, first_token_deadline)
+        prompt = [m.content for m in messages]  # cut out of the upstream's error messages
         parts: list[str] = []
         length = 0  # characters of the answer so far
         usage: Usage | None = None
@@ -174,7 +175,7 @@ class OpenAIBackend:
                     if payload == b"[DONE]":
                         done = True  # read on to the end: the connection goes back to the pool
                         continue
-                    event = parse_event(payload)
+                    event = parse_event(payload, prompt=prompt)
                     answered_model = model_of(event.get("model"), distrust) or answered_model
                     for choice in _choices(event):
                         said = choice.get("delta")
@@ -261,7 +262,7 @@ class OpenAIBackend:
                     breaker_failure=False,
                 )
             try:
-                return await self._attempt(content, first_token_deadline)
+                return await self._attempt(content, first_token_deadline, messages)
             except _Retryable as failed:
                 if failed.error.breaker_failure:
                     self.breaker.failure()
@@ -297,7 +298,9 @@ class OpenAIBackend:
                 self.breaker.release()
                 raise
 
-    async def _attempt(self, content: bytes, first_token_deadline: float) -> httpx.Response:
+    async def _attempt(
+        self, content: bytes, first_token_deadline: float, messages: Sequence[ChatMessage]
+    ) -> httpx.Response:
         span = HttpClientSpan("POST", self._completions_url)
         request = httpx.Request(
             "POST",
@@ -335,7 +338,8 @@ class OpenAIBackend:
             raw = b""
         finally:
             await response.aclose()
-        message = error_message(raw) or f"HTTP {response.status_code}"
+        prompt = [m.content for m in messages]
+        message = error_message(raw, prompt=prompt) or f"HTTP {response.status_code}"
         status = response.status_code
         if status == 429:
             wait_s = retry_after(response.headers.get("retry-after"))

@@ -3,6 +3,7 @@ error bodies, and when to try again (Retry-After, backoff)."""
 
 from __future__ import annotations
 
+import difflib
 import email.utils
 import errno
 import random
@@ -10,6 +11,7 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,7 @@ import structlog
 
 from chatlens.inference.base import MAX_TOKENS, Usage
 from chatlens.inference.errors import UpstreamBadResponse
+from chatlens.observability.redaction import redact
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +52,7 @@ class Distrust:
         log.warning("upstream_value_rejected", model=self.model, field=name, reason=reason)
 
 
-def parse_event(payload: bytes) -> dict[str, Any]:
+def parse_event(payload: bytes, *, prompt: Sequence[str] = ()) -> dict[str, Any]:
     try:
         event = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -58,8 +61,8 @@ def parse_event(payload: bytes) -> dict[str, Any]:
         raise UpstreamBadResponse("the model sent an unexpected event")
     error = event.get("error")
     if error:
-        detail = error.get("message") if isinstance(error, dict) else str(error)
-        raise UpstreamBadResponse(f"the model failed mid-answer: {str(detail)[:MESSAGE_LIMIT]}")
+        detail = error_message(orjson.dumps({"error": error}), prompt=prompt)
+        raise UpstreamBadResponse(f"the model failed mid-answer: {detail}")
     return event
 
 
@@ -140,23 +143,63 @@ def content_of(value: Any, distrust: Distrust) -> str:
     return text
 
 
-def error_message(raw: bytes) -> str:
-    """The upstream's own error message, from OpenAI's error shape or plain text."""
+def error_message(raw: bytes, *, prompt: Sequence[str] = ()) -> str:
+    """The upstream's error as it is passed on: its type or code and its message, bounded,
+    with the prompt cut out and secrets and personal data masked.
+
+    An upstream may quote the request in its error ("... in message 'my card is ...'"):
+    that text is the customer's, and it would reach logs, Sentry and the client's error.
+    """
     if not raw:
         return ""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return raw.decode(errors="replace").strip()[:MESSAGE_LIMIT]
+        return _passed_on(raw.decode(errors="replace"), prompt)
     if isinstance(body, dict):
         error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:MESSAGE_LIMIT]
+        if isinstance(error, dict):
+            message = str(error.get("message") or "")
+            return _passed_on(message, prompt, kind=error.get("type"), code=error.get("code"))
         if isinstance(error, str):
-            return error[:MESSAGE_LIMIT]
+            return _passed_on(error, prompt)
         if body.get("message"):
-            return str(body["message"])[:MESSAGE_LIMIT]
-    return raw.decode(errors="replace").strip()[:MESSAGE_LIMIT]
+            return _passed_on(str(body["message"]), prompt, kind=body.get("type"))
+    return _passed_on(raw.decode(errors="replace"), prompt)
+
+
+# Shorter common runs are words any sentence may share with the prompt ("the model").
+_ECHO_MIN = 12
+_PROMPT_MASK = "[prompt]"
+_KIND = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _passed_on(message: str, prompt: Sequence[str], *, kind: Any = None, code: Any = None) -> str:
+    # Cut the prompt out before bounding: a bound may cut an echo to a piece too short to
+    # recognise. An upstream's message longer than this is not worth scanning.
+    text = without_prompt(message.strip()[: MESSAGE_LIMIT * 4], prompt)
+    text = redact(text)[:MESSAGE_LIMIT]
+    labels = [str(v) for v in (kind, code) if isinstance(v, str | int) and _KIND.fullmatch(str(v))]
+    return f"{'/'.join(labels)}: {text}" if labels and text else text or "/".join(labels)
+
+
+def without_prompt(text: str, prompt: Sequence[str]) -> str:
+    """The text with every part of the prompt it quotes masked: whole messages, and runs of
+    at least a few words (an echo may be cut short or have its start dropped)."""
+    for part in sorted({p.strip() for p in prompt if p.strip()}, key=len, reverse=True):
+        if part in text:
+            text = text.replace(part, _PROMPT_MASK)
+        if len(part) < _ECHO_MIN or len(text) < _ECHO_MIN:
+            continue
+        matcher = difflib.SequenceMatcher(None, text, part, autojunk=False)
+        spans = [
+            (block.a, block.a + block.size)
+            for block in matcher.get_matching_blocks()
+            if block.size >= _ECHO_MIN
+        ]
+        for start, end in reversed(spans):
+            text = text[:start] + _PROMPT_MASK + text[end:]
+    return text
 
 
 def retry_after(value: str | None) -> float | None:
