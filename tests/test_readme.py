@@ -33,6 +33,7 @@ SAMPLES = {
     "auth_validate_url": "http://auth.test/validate",
     "auth_internal_api_key": "internal",
     "critical_words": "refund,lawyer",
+    "metrics_projects": "shop,support",
 }
 # Settings that are only valid together with others.
 COMPANIONS = {

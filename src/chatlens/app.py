@@ -201,6 +201,10 @@ def create_app(
             await _check_schema(engine, settings)
             sessionmaker = create_sessionmaker(engine)
             active_model = ActiveModel(backend)
+            if metrics is not None:
+                # Models keep their own label value when priced or active (docs/metrics.md).
+                metrics.models.recognise(lambda name: pricing.price(name) is not None)
+                metrics.models.recognise(lambda name: name == active_model.current)
             pipeline = ChatPipeline(
                 active_model=active_model,
                 sessionmaker=sessionmaker,

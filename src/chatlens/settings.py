@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     sla_response_time_target: Annotated[float, Field(gt=0)] = 2.0
     request_stats_flush_seconds: Annotated[float, Field(gt=0)] = 15.0
     active_model_refresh_seconds: Annotated[float, Field(gt=0)] = 5.0
+    # Label values callers choose (docs/metrics.md, "Cardinality"): these projects, and
+    # the first N others seen, keep their own series; later ones are counted as `other`.
+    metrics_projects: str = ""
+    metrics_max_projects: Annotated[int, Field(ge=0)] = 100
+    # Models: the configured one, priced ones and the first N others the upstream names.
+    metrics_max_models: Annotated[int, Field(ge=0)] = 20
     knowledge_base: Path | None = None
     escalation_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.35
     builtin_stream_delay_ms: Annotated[float, Field(ge=0.0)] = 0.0
@@ -266,6 +272,10 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip().rstrip("/") for o in self.cors_allow_origins.split(",") if o.strip()]
+
+    @property
+    def metrics_project_list(self) -> list[str]:
+        return [p.strip() for p in self.metrics_projects.split(",") if p.strip()]
 
     @property
     def version(self) -> str:

@@ -5,7 +5,7 @@ docs/metrics.md describes each of them; a test fails when the two disagree.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import prometheus_client
@@ -22,10 +22,16 @@ from prometheus_client import Histogram as Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
 
+from chatlens.observability.labels import OTHER as OTHER
+from chatlens.observability.labels import LabelBound
 from chatlens.observability.workers import forget_dead_workers
 from chatlens.settings import Settings, load_settings
 
 UNMATCHED_ROUTE = "__unmatched__"
+BUILTIN_MODEL = "builtin-kb"
+# The bot's own escalation reasons and the API's default; callers may send others.
+ESCALATION_REASONS = ("user_request", "low_confidence", "backend_error", "manual")
+_MAX_ESCALATION_REASONS = 20
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -58,10 +64,11 @@ class Labelled(Generic[M]):
     lock on every call, and a chat turn makes nine of them; the child it returns is the
     same object each time. Here each child is bound once through that public `labels()`
     and then handed out from a dict. Label values are bounded (see docs/metrics.md), and so
-    is the dict.
+    is the dict. A label that callers or an upstream choose (a project, a model) has a
+    `LabelBound`: values beyond it are counted under `other`.
     """
 
-    __slots__ = ("_children", "labelnames", "metric")
+    __slots__ = ("_bounds", "_children", "labelnames", "metric")
 
     def __init__(
         self,
@@ -69,26 +76,45 @@ class Labelled(Generic[M]):
         name: str,
         documentation: str,
         labelnames: Sequence[str],
+        *,
+        bounds: Mapping[str, LabelBound] | None = None,
         **kwargs: Any,
     ) -> None:
         self.labelnames = tuple(labelnames)
         self.metric: M = kind(name, documentation, self.labelnames, **kwargs)
         self._children: dict[tuple[str, ...], M] = {}
+        self._bounds = tuple(
+            (self.labelnames.index(label), bound) for label, bound in (bounds or {}).items()
+        )
 
     def labels(self, *labelvalues: Any, **labelkwargs: Any) -> M:
-        if not labelkwargs:
-            child = self._children.get(labelvalues)
-            if child is not None:
-                return child
-        child = self.metric.labels(*labelvalues, **labelkwargs)
+        if labelkwargs:
+            labelvalues = tuple(labelkwargs[name] for name in self.labelnames)
+            labelkwargs = {}
+        child = self._children.get(labelvalues)
+        if child is not None:
+            return child
+        given = labelvalues
+        if self._bounds:
+            values = list(labelvalues)
+            for index, bound in self._bounds:
+                values[index] = bound(values[index])
+            labelvalues = tuple(values)
+        child = self.metric.labels(*labelvalues)
         # Only plain strings are keys: True == 1 == 1.0, yet each is a label value of its own.
-        if (
-            not labelkwargs
-            and len(self._children) < 10_000
-            and all(type(value) is str for value in labelvalues)
-        ):
-            self._children[labelvalues] = child
+        if len(self._children) < 10_000 and all(type(value) is str for value in given):
+            self._children[given] = child
         return child
+
+    @property
+    def max_series(self) -> int | None:
+        """The most series the bounded labels allow (None: no label of it is bounded)."""
+        if not self._bounds:
+            return None
+        total = 1
+        for _, bound in self._bounds:
+            total *= bound.max_values
+        return total
 
     def remove(self, *labelvalues: Any) -> None:
         self._children.clear()
@@ -117,9 +143,18 @@ class Metrics:
     ) -> None:
         """`settings` say whether prometheus_client runs in multiprocess mode (read from
         the environment when not given)."""
+        settings = settings if settings is not None else load_settings()
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self.multiprocess_dir = multiprocess_dir(settings)
         r = self.registry
+        # Labels whose values callers or an upstream choose (docs/metrics.md, "Cardinality").
+        self.projects = LabelBound(
+            ["default", *settings.metrics_project_list], cap=settings.metrics_max_projects
+        )
+        self.models = LabelBound([settings.model, BUILTIN_MODEL], cap=settings.metrics_max_models)
+        self.escalation_reasons = LabelBound(ESCALATION_REASONS, cap=_MAX_ESCALATION_REASONS)
+        project = {"project_id": self.projects}
+        model = {"model": self.models}
 
         # HTTP, from the ASGI middleware; route is the template, never the raw path.
         self.http_requests = Labelled(
@@ -152,6 +187,7 @@ class Metrics:
             "chat_requests_total",
             "Turns sent to the model (customer messages and regenerations), by project, platform.",
             ["project_id", "platform"],
+            bounds=project,
             registry=r,
         )
         self.chat_turns = Labelled(
@@ -169,6 +205,7 @@ class Metrics:
             "conversations_total",
             "Conversations started, by project and platform.",
             ["project_id", "platform"],
+            bounds=project,
             registry=r,
         )
         self.messages = Labelled(
@@ -207,6 +244,7 @@ class Metrics:
             "ai_time_to_first_token_seconds",
             "Time from calling the model to its first token.",
             ["model"],
+            bounds=model,
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -215,6 +253,7 @@ class Metrics:
             "ai_tokens_total",
             "Tokens used by the model, by type (prompt or completion).",
             ["model", "type"],
+            bounds=model,
             registry=r,
         )
         self.ai_cost = Labelled(
@@ -222,6 +261,7 @@ class Metrics:
             "ai_cost_usd_total",
             "Cost of model calls in US dollars.",
             ["model", "project_id"],
+            bounds={**model, **project},
             registry=r,
         )
         self.intent_confidence = Labelled(
@@ -237,6 +277,7 @@ class Metrics:
             "escalations_total",
             "Conversations handed to a human operator, by platform and reason.",
             ["platform", "reason"],
+            bounds={"reason": self.escalation_reasons},
             registry=r,
         )
         # Support outcomes.
