@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chatlens.auth import service
 from chatlens.auth.external import ExternalAuth
+from chatlens.auth.failures import AuthFailures
 from chatlens.auth.service import KeyCache, Principal
 from chatlens.db.session import Database, SessionDep
 from chatlens.errors import Forbidden, is_body_decoding_error
@@ -29,6 +30,7 @@ class Auth:
 
     key_cache: KeyCache | None  # None with CHATLENS_API_KEY_CACHE_TTL_SECONDS=0
     external: ExternalAuth | None  # set by CHATLENS_AUTH_VALIDATE_URL
+    failures: AuthFailures = field(default_factory=AuthFailures)  # counted, sampled in logs
 
 
 async def get_auth(request: Request) -> Auth:
@@ -52,6 +54,8 @@ async def current_user(
         cache=auth.key_cache,
         external=auth.external,
         metrics=metrics,
+        failed=auth.failures,
+        source=request.client.host if request.client else None,
     )
     bind(user_id=str(principal.user_id))
     return principal

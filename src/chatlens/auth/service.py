@@ -14,8 +14,9 @@ from cachetools import TTLCache
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatlens.auth import keys
+from chatlens.auth import failures, keys
 from chatlens.auth import repository as repo
+from chatlens.auth.failures import AuthFailures
 from chatlens.db.base import utcnow
 from chatlens.errors import ChatlensError, Conflict, NotFound, Unauthorized
 from chatlens.models import ApiKey, User
@@ -39,6 +40,14 @@ class AuthUnavailable(ChatlensError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"Retry-After": "5"})
+
+
+class AuthFailed(Unauthorized):
+    """A 401 that says why, for the count of failures (the client sees the message alone)."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +101,19 @@ async def authenticate(
     if (principal := from_cache(token, cache)) is not None:
         return principal
     if not token:
-        raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>'")
+        raise AuthFailed(
+            "a valid API key is required: send 'Authorization: Bearer <key>'",
+            reason=failures.MISSING,
+        )
     if not keys.looks_like_key(token):
-        raise Unauthorized("invalid API key")
+        raise AuthFailed("invalid API key", reason=failures.MALFORMED)
     key_hash = keys.hash_key(token)
     found = await repo.get_key_with_user(session, key_hash)
     if found is None:
-        raise Unauthorized("invalid API key")
+        raise AuthFailed("invalid API key", reason=failures.UNKNOWN_KEY)
     key, user = found
     if key.revoked_at is not None:
-        raise Unauthorized("API key has been revoked")
+        raise AuthFailed("API key has been revoked", reason=failures.REVOKED)
     now = utcnow()
     if key.last_used_at is None or now - key.last_used_at > _TOUCH_INTERVAL:
         await repo.touch_key(session, key.id, now)
@@ -118,12 +130,15 @@ async def identify(
     cache: KeyCache | None,
     external: ExternalAuth | None,
     metrics: Metrics | None,
+    failed: AuthFailures | None = None,
+    source: str | None = None,
 ) -> Principal:
     """Who sends `token`, the request's own `session` used only when a lookup is needed.
 
     With an external auth service, chatlens's own `cl_` keys still work (the CLI's admin
     keys); every other bearer token is the auth service's to judge. A key's last use is
     committed before the route runs: on SQLite the route's writes may need the connection.
+    A refusal is counted, and sampled into the log, as coming from `source` (an address).
     """
     if external is not None and token and not keys.looks_like_key(token):
         try:
@@ -133,10 +148,19 @@ async def identify(
                 metrics.errors.labels(exc.error_type, "auth").inc()
             log.warning("auth_unavailable", reason=exc.message)
             raise
+        except Unauthorized:
+            if failed is not None:
+                failed.record(failures.EXTERNAL_REFUSED, source=source, metrics=metrics)
+            raise
     # A key in the cache needs no database: the session never connects.
     if (cached := from_cache(token, cache)) is not None:
         return cached
-    principal = await authenticate(session, token, cache=cache)
+    try:
+        principal = await authenticate(session, token, cache=cache)
+    except AuthFailed as exc:
+        if failed is not None:
+            failed.record(exc.reason, source=source, metrics=metrics)
+        raise
     await session.commit()  # the key's last use
     return principal
 

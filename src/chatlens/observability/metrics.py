@@ -222,6 +222,13 @@ class Metrics:
             ["error_type", "service"],
             registry=r,
         )
+        self.auth_failures = Labelled(
+            Counter,
+            "auth_failures_total",
+            "Requests refused for their credentials, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.response_time = Labelled(
             Histogram,
             "response_time_seconds",
