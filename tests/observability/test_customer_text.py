@@ -3,8 +3,11 @@ not in a log line, a Sentry event or an error body, even when the upstream quote
 
 from __future__ import annotations
 
+import gzip
 import re
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -144,3 +147,53 @@ def test_an_upstream_error_keeps_its_type_code_and_words_but_not_the_prompt(quot
     assert "Ab3dE" not in message
     long = error_message(orjson.dumps({"error": "x" * 10_000}), prompt=[CUSTOMER_TEXT])
     assert len(long) <= MESSAGE_LIMIT
+
+
+class _Collector:
+    """An OTLP/HTTP collector on 127.0.0.1 that keeps every request body, decompressed."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        bodies = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                bodies.append(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                """Silent: the test reads what arrived."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_spans_leave_the_process_masked(
+    tmp_path: Path, env_without_chatlens: dict[str, str]
+) -> None:
+    collector = _Collector()
+    env = {**env_without_chatlens, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
+    server = Server(tmp_path, env)
+    try:
+        key_match = KEY.search(server.output)
+        assert key_match is not None
+        headers = {"Authorization": f"Bearer {key_match.group()}"}
+        # A raw path is a span attribute (`url.path`): here it names a customer.
+        missing = httpx.get(
+            f"{server.url}/api/conversations/jane.doe@example.com", headers=headers, timeout=10
+        )
+        assert missing.status_code in (404, 422)
+    finally:
+        server.stop()  # flushes the spans
+        collector.server.shutdown()
+
+    exported = b"".join(collector.bodies)
+    assert b"/api/conversations/" in exported, "the request's spans were exported"
+    assert b"jane.doe@example.com" not in exported
+    assert b"[email]" in exported

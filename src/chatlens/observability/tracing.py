@@ -19,13 +19,15 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import inject
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
-from opentelemetry.util.types import AttributeValue
+from opentelemetry.util.types import Attributes, AttributeValue
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+
+from chatlens.observability.redaction import redact
 
 _provider: TracerProvider | None = None
 _tracers: dict[str, trace.Tracer] = {}
@@ -73,12 +75,65 @@ def configure_tracing(
 
         exporter = OTLPSpanExporter()
     if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(BatchSpanProcessor(RedactingExporter(exporter)))
     _provider = provider
     _tracers.clear()
     # A span per session transaction, for every session made from now on.
     _instrument_sessions()
     return provider
+
+
+class RedactingExporter(SpanExporter):
+    """Spans masked as they leave the process, like log lines: attribute values (a raw
+    `url.path`), event attributes (a recorded exception's message and stack) and status
+    descriptions. Done on the exporter's thread, in batches, not on the request's path."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.inner.export([_redacted(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+def _redacted(span: ReadableSpan) -> ReadableSpan:
+    status = span.status
+    if status.description:
+        status = Status(status.status_code, redact(status.description))
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=_redacted_attributes(span.attributes),
+        events=[
+            Event(event.name, _redacted_attributes(event.attributes), event.timestamp)
+            for event in span.events
+        ],
+        links=span.links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+def _redacted_attributes(attributes: Attributes) -> dict[str, AttributeValue]:
+    masked: dict[str, AttributeValue] = {}
+    for key, value in (attributes or {}).items():
+        if isinstance(value, str) and not key.endswith("id"):
+            masked[key] = redact(value)
+        elif isinstance(value, tuple | list) and value and isinstance(value[0], str):
+            masked[key] = tuple(redact(str(item)) for item in value)
+        else:
+            masked[key] = value
+    return masked
 
 
 def shutdown_tracing() -> None:
