@@ -1,8 +1,9 @@
 """Masking on the log path, in µs per call: `python -m benchmarks.redaction`.
 
 Every string field of every log line goes through `redact`, so its cost is paid on each
-line. Four cases: short strings seen before (the remembered masks), short strings seen for
-the first time, long strings (never remembered), and a whole log line rendered to JSON.
+line. Five cases: short strings seen before (the remembered masks), short strings seen for
+the first time, long strings (never remembered) without and with a key in them, and a
+whole log line rendered to JSON.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def main() -> None:
         "short, seen before": _time(lambda n: redact(SHORT[n % len(SHORT)]), 200_000),
         "short, first time": _time(lambda n: redact(f"order {n} of user agent curl/8.{n}"), 50_000),
         "long (1 KiB)": _time(lambda n: redact(LONG), 5_000),
+        "long, with a key": _time(lambda n: redact(f"{LONG} key AKIAIOSFODNN7EXAMPL3"), 5_000),
         "log line": _time(
             lambda n: log.info(
                 "upstream_retry", model="gpt-4o-mini", attempt=1, reason=SHORT[n % len(SHORT)]

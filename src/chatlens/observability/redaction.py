@@ -38,8 +38,6 @@ _NOT_SECRETS = frozenset({"Public IP (ipv4)"})
 # tokens, Slack's app tokens, Google API keys, Hugging Face tokens, and a private key's
 # whole PEM block (the plugin matches its header line alone).
 _EXTRA_SECRETS = (
-    r"-----BEGIN[A-Z ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
-    r"(?:-----END[A-Z ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
     r"\bsk-[A-Za-z0-9_-]{20,}",
     r"\b(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}",
     r"\bwhsec_[0-9A-Za-z]{16,}",
@@ -76,22 +74,50 @@ def _secret_patterns() -> re.Pattern[str]:
 
 
 _SECRETS = _secret_patterns()
-# Scanning for every format is costly (tens of µs per KiB), so it runs only on text that
-# could hold one: a run of 16 or more key characters (every format of a random key has
-# one), or the marker of a shorter or spaced one (a PEM header, credentials in a URL, a
-# Slack or an Artifactory token). Markers are plain substrings: `in` is far cheaper than
-# a regex alternation. tests/observability/test_redaction.py checks each format passes.
-_LONG_TOKEN = re.compile(r"[A-Za-z0-9_-]{16}")
+# Scanning for every format is costly (about a µs per character), so only the text around
+# a place that could hold one is scanned: a run of 16 or more key characters (every format
+# of a random key has one; `+/=` for base64), or the marker of a shorter or spaced one
+# (a private key header, credentials in a URL, a Slack or an Artifactory token). A match
+# may begin up to _BEFORE characters ahead of its run (`aws_secret_access_key = '...'`, a
+# webhook URL).
+# Markers are plain substrings: `in` is far cheaper than a regex alternation.
+# tests/observability/test_redaction.py checks that each format is found this way.
+_RUN = re.compile(r"[A-Za-z0-9_+/=-]{16,}")
 _MARKERS = ("PRIVATE KEY", "PuTTY", "xox", "://")
 _ARTIFACTORY = re.compile(r"\bA(?:P[\dA-F]|KC)[A-Za-z0-9]{8}")
+_BEFORE = 80
+_AFTER_RUN = 8
+_AFTER_MARKER = 120
+# A PEM block may be longer than any window: masked on its own, header to footer.
+_PEM = re.compile(
+    r"-----BEGIN[A-Z ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
+    r"(?:-----END[A-Z ]*PRIVATE KEY(?: BLOCK)?-----|\Z)"
+)
 
 
-def _may_hold_secret(text: str) -> bool:
-    if _LONG_TOKEN.search(text) is not None:
-        return True
-    if any(marker in text for marker in _MARKERS):
-        return True
-    return ("AP" in text or "AKC" in text) and _ARTIFACTORY.search(text) is not None
+def _windows(text: str) -> list[tuple[int, int]]:
+    """The stretches of `text` that could hold a secret, merged, in order."""
+    found = [(max(0, run.start() - _BEFORE), run.end() + _AFTER_RUN) for run in _RUN.finditer(text)]
+    for marker in _MARKERS:
+        at = text.find(marker)
+        while at != -1:
+            found.append((max(0, at - _BEFORE), at + _AFTER_MARKER))
+            at = text.find(marker, at + 1)
+    if "AP" in text or "AKC" in text:
+        found += [
+            (max(0, m.start() - _BEFORE), m.end() + _AFTER_MARKER)
+            for m in _ARTIFACTORY.finditer(text)
+        ]
+    if len(found) < 2:
+        return found
+    found.sort()
+    merged = [found[0]]
+    for start, end in found[1:]:
+        if start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 MASK_EMAIL = "[email]"
@@ -123,19 +149,21 @@ def _phone(match: re.Match[str]) -> str:
 
 
 def _mask_secrets(text: str) -> str:
-    if not _may_hold_secret(text):
-        return text
+    if "PRIVATE KEY" in text:
+        text = _PEM.sub(MASK_SECRET, text)
     parts: list[str] = []
     done = 0
-    for match in _SECRETS.finditer(text):
-        start, end = match.span()
-        if start < done or start == end:
-            continue  # inside the tail of the previous one
-        if _TOKEN_TAIL.fullmatch(text, end - 1, end):
-            tail = _TOKEN_TAIL.match(text, end)
-            end = tail.end() if tail is not None else end
-        parts += (text[done:start], MASK_SECRET)
-        done = end
+    for window_start, window_end in _windows(text):
+        # pos/endpos, not a slice: lookbehinds still see the text before the window.
+        for match in _SECRETS.finditer(text, max(window_start, done), window_end):
+            start, end = match.span()
+            if start < done or start == end:
+                continue  # inside the tail of the previous one
+            if _TOKEN_TAIL.fullmatch(text, end - 1, end):
+                tail = _TOKEN_TAIL.match(text, end)
+                end = tail.end() if tail is not None else end
+            parts += (text[done:start], MASK_SECRET)
+            done = end
     if not parts:
         return text
     parts.append(text[done:])
