@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from chatlens import state
 from chatlens.app import create_app
 from chatlens.auth import service as auth
+from chatlens.db import migrate
 from chatlens.db.session import Database
 from chatlens.observability.metrics import OTHER, Metrics
 from tests.helpers import make_settings
@@ -36,6 +37,7 @@ async def test_three_thousand_projects_fold_into_other_and_metrics_stay_small(
     fresh_database_url: Any,
 ) -> None:
     settings = make_settings(await fresh_database_url("cardinality"), metrics_projects="shop")
+    await migrate.upgrade(settings)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         async with state.of(app).get(Database).sessionmaker() as session, session.begin():
