@@ -13,17 +13,14 @@ from collections.abc import Callable
 
 import structlog
 
-from chatlens.observability.metrics import Metrics
+from chatlens.observability.metrics import AUTH_FAILURE_REASONS, Metrics
 
 log = structlog.get_logger(__name__)
 
-# Why a request was refused (the `reason` label and field; docs/metrics.md).
-MISSING = "missing"  # no Authorization header, or an empty token
-MALFORMED = "malformed"  # not in the shape of a chatlens key
-UNKNOWN_KEY = "unknown_key"  # the shape of a key, but no such key
-REVOKED = "revoked"  # a key that was revoked
-EXTERNAL_REFUSED = "external_refused"  # the external auth service said the token is invalid
-REASONS = (MISSING, MALFORMED, UNKNOWN_KEY, REVOKED, EXTERNAL_REFUSED)
+# Why a request was refused (the `reason` label and field; docs/metrics.md): no key or an
+# empty one; not in the shape of a chatlens key; the shape of a key but no such key; a
+# revoked key; a token the external auth service said is invalid.
+MISSING, MALFORMED, UNKNOWN_KEY, REVOKED, EXTERNAL_REFUSED = AUTH_FAILURE_REASONS
 
 # Addresses tracked at once; past that, new ones share one entry (memory stays bounded
 # whatever the number of addresses an attacker uses).

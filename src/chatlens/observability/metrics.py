@@ -32,6 +32,8 @@ BUILTIN_MODEL = "builtin-kb"
 # The bot's own escalation reasons and the API's default; callers may send others.
 ESCALATION_REASONS = ("user_request", "low_confidence", "backend_error", "manual")
 _MAX_ESCALATION_REASONS = 20
+# Why a request was refused for its credentials (chatlens.auth.failures).
+AUTH_FAILURE_REASONS = ("missing", "malformed", "unknown_key", "revoked", "external_refused")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -229,6 +231,9 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # Each reason at 0 from the start: a first burst is an increase that rate() sees.
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason)
         self.response_time = Labelled(
             Histogram,
             "response_time_seconds",
