@@ -35,8 +35,8 @@ _NOT_SECRETS = frozenset({"Public IP (ipv4)"})
 # Formats detect-secrets 1.5 does not know, or knows only in an older shape: OpenAI's
 # project and service-account keys (its plugin wants the legacy "T3BlbkFJ" marker),
 # Anthropic's, Stripe's test and restricted keys of any length, GitHub's fine-grained
-# tokens, Slack's app tokens, Google API keys, Hugging Face tokens, and a private key's
-# whole PEM block (the plugin matches its header line alone).
+# tokens, Slack's app tokens, Google API keys and Hugging Face tokens. (A private key's
+# whole PEM block is _PEM below: the plugin matches its header line alone.)
 _EXTRA_SECRETS = (
     r"\bsk-[A-Za-z0-9_-]{20,}",
     r"\b(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}",
