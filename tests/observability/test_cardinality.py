@@ -95,3 +95,13 @@ def test_long_and_unknown_model_names_fold_into_other() -> None:
     )
     assert total == 3 * len([*names, 1, 2])
     assert len(text.encode()) - before < DOCUMENTED_GROWTH_BYTES
+
+
+def test_the_series_caps_are_those_docs_metrics_md_gives() -> None:
+    metrics = Metrics(settings=make_settings("sqlite+aiosqlite://", model="gpt-4o-mini"))
+    metrics.models.recognise(lambda name: True)  # a price table that prices every model
+    # Bounded labels only: platforms (9) and token types (2) multiply these in the doc.
+    assert metrics.chat_requests.max_series == metrics.conversations.max_series == 102
+    assert metrics.ai_cost.max_series == 121 * 102
+    assert metrics.ai_tokens.max_series == metrics.ai_time_to_first_token.max_series == 121
+    assert metrics.escalations.max_series == 25
