@@ -90,6 +90,8 @@ async def _authenticate(request: Request) -> None:
             cache=auth.key_cache,
             external=auth.external,
             metrics=state_of(request).get(Telemetry).metrics,
+            failed=auth.failures,
+            source=request.client.host if request.client else None,
         )
 
 
