@@ -11,6 +11,7 @@ LIMIT = 400
 LONGER = {
     "chat/repository.py": "the chat tables' SQL and the one writer of a turn's rows, side by side",
     "inference/upstream.py": "one client: the stream, its retries and its breaker share state",
+    "observability/metrics.py": "the catalogue: every metric defined in one place, as documented",
 }
 
 
