@@ -213,6 +213,7 @@ def create_app(
                 log_content=settings.log_message_content,
                 pricing=pricing,
                 shutdown=shutdown,
+                outage=outage,
             )
             stack.push_async_callback(pipeline.aclose)  # answers still being written
             async with sessionmaker() as session:

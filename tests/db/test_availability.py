@@ -18,13 +18,15 @@ import httpx
 import orjson
 import pytest
 import structlog
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 from structlog.testing import LogCapture
 
 from chatlens.db import availability, migrate
 from chatlens.observability import middleware
 from tests.conftest import PG_URL_ENV
-from tests.helpers import Server, api_on, make_settings, parse_sse, require
+from tests.helpers import Server, api_on, free_port, make_settings, parse_sse, require
 from tests.tcp_proxy import TcpProxy
 
 ORDER = {"message": "Where is my order?"}
@@ -164,6 +166,10 @@ async def test_postgresql_outage_during_a_stream_ends_it_with_an_error_event(
         assert events[-1][1]["type"] == "database_unavailable"
         logged = [orjson.loads(line) for line in server.lines() if line.startswith("{")]
         assert [line for line in logged if line["level"] == "ERROR"] == []
+        # The stream told the outage tracker: one warning for the outage, as for requests.
+        warned = [line["event"] for line in logged if line["level"] == "WARNING"]
+        assert warned.count("database_unavailable") == 1, warned
+        assert "stream_failed" not in warned
 
 
 async def test_a_locked_sqlite_file_is_503_and_service_resumes_when_released(
@@ -191,3 +197,42 @@ async def test_a_locked_sqlite_file_is_503_and_service_resumes_when_released(
         text = (await client.get("/metrics")).text
         assert metric(text, "db_unavailable_requests_total") == 1
         assert metric(text, "db_up") == 1
+
+
+@pytest.mark.parametrize(
+    ("statement", "parameters"),
+    [
+        ("SELECT * FROM no_such_table", {}),
+        ("SELEC 1", {}),
+        ("SELECT CAST(:n AS BIGINT)", {"n": 2**70}),
+    ],
+)
+async def test_a_wrong_statement_is_a_bug_not_an_outage(
+    fresh_database_url: Any, statement: str, parameters: dict[str, Any]
+) -> None:
+    """SQLite reports a missing table as an OperationalError, asyncpg a bad parameter as an
+    error of its own: neither may be answered 503 and hidden from the error reports."""
+    engine = create_async_engine(await fresh_database_url("wrong"))
+    try:
+        with pytest.raises(Exception) as raised:  # noqa: PT011 (each driver its own type)
+            async with engine.connect() as connection:
+                await connection.execute(text(statement), parameters)
+    finally:
+        await engine.dispose()
+    assert not availability.is_database_unavailable(raised.value), repr(raised.value)
+
+
+async def test_a_refused_connection_is_an_outage(fresh_database_url: Any) -> None:
+    url = make_url(await fresh_database_url("refused"))
+    if url.get_backend_name() == "sqlite":
+        url = url.set(database="/nonexistent-dir/chatlens.db")  # the file cannot be opened
+    else:
+        url = url.set(host="127.0.0.1", port=free_port())  # nothing listens there
+    engine = create_async_engine(url)
+    try:
+        with pytest.raises(Exception) as raised:  # noqa: PT011 (each driver its own type)
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+    assert availability.is_database_unavailable(raised.value), repr(raised.value)

@@ -85,8 +85,11 @@ class Answer:
         except Exception as exc:
             self._crashed = True
             if is_database_unavailable(exc):
-                # An outage, not a bug: the client is told which, in a typed error event.
-                log.warning("stream_failed", error_type=DatabaseUnavailable.error_type)
+                # An outage, not a bug: the client is told which, in a typed error event,
+                # and the outage is warned of once, not once per stream.
+                if self.answering.outage is not None:
+                    self.answering.outage.failed(exc, refused=False)
+                log.info("stream_failed", error_type=DatabaseUnavailable.error_type)
                 yield DatabaseUnavailable()
             else:
                 log.error("stream_failed", exc_info=exc)

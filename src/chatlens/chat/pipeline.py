@@ -20,6 +20,7 @@ from chatlens.chat.conversations import get_conversation_or_raise, make_title
 from chatlens.chat.repository import NewConversation, QuestionRow, TurnWriter
 from chatlens.chat.schemas import ChatResponse
 from chatlens.chat.turn import Answering, Interrupted, Turn, as_context
+from chatlens.db.availability import DatabaseOutage
 from chatlens.db.base import utcnow
 from chatlens.errors import Conflict
 from chatlens.inference.base import ChatMessage
@@ -46,6 +47,7 @@ class ChatPipeline:
         log_content: bool = False,
         pricing: Pricing | None = None,
         shutdown: Shutdown | None = None,
+        outage: DatabaseOutage | None = None,
     ) -> None:
         self.started_at = time.time()
         self.history_messages = history_messages
@@ -58,6 +60,7 @@ class ChatPipeline:
             metrics=metrics,
             log_content=log_content,
             shutdown=shutdown,
+            outage=outage,
         )
 
     @property

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from opentelemetry.context import Context
 
 from chatlens.chat.repository import TurnWriter
+from chatlens.db.availability import DatabaseOutage
 from chatlens.errors import ChatlensError
 from chatlens.inference.base import ChatMessage
 from chatlens.inference.pricing import Pricing
@@ -70,6 +71,8 @@ class Answering:
     log_content: bool
     # Draining on SIGTERM: no new turns; answers in progress are tracked and may be cut.
     shutdown: Shutdown | None = None
+    # Told when a stream finds the database unreachable: one warning per outage, a probe.
+    outage: DatabaseOutage | None = None
 
 
 def as_context(messages: Sequence[Message]) -> list[ChatMessage]:

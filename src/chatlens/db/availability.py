@@ -50,18 +50,49 @@ def _raised_by_database_driver(exc: BaseException) -> bool:
     )
 
 
+# What says "cannot be reached or used now" rather than "this statement is wrong".
+# PostgreSQL, by SQLSTATE class: 08 connection exception, 53 insufficient resources (too
+# many connections, disk full), 57 operator intervention (shutting down, cannot connect now).
+_POSTGRES_UNAVAILABLE = ("08", "53", "57")
+# SQLite tells only in words: a file another connection holds, or one it cannot use.
+_SQLITE_UNAVAILABLE = (
+    "database is locked",
+    "database table is locked",
+    "unable to open database file",
+    "disk i/o error",
+    "database or disk is full",
+)
+
+
+def _driver_says_unavailable(error: BaseException) -> bool:
+    """Whether the driver's own error is about the database's reach, not a statement."""
+    own = error.__cause__ if error.__cause__ is not None else error  # asyncpg's, unwrapped
+    sqlstate = getattr(error, "sqlstate", None) or getattr(own, "sqlstate", None)
+    if sqlstate:
+        return str(sqlstate)[:2] in _POSTGRES_UNAVAILABLE
+    if isinstance(own, asyncpg.DataError):  # a parameter the driver refused: a bug of ours
+        return False
+    if isinstance(own, OSError | asyncpg.InterfaceError):  # refused, reset, closed
+        return True
+    message = str(error).lower()
+    return any(words in message for words in _SQLITE_UNAVAILABLE)
+
+
 def is_database_unavailable(exc: BaseException) -> bool:
     """Whether `exc` says the database cannot be reached or used now, rather than that a
-    statement was wrong: a lost or refused connection, a locked SQLite file, a full pool."""
+    statement was wrong: a lost or refused connection, a locked SQLite file, a full pool.
+    A missing table, a syntax error or a bad parameter is a bug: not an outage."""
     if isinstance(exc, sa_exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(
-            exc, sa_exc.OperationalError | sa_exc.InterfaceError
-        )
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return exc.orig is not None and _driver_says_unavailable(exc.orig)
+        return False
     if isinstance(exc, sa_exc.TimeoutError):  # no connection free in the pool in time
         return True
     # Errors of connecting are raised as the driver raised them, not wrapped.
     if isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
-        return _raised_by_database_driver(exc)
+        return _raised_by_database_driver(exc) and _driver_says_unavailable(exc)
     return False
 
 
