@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatlens import state
 from chatlens.app import create_app
+from chatlens.health.profiling import RequestProfiling
 from chatlens.models import Message
 from chatlens.observability.profiling import Profiling
 from chatlens.settings import Settings, load_settings
@@ -32,12 +33,10 @@ def _chatlens_frames(speedscope: dict[str, Any]) -> set[str]:
 
 async def _profiling_started(app: Any, task: asyncio.Task[Any]) -> None:
     """Once the profile `task` asked for holds the worker's profiler."""
-    profiling = state.of(app).get(Profiling)
-    for _ in range(10_000):
-        if profiling.busy or task.done():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the profile never started")
+    started = asyncio.create_task(state.of(app).get(Profiling).started.wait())
+    await asyncio.wait({started, task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    started.cancel()
+    assert state.of(app).get(Profiling).busy or task.done(), "the profile never started"
 
 
 async def _ask(client: httpx.AsyncClient, account: Account, n: int) -> None:
@@ -166,11 +165,32 @@ async def test_off_in_production_unless_enabled(settings: Settings) -> None:
     assert production.model_copy(update={"profiling_enabled": True}).should_allow_profiling
     assert settings.should_allow_profiling  # test and development environments
 
+    # Neither the route nor the middleware exists: an unused profiler costs nothing.
     app = create_app(production)
     paths = {getattr(route, "path", "") for route in app.routes}
     assert "/api/admin/profile" not in paths
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            response = await client.get("/health/live", headers={"X-Chatlens-Profile": "html"})
+    assert RequestProfiling not in {middleware.cls for middleware in app.user_middleware}
+    enabled = create_app(production.model_copy(update={"profiling_enabled": True}))
+    assert RequestProfiling in {middleware.cls for middleware in enabled.user_middleware}
+
+
+async def test_a_wrong_key_with_the_flag_is_counted_as_a_refused_key(
+    client: httpx.AsyncClient,
+) -> None:
+    def refused() -> float:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics_text.splitlines()
+            if line.startswith("auth_failures_total{")
+        )
+
+    metrics_text = (await client.get("/metrics")).text
+    before = refused()
+    # A route that needs no key: only the flag's check sees the key.
+    response = await client.get(
+        "/health/live",
+        headers={"Authorization": "Bearer cl_" + "x" * 43, "X-Chatlens-Profile": "html"},
+    )
     assert response.json() == {"status": "alive"}
+    metrics_text = (await client.get("/metrics")).text
+    assert refused() == before + 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,6 +16,7 @@ from chatlens.auth.deps import AdminUser, Auth
 from chatlens.auth.service import identify
 from chatlens.db.session import Database
 from chatlens.errors import ChatlensError, Conflict, error_response
+from chatlens.observability.deps import Telemetry
 from chatlens.observability.profiling import (
     FORMATS,
     MEDIA_TYPES,
@@ -80,19 +82,29 @@ def requested_format(scope: Scope) -> ProfileFormat | None:
 
 
 async def _from_admin(scope: Scope) -> bool:
-    """Whether the request's key is an admin's, judged as the routes judge it."""
-    scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
+    """Whether the request's key is an admin's, judged as the routes judge it: a refused key
+    is counted and logged as any other. Whatever fails here (a database outage included)
+    leaves the request to be served, and judged, as usual."""
+    headers = Headers(scope=scope)
+    scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return False
     parts = state.of(scope["app"])
     auth = parts.get(Auth)
-    async with parts.get(Database).sessionmaker() as session:
-        try:
+    client = scope.get("client")
+    try:
+        async with parts.get(Database).sessionmaker() as session:
             principal = await identify(
-                session, token.strip(), cache=auth.key_cache, external=auth.external, metrics=None
+                session,
+                token.strip(),
+                cache=auth.key_cache,
+                external=auth.external,
+                metrics=parts.get(Telemetry).metrics,
+                failed=auth.failures,
+                source=client[0] if client else None,
             )
-        except ChatlensError:
-            return False
+    except (ChatlensError, SQLAlchemyError, OSError):
+        return False
     return principal.is_admin
 
 

@@ -38,6 +38,7 @@ class Profiling:
     def __init__(self, *, interval_s: float = 0.001) -> None:
         self.interval_s = interval_s
         self._lock = asyncio.Lock()
+        self.started = asyncio.Event()  # set while a profile runs
 
     @property
     def busy(self) -> bool:
@@ -54,9 +55,11 @@ class Profiling:
                 interval=self.interval_s, async_mode="disabled" if whole_loop else "enabled"
             )
             profiler.start()
+            self.started.set()
             try:
                 yield profiler
             finally:
+                self.started.clear()
                 profiler.stop()
 
     async def sample(
