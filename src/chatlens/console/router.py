@@ -35,8 +35,15 @@ OAUTH2_REDIRECT_PATH = "/docs/oauth2-redirect"
 # referrer, no framing) every response gets from chatlens.hardening.
 _HOME_HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'"}
 
-# The API docs run inline scripts (their set-up), so their policy only forbids framing.
-_DOCS_HEADERS = {"Content-Security-Policy": "frame-ancestors 'none'"}
+# The API docs run inline scripts and styles (their set-up), draw icons from data: URLs and
+# ReDoc searches in a worker made from a blob: nothing from another origin.
+_DOCS_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:; "
+        "frame-ancestors 'none'"
+    )
+}
 
 router = APIRouter(include_in_schema=False)
 # The API docs, kept apart so that the app can leave all of them out at once.
