@@ -145,21 +145,36 @@ async def _chatlens_error(request: Request, exc: Exception) -> Response:
     return _respond(request, exc.status_code, exc.error_type, exc.message, exc.headers)
 
 
-# FastAPI's detail for a body it could not decode: not UTF-8, or nested too deeply.
-_UNDECODABLE = "There was an error parsing the body"
-
-
 def _json_errors(exc: Exception) -> list[Any]:
     if not isinstance(exc, RequestValidationError):
         return []
     return [e for e in exc.errors() if e.get("type") == "json_invalid"]
 
 
+# What the JSON decoder raises for bytes that are not JSON text at all, besides a syntax
+# error (which FastAPI reports as a `json_invalid` validation error): bytes that are not
+# UTF-8, and nesting deeper than the decoder's recursion limit. FastAPI answers both with a
+# 400 HTTPException chained to the decoder's exception; the chain, not the detail text, is
+# what tells them apart from any other 400 (tests/test_contract.py sends both).
+_UNDECODABLE: dict[type[BaseException], str] = {
+    UnicodeDecodeError: "not UTF-8",
+    RecursionError: "nested too deeply",
+}
+
+
+def _undecodable_reason(exc: Exception) -> str | None:
+    if not isinstance(exc, StarletteHTTPException) or exc.status_code != 400:
+        return None
+    cause = exc.__cause__
+    for kind, reason in _UNDECODABLE.items():
+        if isinstance(cause, kind):
+            return reason
+    return None
+
+
 def is_body_decoding_error(exc: Exception) -> bool:
     """A body that is not JSON at all (400), as opposed to JSON that is not valid (422)."""
-    if isinstance(exc, StarletteHTTPException):
-        return exc.status_code == 400 and exc.detail == _UNDECODABLE
-    return bool(_json_errors(exc))
+    return _undecodable_reason(exc) is not None or bool(_json_errors(exc))
 
 
 def _undecodable(request: Request, detail: str) -> Response:
@@ -184,8 +199,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    if is_body_decoding_error(exc):
-        return _undecodable(request, "not UTF-8, or nested too deeply")
+    if reason := _undecodable_reason(exc):
+        return _undecodable(request, reason)
     if exc.status_code == 405:
         return _method_not_allowed(request, exc)
     error_type = _HTTP_TYPES.get(exc.status_code, "http_error")
