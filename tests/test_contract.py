@@ -12,8 +12,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from fastapi import APIRouter
 from sqlalchemy import func, select
 
+import chatlens.app
+from chatlens.auth.deps import AuthenticatedRoute
 from chatlens.fields import FIRST_DAY, LAST_DAY, TEXT_MARKER
 from chatlens.models import Conversation, Feedback, Message, User
 
@@ -309,6 +312,26 @@ async def test_every_authenticated_route_answers_401_whatever_the_body(
                 headers={**headers, "content-type": "application/json"},
             )
             assert response.status_code == 401, (method, path, response.text)
+
+
+async def test_every_route_that_checks_the_key_first_asks_for_a_key(
+    client: httpx.AsyncClient,
+) -> None:
+    # AuthenticatedRoute answers 401 to an unreadable body without looking at what the
+    # route takes: only a route that needs a key may use it.
+    spec = await _spec(client)
+    routes = [
+        route
+        for router in vars(chatlens.app).values()
+        if isinstance(router, APIRouter)
+        for route in router.routes
+        if isinstance(route, AuthenticatedRoute)
+    ]
+    assert len(routes) > 25
+    for route in routes:
+        for method in route.methods:
+            operation = spec["paths"][route.path][method.lower()]
+            assert operation.get("security"), (method, route.path)
 
 
 @pytest.mark.parametrize("body", list(UNDECODABLE), ids=list(UNDECODABLE))

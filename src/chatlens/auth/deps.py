@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
-from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -74,10 +73,6 @@ AdminUser = Annotated[Principal, Depends(admin_user)]
 KeyCacheDep = Annotated[KeyCache | None, Depends(get_key_cache)]
 
 
-def _needs_key(dependant: Dependant) -> bool:
-    return dependant.call is current_user or any(_needs_key(d) for d in dependant.dependencies)
-
-
 async def _authenticate(request: Request) -> None:
     """`current_user` for a request refused before its dependencies run: Unauthorized
     without a valid key."""
@@ -96,16 +91,18 @@ async def _authenticate(request: Request) -> None:
 
 
 class AuthenticatedRoute(APIRoute):
-    """A route that answers 401 before it says anything about a body it cannot read.
+    """A route that needs an API key and answers 401 before it says anything about a body
+    it cannot read.
 
     FastAPI decodes the JSON body before it solves dependencies, so a malformed body would
-    be refused (400) to a caller without a key; here the key is checked first.
+    be refused (400) to a caller without a key; here the key is checked first. It is the
+    route class of routers whose every route takes `CurrentUser` or `AdminUser`: the class
+    is the marker (tests/test_contract.py checks that each such route asks for a key in the
+    description).
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        if not _needs_key(self.dependant):
-            return handler
 
         async def authenticated_first(request: Request) -> Response:
             try:
