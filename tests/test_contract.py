@@ -361,6 +361,15 @@ async def test_method_not_allowed_lists_every_method_of_the_path(
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, POST"
     assert "GET, POST" in response.json()["error"]["message"]
+    # Routes of several routers, with a path parameter: each method that serves the path.
+    conversation = f"/api/conversations/{uuid.uuid4()}"
+    response = await client.put(conversation)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "DELETE, GET, PATCH"
+    response = await client.get(conversation + "/csat")
+    assert response.headers["allow"] == "POST"
+    response = await client.delete("/v1/chat/completions")
+    assert response.headers["allow"] == "POST"
 
 
 async def test_every_answer_a_route_can_give_is_in_the_description(

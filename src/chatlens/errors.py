@@ -7,11 +7,10 @@ from typing import Any, ClassVar
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi import routing as fastapi_routing
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import compile_path
+from starlette.routing import Match
 
 from chatlens.observability.context import get_request_id
 
@@ -210,16 +209,34 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _respond(request, exc.status_code, error_type, message, exc.headers)
 
 
+# The methods a route of this API may serve (and Starlette's QUERY).
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY")
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    """Every method some route of the application serves at this request's path."""
+    # A route matches in full only for a method it serves; an included router answers for
+    # the routes it holds, prefixes and path converters applied. Each try gets a fresh
+    # scope: what routing left in this request's scope plays no part.
+    scope = request.scope
+    allowed = set()
+    for method in _METHODS:
+        probe = {
+            "type": "http",
+            "method": method,
+            "path": scope["path"],
+            "root_path": scope.get("root_path", ""),
+            "headers": scope["headers"],
+        }
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.routes):
+            allowed.add(method)
+    return allowed
+
+
 def _method_not_allowed(request: Request, exc: StarletteHTTPException) -> Response:
     # Starlette's Allow names the methods of the one route it tried; a path served by
     # several routes (GET and POST) allows the methods of them all.
-    contexts: Any = getattr(fastapi_routing, "iter_route_contexts", None)
-    routes = request.app.router.routes
-    methods: set[str] = set()
-    for route in contexts(routes) if contexts is not None else routes:
-        path, route_methods = getattr(route, "path", None), getattr(route, "methods", None)
-        if path and route_methods and compile_path(path)[0].match(request.url.path):
-            methods |= set(route_methods)
+    methods = _allowed_methods(request)
     allow = ", ".join(sorted(methods)) if methods else (exc.headers or {}).get("Allow", "")
     message = f"{request.method} is not allowed here; use {allow}"
     return _respond(request, 405, "method_not_allowed", message, {"Allow": allow})
