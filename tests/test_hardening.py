@@ -114,7 +114,9 @@ async def test_preflight_is_refused_in_json_when_no_origin_is_allowed(
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "cors_preflight_refused"
-    assert "origin" in error["message"]
+    assert error["message"] == "CORS refuses this origin"
+    assert error["request_id"] == response.headers["x-request-id"]
+    assert response.headers["content-type"] == "application/json"
     assert "access-control-allow-origin" not in response.headers
     # A simple request from that origin is answered, but the browser may not read it.
     live = await client.get("/health/live", headers={"Origin": "https://shop.example"})
@@ -140,3 +142,16 @@ async def test_an_allowed_origin_gets_its_preflight_and_reads_the_answer(
             "/chat", headers={**PREFLIGHT, "Origin": "https://evil.example"}
         )
         assert other.status_code == 400
+        assert other.json()["error"]["type"] == "cors_preflight_refused"
+        # An allowed origin asking for a method or a header the API does not take.
+        odd = await client.options(
+            "/chat",
+            headers={
+                **PREFLIGHT,
+                "Access-Control-Request-Method": "TRACE",
+                "Access-Control-Request-Headers": "x-other",
+            },
+        )
+        assert odd.status_code == 400
+        assert odd.json()["error"]["message"] == "CORS refuses this method, headers"
+        assert "access-control-allow-methods" in odd.headers

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import orjson
-from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatlens.errors import error_body
@@ -66,12 +64,13 @@ CORS_HEADERS = ("Authorization", "Content-Type", "X-Request-ID", "traceparent", 
 CORS_EXPOSED = ("X-Request-ID", "X-Trace-Id", "Retry-After")
 
 
-class CorsMiddleware(CORSMiddleware):
+class CorsMiddleware:
     """Starlette's CORS for the origins `CHATLENS_CORS_ALLOW_ORIGINS` names (none by default);
     a refused preflight is answered in chatlens's JSON error shape."""
 
     def __init__(self, app: ASGIApp, *, allow_origins: Sequence[str]) -> None:
-        super().__init__(
+        self.app = app
+        self.cors = CORSMiddleware(
             app,
             allow_origins=allow_origins,
             allow_methods=CORS_METHODS,
@@ -84,25 +83,63 @@ class CorsMiddleware(CORSMiddleware):
         # Most requests come from no browser: without an Origin header there is nothing
         # for CORS to do, and Starlette's path (a Headers object, a send wrapper) costs
         # some 5 µs a request.
-        if scope["type"] == "http":
-            for name, _ in scope["headers"]:
-                if name == b"origin":
-                    break
-            else:
-                await self.app(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, _ in scope["headers"]:
+            if name == b"origin":
+                break
+        else:
+            await self.app(scope, receive, send)
+            return
+        # Starlette answers a preflight itself, never passing it on: a refusal is its own
+        # plain-text 400, rewritten on its way out.
+        if scope["method"] == "OPTIONS" and any(
+            name == b"access-control-request-method" for name, _ in scope["headers"]
+        ):
+            send = _refusal_in_json(send)
+        await self.cors(scope, receive, send)
 
-    def preflight_response(self, request_headers: Headers) -> Response:
-        response = super().preflight_response(request_headers)
-        if response.status_code < 400:
-            return response
-        # "Disallowed CORS origin, method": which part of the request the policy refused.
-        message = bytes(response.body).decode().replace("Disallowed CORS", "CORS refuses this")
-        headers = {k: v for k, v in response.headers.items() if k.startswith("access-control-")}
-        return Response(
-            orjson.dumps(error_body("cors_preflight_refused", message)),
-            status_code=response.status_code,
-            headers=headers,
-            media_type="application/json",
-        )
+
+def _refusal_in_json(send: Send) -> Send:
+    """`send` for a preflight: a plain-text 400 becomes `cors_preflight_refused` in JSON."""
+    start: Message | None = None
+    body = b""
+
+    async def send_refusal_in_json(message: Message) -> None:
+        nonlocal start, body
+        if message["type"] == "http.response.start":
+            headers = message.get("headers", [])
+            if message["status"] == 400 and any(
+                name == b"content-type" and value.startswith(b"text/plain")
+                for name, value in headers
+            ):
+                start = message
+                return
+        elif start is not None and message["type"] == "http.response.body":
+            body += message.get("body", b"")
+            if message.get("more_body", False):
+                return
+            await _send_refusal(send, start, body)
+            return
+        await send(message)
+
+    return send_refusal_in_json
+
+
+async def _send_refusal(send: Send, start: Message, text: bytes) -> None:
+    # "Disallowed CORS origin, method": which part of the request the policy refused.
+    reason = text.decode(errors="replace")
+    message = reason.replace("Disallowed CORS", "CORS refuses this", 1)
+    content = orjson.dumps(error_body("cors_preflight_refused", message))
+    headers = [
+        (name, value)
+        for name, value in start.get("headers", [])
+        if name.startswith(b"access-control-")
+    ]
+    headers += [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(content)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": start["status"], "headers": headers})
+    await send({"type": "http.response.body", "body": content})
