@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import gzip
 import re
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import httpx
 import orjson
@@ -197,3 +200,50 @@ def test_spans_leave_the_process_masked(
     assert b"/api/conversations/" in exported, "the request's spans were exported"
     assert b"jane.doe@example.com" not in exported
     assert b"[email]" in exported
+
+
+def _python_lines_run(call: Callable[[], object], budget: int) -> int:
+    """The Python lines (calls and returns included) that `call` runs; AssertionError as
+    soon as they pass `budget`, so code of the wrong complexity fails fast here."""
+    count = 0
+
+    def trace(frame: FrameType, event: str, arg: object) -> Any:
+        nonlocal count
+        count += 1
+        if count > budget:
+            raise AssertionError(f"more than {budget} lines run")
+        return trace
+
+    previous = sys.gettrace()
+    sys.settrace(trace)
+    try:
+        call()
+    finally:
+        sys.settrace(previous)
+    return count
+
+
+@pytest.mark.parametrize(
+    ("error", "prompt"),
+    [
+        # A message of one repeated character against a long conversation of it.
+        ("x" + "a" * 1999, ["b" + "a" * 60_000]),
+        # A long echo against a long conversation in which every word recurs.
+        (
+            "Invalid: '" + (CUSTOMER_TEXT + " ") * 12 + "'",
+            [CUSTOMER_TEXT + " "] * 3 + [(CUSTOMER_TEXT + " ") * 400],
+        ),
+    ],
+)
+def test_cutting_the_prompt_out_costs_a_pass_over_each_text(error: str, prompt: list[str]) -> None:
+    from chatlens.inference.upstream_wire import without_prompt
+
+    # The prompt is cut out of an upstream's error on every attempt and every failed event,
+    # on the event loop: the work grows with the texts' lengths, never with their product.
+    size = len(error) + sum(map(len, prompt))
+    result: list[str] = []
+    _python_lines_run(lambda: result.append(without_prompt(error, prompt)), budget=10 * size)
+    [cut] = result
+    assert cut.startswith(error[0]) and "[prompt]" in cut
+    assert "aaaaaaaaaaaa" not in cut
+    assert _leaks(cut) == []

@@ -3,7 +3,6 @@ error bodies, and when to try again (Retry-After, backoff)."""
 
 from __future__ import annotations
 
-import difflib
 import email.utils
 import errno
 import random
@@ -171,6 +170,8 @@ def error_message(raw: bytes, *, prompt: Sequence[str] = ()) -> str:
 # Shorter common runs are words any sentence may share with the prompt ("the model").
 _ECHO_MIN = 12
 _PROMPT_MASK = "[prompt]"
+_ECHO_SPAN = b"\x01" * _ECHO_MIN
+_QUOTED = re.compile(rb"\x01+")
 _KIND = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -185,21 +186,38 @@ def _passed_on(message: str, prompt: Sequence[str], *, kind: Any = None, code: A
 
 def without_prompt(text: str, prompt: Sequence[str]) -> str:
     """The text with every part of the prompt it quotes masked: whole messages, and runs of
-    at least a few words (an echo may be cut short or have its start dropped)."""
-    for part in sorted({p.strip() for p in prompt if p.strip()}, key=len, reverse=True):
-        if part in text:
-            text = text.replace(part, _PROMPT_MASK)
-        if len(part) < _ECHO_MIN or len(text) < _ECHO_MIN:
-            continue
-        matcher = difflib.SequenceMatcher(None, text, part, autojunk=False)
-        spans = [
-            (block.a, block.a + block.size)
-            for block in matcher.get_matching_blocks()
-            if block.size >= _ECHO_MIN
-        ]
-        for start, end in reversed(spans):
-            text = text[:start] + _PROMPT_MASK + text[end:]
-    return text
+    at least _ECHO_MIN characters (an echo may be cut short or have its start dropped)."""
+    parts = {p.strip() for p in prompt} - {""}
+    quoted = bytearray(len(text))  # 1 where the text quotes the prompt
+    # A message too short to tell from ordinary words is masked where it is quoted whole.
+    for part in parts:
+        if len(part) < _ECHO_MIN:
+            start = text.find(part)
+            while start != -1:
+                quoted[start : start + len(part)] = b"\x01" * len(part)
+                start = text.find(part, start + 1)
+    # A run of _ECHO_MIN characters or more is a run of windows of that length each found
+    # in the prompt: one pass over the prompt and one over the text, whatever either holds
+    # (comparing them pairwise took seconds on a long conversation and a repetitive error).
+    windows = {text[i : i + _ECHO_MIN] for i in range(len(text) - _ECHO_MIN + 1)}
+    found: set[str] = set()
+    for part in parts:
+        if len(part) >= _ECHO_MIN and len(found) < len(windows):
+            found.update(
+                windows.intersection(
+                    part[i : i + _ECHO_MIN] for i in range(len(part) - _ECHO_MIN + 1)
+                )
+            )
+    if found:
+        for i in range(len(text) - _ECHO_MIN + 1):
+            if text[i : i + _ECHO_MIN] in found:
+                quoted[i : i + _ECHO_MIN] = _ECHO_SPAN
+    pieces: list[str] = []
+    kept = 0
+    for span in _QUOTED.finditer(quoted):
+        pieces += (text[kept : span.start()], _PROMPT_MASK)
+        kept = span.end()
+    return "".join(pieces) + text[kept:] if pieces else text
 
 
 def retry_after(value: str | None) -> float | None:
