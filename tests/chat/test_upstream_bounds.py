@@ -10,10 +10,13 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog
 from sqlalchemy import select
+from structlog.testing import LogCapture
 
 from chatlens import state
 from chatlens.db.session import Database
+from chatlens.inference import upstream as upstream_module
 from chatlens.inference.upstream_wire import MAX_ANSWER_CHARS, model_ids
 from chatlens.models import ConversationMetrics, Message, MessageRole
 from tests.helpers import free_port, parse_sse
@@ -151,7 +154,11 @@ async def test_an_endless_answer_is_cut_where_the_client_and_the_database_agree(
     assert chatlens.metric("upstream_values_rejected_total", field="content") == 1
 
 
-async def test_a_refused_connection_is_named_for_the_client(fresh_database_url: Any) -> None:
+async def test_a_refused_connection_is_named_for_the_client_and_located_in_the_logs(
+    fresh_database_url: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    captured = LogCapture()
+    monkeypatch.setattr(upstream_module, "log", structlog.wrap_logger(None, processors=[captured]))
     port = free_port()  # nothing listens there
     url = await fresh_database_url("refused")
     async with running(url, FakeUpstream(port=port)) as chatlens:
@@ -160,13 +167,16 @@ async def test_a_refused_connection_is_named_for_the_client(fresh_database_url: 
         )
         health = (await chatlens.client.get("/health")).json()
     assert response.status_code == 503, response.text
-    # /health, open to anyone, says what happened without the address.
-    ai = health["services"]["ai_service"]
-    assert ai["error"] == "the model server at <redacted> refused the connection"
-    # The same words are the `reason` of the upstream_failed log line.
-    error = response.json()["error"]
-    assert error["message"] == f"the model server at 127.0.0.1:{port} refused the connection"
     assert response.headers["retry-after"] == "1"
+    # Any key holder, and anyone on /health, learns what happened but not where the model
+    # server lives on the internal network.
+    error = response.json()["error"]
+    assert error["message"] == "the model server refused the connection"
+    assert health["services"]["ai_service"]["error"] == "the model server refused the connection"
+    # The operator's log line has the same words and the address.
+    [failed] = [line for line in captured.entries if line["event"] == "upstream_failed"]
+    assert failed["reason"] == error["message"]
+    assert failed["upstream"] == f"127.0.0.1:{port}"
 
 
 async def test_the_model_list_keeps_only_names_chatlens_can_store() -> None:

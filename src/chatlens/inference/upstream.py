@@ -121,7 +121,8 @@ class OpenAIBackend:
             "User-Agent": f"chatlens/{__version__}",
         }
         self._timeouts = {"timeout": timeout.as_dict()}
-        # host:port, as errors name the model server: never the URL (it may hold credentials).
+        # host:port, as the logs name the model server: never the URL (it may hold
+        # credentials), and never in what API clients are told.
         url = self._completions_url
         self._where = f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
         self.breaker = CircuitBreaker(
@@ -205,13 +206,13 @@ class OpenAIBackend:
             if exc.breaker_failure:
                 self.breaker.failure()
                 settled = True
-            _log_failure(exc, model)
+            _log_failure(exc, model, self._where)
             raise
         except _CLIENT_ERRORS as exc:
             self.breaker.failure()
             settled = True
             error = UpstreamBadResponse(f"the model's stream failed: {type(exc).__name__}")
-            _log_failure(error, model)
+            _log_failure(error, model, self._where)
             raise error from exc
         finally:
             if not settled:
@@ -274,11 +275,12 @@ class OpenAIBackend:
                     attempt > self.config.max_retries
                     or time.monotonic() + delay >= first_token_deadline
                 ):
-                    _log_failure(failed.error, model, attempts=attempt)
+                    _log_failure(failed.error, model, self._where, attempts=attempt)
                     raise failed.error from None
                 log.info(
                     "upstream_retry",
                     model=model,
+                    upstream=self._where,
                     attempt=attempt,
                     delay_s=round(delay, 3),
                     error_type=failed.error.error_type,
@@ -290,7 +292,7 @@ class OpenAIBackend:
                     self.breaker.failure()
                 else:
                     self.breaker.release()
-                _log_failure(exc, model, attempts=attempt + 1)
+                _log_failure(exc, model, self._where, attempts=attempt + 1)
                 raise
             except BaseException:
                 # Cancelled (the client left), or an error of ours: no verdict on the
@@ -319,14 +321,14 @@ class OpenAIBackend:
                 raise
         except TimeoutError:
             raise UpstreamTimeout(
-                f"the model server at {self._where} did not start answering within "
+                "the model server did not start answering within "
                 f"{self.config.first_token_timeout_s:g} s"
             ) from None
         except (httpx.TransportError, aiohttp.ClientError) as exc:
             # The transport reports every failed connect as a ConnectTimeout: what happened
             # is read from its cause. aiohttp's own errors (a reply that is not HTTP, a
             # header line too long) are retried and counted all the same.
-            reason = unreachable(exc, self._where, self.config.connect_timeout_s)
+            reason = unreachable(exc, self.config.connect_timeout_s)
             raise _Retryable(UpstreamUnavailable(reason, retry_after_s=1)) from exc
         span.finish(response.status_code)
         if response.status_code == 200:
@@ -385,7 +387,7 @@ class OpenAIBackend:
             response = await self._get_models(timeout_s=_HEALTH_TIMEOUT_S)
         except _CLIENT_ERRORS as exc:
             elapsed = (time.perf_counter() - started) * 1000
-            error = unreachable(exc, self._where, _HEALTH_TIMEOUT_S)
+            error = unreachable(exc, _HEALTH_TIMEOUT_S)
             return BackendHealth(ok=False, latency_ms=elapsed, error=error)
         elapsed = (time.perf_counter() - started) * 1000
         if response.status_code >= 400:
@@ -440,10 +442,13 @@ async def _next_read(reads: AsyncIterator[bytes], deadline: float) -> bytes:
         raise UpstreamTimeout("the model took too long to answer") from None
 
 
-def _log_failure(error: UpstreamError, model: str, *, attempts: int | None = None) -> None:
+def _log_failure(
+    error: UpstreamError, model: str, where: str, *, attempts: int | None = None
+) -> None:
     log.warning(
         "upstream_failed",
         model=model,
+        upstream=where,
         error_type=error.error_type,
         status=error.status_code,
         reason=error.message,

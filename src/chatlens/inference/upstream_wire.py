@@ -251,24 +251,25 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return chain
 
 
-def unreachable(exc: BaseException, where: str, connect_timeout_s: float) -> str:
-    """What went wrong reaching the model server at `where` (host:port), in words: its
-    host unknown, the connection refused or not answered in time, TLS failed."""
+def unreachable(exc: BaseException, connect_timeout_s: float) -> str:
+    """What went wrong reaching the model server, in words: its host unknown, the
+    connection refused or not answered in time, TLS failed. Without its address: the words
+    reach API clients, the address only the logs."""
     chain = _causes(exc)
     if any(isinstance(e, (aiohttp.ClientConnectorDNSError, socket.gaierror)) for e in chain):
-        return f"the model server's host in {where} could not be found"
+        return "the model server's host could not be found"
     if any(
         isinstance(e, ConnectionRefusedError)
         or (isinstance(e, OSError) and e.errno == errno.ECONNREFUSED)
         for e in chain
     ):
-        return f"the model server at {where} refused the connection"
+        return "the model server refused the connection"
     if any(isinstance(e, (aiohttp.ClientSSLError, ssl.SSLError)) for e in chain):
-        return f"the TLS handshake with the model server at {where} failed"
+        return "the TLS handshake with the model server failed"
     if any(isinstance(e, (ConnectionResetError, aiohttp.ServerDisconnectedError)) for e in chain):
-        return f"the model server at {where} closed the connection"
+        return "the model server closed the connection"
     if any(isinstance(e, (TimeoutError, aiohttp.ConnectionTimeoutError)) for e in chain) or (
         len(chain) == 1 and isinstance(exc, httpx.ConnectTimeout)
     ):
-        return f"the model server at {where} did not answer within {connect_timeout_s:g} s"
-    return f"the model server at {where} could not be reached ({type(chain[-1]).__name__})"
+        return f"the model server did not answer within {connect_timeout_s:g} s"
+    return f"the model server could not be reached ({type(chain[-1]).__name__})"
