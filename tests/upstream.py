@@ -19,6 +19,7 @@ Models (the request's `model` picks the behaviour; `name:N` means "the first N c
 - `echo:STATUS` — STATUS (400, 500, ...) with an error that quotes the last message, as
   some upstreams' content filters and validators do
 Every call is recorded (model and headers), so tests count retries and see `traceparent`.
+GET /models lists MODELS, then `odd_ids` (ids a test sets that chatlens must refuse).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class FakeUpstream:
 
     port: int = field(default_factory=free_port)
     calls: list[Call] = field(default_factory=list)
+    odd_ids: list[Any] = field(default_factory=list)
     _counts: Counter[str] = field(default_factory=Counter)
     _serving: Any = None
 
@@ -101,7 +103,10 @@ class FakeUpstream:
 
     async def _models(self, _: Request) -> Response:
         return JSONResponse(
-            {"object": "list", "data": [{"id": m, "object": "model"} for m in MODELS]}
+            {
+                "object": "list",
+                "data": [{"id": m, "object": "model"} for m in (*MODELS, *self.odd_ids)],
+            }
         )
 
     async def _completions(self, request: Request) -> Response:

@@ -181,6 +181,7 @@ async def test_a_refused_connection_is_named_for_the_client_and_located_in_the_l
 
 async def test_the_model_list_keeps_only_names_chatlens_can_store() -> None:
     listed = [{"id": "gpt-4o"}, {"id": "m" * 300}, {"id": "nul\x00"}, {"id": 5}, "x", {"id": "a b"}]
+    listed += [{"id": ["gpt-4o"]}, {"id": {"id": "gpt-4o"}}]
     assert model_ids(listed) == ["gpt-4o"]
     assert model_ids({"id": "not a list"}) == []
     assert len(model_ids([{"id": f"model-{i}"} for i in range(5000)])) == 1000

@@ -46,6 +46,23 @@ async def test_lists_the_backends_models_and_marks_the_active_one(chatlens: Runn
     assert [m["id"] for m in body["models"] if m["active"]] == [MODEL]
 
 
+async def test_ids_that_are_not_names_leave_the_list_readable(
+    database: str, upstream: FakeUpstream
+) -> None:
+    # Any JSON value may come as an id: a list or an object cannot even be compared.
+    upstream.odd_ids = [["gpt-4o"], {"name": "x"}, None, 7, "m" * 300]
+    try:
+        async with running(database, upstream) as chatlens:
+            listed = await chatlens.client.get("/api/models", headers=chatlens.headers)
+            relayed = await chatlens.client.get("/v1/models", headers=chatlens.headers)
+    finally:
+        upstream.odd_ids = []
+    assert listed.status_code == 200, listed.text
+    assert {m["id"] for m in listed.json()["models"]} == set(MODELS)
+    assert relayed.status_code == 200, relayed.text
+    assert {m["id"] for m in relayed.json()["data"]} == set(MODELS)
+
+
 async def test_only_an_admin_swaps_and_only_to_a_listed_model(chatlens: Running) -> None:
     swap = {"model": "ok"}
     forbidden = await chatlens.client.post("/api/models/swap", json=swap, headers=chatlens.headers)

@@ -108,14 +108,18 @@ def model_of(value: Any, distrust: Distrust) -> str | None:
 def model_ids(data: Any) -> list[str]:
     """The ids of GET /models that are model names chatlens can store, at most MAX_MODELS."""
     items = data if isinstance(data, list) else []
-    ids = {item.get("id") for item in items if isinstance(item, dict)}
-    valid = sorted(i for i in ids if isinstance(i, str) and MODEL_NAME.fullmatch(i))
-    if len(valid) < len(ids) or len(valid) > MAX_MODELS:
+    listed = [item.get("id") for item in items if isinstance(item, dict)]
+    # An id may be any JSON value, a list or an object among them: only text is compared.
+    texts = [i for i in listed if isinstance(i, str)]
+    names = set(texts)
+    valid = sorted(i for i in names if MODEL_NAME.fullmatch(i))
+    rejected = len(listed) - len(texts) + len(names) - min(len(valid), MAX_MODELS)
+    if rejected:
         log.warning(
             "upstream_value_rejected",
             field="models",
             reason=f"ids that are not 1-128 printable ASCII characters, or past {MAX_MODELS}",
-            rejected=len(ids) - min(len(valid), MAX_MODELS),
+            rejected=rejected,
         )
     return valid[:MAX_MODELS]
 
