@@ -18,6 +18,9 @@ Models (the request's `model` picks the behaviour; `name:N` means "the first N c
 - `huge` — three words of 100,000 characters each
 - `echo:STATUS` — STATUS (400, 500, ...) with an error that quotes the last message, as
   some upstreams' content filters and validators do
+- `long-line` — a `data:` line of 16 MiB that never ends: the connection stays open, silent,
+  until the client leaves (at most 30 s)
+- `huge-error` — 500 with a JSON error whose message is 32 MiB long
 Every call is recorded (model and headers), so tests count retries and see `traceparent`.
 GET /models lists MODELS, then `odd_ids` (ids a test sets that chatlens must refuse).
 """
@@ -68,6 +71,13 @@ async def _hostile() -> AsyncIterator[bytes]:
     event = {"id": "z" * 10_000, "model": HOSTILE_MODEL, "choices": [], "usage": HOSTILE_USAGE}
     yield b"data: " + orjson.dumps(event) + b"\n\n"
     yield b"data: [DONE]\n\n"
+
+
+async def _huge_error() -> AsyncIterator[bytes]:
+    yield b'{"error": {"type": "server_error", "message": "'
+    for _ in range(512):
+        yield b"x" * 65_536
+    yield b'"}}'
 
 
 @dataclass
@@ -138,6 +148,8 @@ class FakeUpstream:
             message = f"Invalid content in messages[-1]: '{quoted}' (starts {quoted[:40]!r})"
             error = {"message": message, "type": "invalid_request_error", "code": "content_policy"}
             return JSONResponse({"error": error}, status_code=int(arg))
+        if name == "huge-error":
+            return StreamingResponse(_huge_error(), status_code=500, media_type="application/json")
         if name == "slow-headers":
             await asyncio.sleep(float(arg))
         return StreamingResponse(self._stream(model, name, arg), media_type="text/event-stream")
@@ -155,6 +167,12 @@ class FakeUpstream:
             return
         if name == "garbage":
             yield b"data: {this is not json\n\n"
+            return
+        if name == "long-line":
+            yield b'data: {"choices": [{"delta": {"content": "'
+            for _ in range(256):
+                yield b"x" * 65_536
+            await asyncio.sleep(30)
             return
         if name == "slow-first":
             yield b": waiting\n\n"

@@ -154,6 +154,38 @@ async def test_an_endless_answer_is_cut_where_the_client_and_the_database_agree(
     assert chatlens.metric("upstream_values_rejected_total", field="content") == 1
 
 
+@pytest.mark.parametrize(
+    ("model", "said"),
+    [
+        ("long-line", "the model sent a line longer than 1024 KiB"),
+        ("huge-error", 'the model failed (HTTP 500): {"error": {"type": "server_error"'),
+    ],
+)
+async def test_an_endless_line_or_error_body_fails_the_turn_with_a_502(
+    chatlens: Running, model: str, said: str
+) -> None:
+    chatlens.use_model(model)
+    response = await chatlens.client.post(
+        "/chat", json={"message": "where is my order?"}, headers=chatlens.headers
+    )
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["message"].startswith(said)
+    streamed = await chatlens.client.post(
+        "/chat", json={"message": "where is my order?", "stream": True}, headers=chatlens.headers
+    )
+    [error] = [data for name, data in parse_sse(streamed.text) if name == "error"]
+    assert error["message"].startswith(said), error
+    # Both turns are stored and counted as failed by the model, as any broken answer is.
+    async with state.of(chatlens.app).get(Database).sessionmaker() as session:
+        answers = (
+            await session.scalars(select(Message).where(Message.role == MessageRole.assistant))
+        ).all()
+    assert [a.status.value for a in answers] == ["error", "error"]
+    assert chatlens.metric("chat_turns_total", outcome="failed_upstream", stream="false") == 1
+    assert chatlens.metric("chat_turns_total", outcome="failed_upstream", stream="true") == 1
+    assert chatlens.metric("errors_total", error_type="upstream_error", service="ai") == 2
+
+
 async def test_a_refused_connection_is_named_for_the_client_and_located_in_the_logs(
     fresh_database_url: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

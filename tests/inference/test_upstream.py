@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+import tracemalloc
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 
 import pytest
@@ -18,6 +19,7 @@ from chatlens.inference.errors import (
 )
 from chatlens.inference.knowledge_base import default_knowledge_base_path, load_knowledge_base
 from chatlens.inference.upstream import OpenAIBackend, UpstreamConfig
+from chatlens.inference.upstream_wire import MAX_LINE_BYTES
 from tests.helpers import ManualClock, free_port
 from tests.upstream import WORDS, FakeUpstream
 
@@ -190,6 +192,57 @@ async def test_invalid_json_and_mid_stream_errors_are_502(upstream: FakeUpstream
             await collect(backend, "mid-error")
     finally:
         await backend.aclose()
+
+
+async def _peak_bytes_while(call: Awaitable[object]) -> int:
+    """The most memory allocated at once while `call` ran, in bytes."""
+    tracemalloc.start()
+    try:
+        await call
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+async def test_a_line_that_never_ends_is_502_once_past_its_bound(upstream: FakeUpstream) -> None:
+    backend = make_backend(upstream.url, first_token_timeout_s=10)
+    caught: list[UpstreamBadResponse] = []
+
+    async def read() -> None:
+        with pytest.raises(UpstreamBadResponse) as error:
+            # 16 MiB without a newline, then silence until the client leaves.
+            await collect(backend, "long-line")
+        caught.append(error.value)
+
+    try:
+        held = await _peak_bytes_while(read())
+    finally:
+        await backend.aclose()
+    [error] = caught
+    assert error.status_code == 502
+    assert error.message == "the model sent a line longer than 1024 KiB"
+    assert backend.breaker.consecutive_failures == 1  # counted as any broken stream
+    assert held < 4 * MAX_LINE_BYTES, held
+
+
+async def test_a_huge_error_body_is_read_in_part_and_passed_on(upstream: FakeUpstream) -> None:
+    backend = make_backend(upstream.url, max_retries=0)
+    caught: list[UpstreamBadResponse] = []
+
+    async def read() -> None:
+        with pytest.raises(UpstreamBadResponse) as error:
+            await collect(backend, "huge-error")  # a 32 MiB error message
+        caught.append(error.value)
+
+    try:
+        held = await _peak_bytes_while(read())
+    finally:
+        await backend.aclose()
+    [error] = caught
+    assert error.status_code == 502
+    assert error.message.startswith("the model failed (HTTP 500): ")
+    assert "server_error" in error.message and "x" * 100 in error.message
+    assert held < 4 * 1024 * 1024, held
 
 
 async def test_a_refused_request_is_400_with_the_upstreams_words(upstream: FakeUpstream) -> None:

@@ -30,6 +30,8 @@ from chatlens.inference.knowledge_base import KnowledgeBase
 from chatlens.inference.tokens import count_prompt_tokens, count_tokens
 from chatlens.inference.upstream_wire import (
     MAX_ANSWER_CHARS,
+    MAX_ERROR_BODY_BYTES,
+    MAX_LINE_BYTES,
     Distrust,
     backoff,
     content_of,
@@ -157,16 +159,26 @@ class OpenAIBackend:
             # deltas of one read go out as one chunk (a read usually holds several events),
             # so the per-event cost is paid per read, not per word.
             reads = response.aiter_bytes()
-            pending = b""
+            pending = bytearray()  # a line whose end has not arrived yet
             ended = False
             while not ended:
                 limit = first_token_deadline if not parts else deadline
                 try:
-                    pending += await _next_read(reads, limit)
+                    data = await _next_read(reads, limit)
                 except StopAsyncIteration:
                     ended = True
-                    pending += b"\n"  # a last line without its newline still counts
-                *lines, pending = pending.split(b"\n")
+                    data = b"\n"  # a last line without its newline still counts
+                # Each byte is scanned once: a line that arrives in many reads is not
+                # searched again from its start on every read.
+                *lines, rest = data.split(b"\n")
+                if lines and pending:
+                    lines[0] = bytes(pending) + lines[0]
+                    pending.clear()
+                pending += rest
+                if len(pending) > MAX_LINE_BYTES:
+                    raise UpstreamBadResponse(
+                        f"the model sent a line longer than {MAX_LINE_BYTES // 1024} KiB"
+                    )
                 text: list[str] = []
                 for raw in lines:
                     line = raw.strip()
@@ -333,13 +345,7 @@ class OpenAIBackend:
         span.finish(response.status_code)
         if response.status_code == 200:
             return response
-        try:
-            async with asyncio.timeout(max(0.1, first_token_deadline - time.monotonic())):
-                raw = await response.aread()
-        except (TimeoutError, *_CLIENT_ERRORS):
-            raw = b""
-        finally:
-            await response.aclose()
+        raw = await _error_body(response, first_token_deadline)
         prompt = [m.content for m in messages]
         message = error_message(raw, prompt=prompt) or f"HTTP {response.status_code}"
         status = response.status_code
@@ -432,6 +438,23 @@ def _choices(event: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
         raise UpstreamBadResponse("the model sent an unexpected event")
     return choices
+
+
+async def _error_body(response: httpx.Response, deadline: float) -> bytes:
+    """The start of an error response's body, at most MAX_ERROR_BODY_BYTES: an error
+    worth reading says what it has to say in its first lines."""
+    body = bytearray()
+    try:
+        async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+            async for data in response.aiter_bytes():
+                body += data
+                if len(body) >= MAX_ERROR_BODY_BYTES:
+                    break
+    except (TimeoutError, *_CLIENT_ERRORS):
+        pass  # what arrived is all there is
+    finally:
+        await response.aclose()
+    return bytes(body[:MAX_ERROR_BODY_BYTES])
 
 
 async def _next_read(reads: AsyncIterator[bytes], deadline: float) -> bytes:

@@ -32,6 +32,8 @@ MESSAGE_LIMIT = 500  # characters of an upstream error message passed on
 # What an upstream says is believed only within these bounds, as a client's input is: the
 # numbers go into the database, the metrics and the cost; the names into labels and logs.
 MAX_ANSWER_CHARS = 200_000  # an answer longer than this is cut, finish_reason "length"
+MAX_LINE_BYTES = 1024 * 1024  # a stream line longer than this is a broken stream: 502
+MAX_ERROR_BODY_BYTES = 64 * 1024  # of an error response, read; the rest is left unread
 MODEL_NAME = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, as stored (128)
 MAX_MODELS = 1000  # ids of GET /models listed
 FINISH_REASON = re.compile(r"[a-z_]{1,32}")  # stop, length, content_filter, tool_calls, ...
