@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 
+from chatlens.hardening import API_POLICY, DEFAULT_HEADERS, NO_STORE
 from tests.helpers import Server
 
 MIB = 1024 * 1024
@@ -59,7 +60,8 @@ def exchange(port: int, head: bytes, *, pad: int = 0) -> tuple[bytes, float]:
 def parse(answer: bytes) -> tuple[int, dict[str, str], dict[str, object]]:
     head, _, body = answer.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    fields = (line.split(": ", 1) for line in lines[1:])
+    headers = {name.lower(): value for name, value in fields}
     return int(lines[0].split()[1]), headers, orjson.loads(body)
 
 
@@ -81,6 +83,15 @@ def test_an_oversized_header_is_refused_at_once_with_bounded_memory(server: Serv
     assert seconds < 5
     # The parser kept at most the limit and one read, not the 64 MiB sent.
     assert grown < 8 * MIB, grown
+
+
+def test_the_servers_own_refusals_carry_the_security_headers(server: Server) -> None:
+    oversized, _ = exchange(server.port, REQUEST + b"X-Big: ", pad=MIB)
+    malformed, _ = exchange(server.port, b"GET /health/live HTTP/1.1\r\nHost chatlens\r\n\r\n")
+    for answer in (oversized, malformed):
+        _, headers, _ = parse(answer)
+        for name, value in (*DEFAULT_HEADERS, API_POLICY, NO_STORE):
+            assert headers[name.decode()] == value.decode(), name
 
 
 def test_too_many_headers_are_refused(server: Server) -> None:

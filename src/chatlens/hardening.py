@@ -13,13 +13,13 @@ from chatlens.errors import error_body
 # An API response is data, never a page: nothing may render, frame or cache it. Pages that
 # need a policy of their own (the start page, the API docs) set their Content-Security-Policy,
 # which is then kept; static files keep their caching.
-_DEFAULT_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+DEFAULT_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 )
-_API_POLICY = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
-_NO_STORE = (b"cache-control", b"no-store")
+API_POLICY = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+NO_STORE = (b"cache-control", b"no-store")
 _STATIC_PREFIX = "/static/"
 
 
@@ -48,11 +48,11 @@ class SecurityHeadersMiddleware:
                         has_policy = True
                     elif name == b"cache-control":
                         has_cache = True
-                headers.extend(_DEFAULT_HEADERS)
+                headers.extend(DEFAULT_HEADERS)
                 if not has_policy:
-                    headers.append(_API_POLICY)
+                    headers.append(API_POLICY)
                 if not has_cache and not static:
-                    headers.append(_NO_STORE)
+                    headers.append(NO_STORE)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -20,12 +20,17 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from chatlens.errors import error_body
+from chatlens.hardening import API_POLICY, DEFAULT_HEADERS, NO_STORE
 
 # After an error the connection reads and drops what the client is still sending for at
 # most this long, so that the client reads the answer instead of a reset connection.
 LINGER_SECONDS = 2.0
 
 _REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+# What every chatlens answer carries, as the security headers middleware adds it.
+_SECURITY_HEADERS = b"".join(
+    b"%s: %s\r\n" % header for header in (*DEFAULT_HEADERS, API_POLICY, NO_STORE)
+)
 
 
 class HeadTooLarge(Exception):
@@ -100,9 +105,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         for name, value in self.server_state.default_headers:
             head.append(b"%s: %s\r\n" % (name, value))
         head.append(
-            b"content-type: application/json\r\ncontent-length: %d\r\n"
-            b"x-content-type-options: nosniff\r\ncache-control: no-store\r\n"
-            b"connection: close\r\n\r\n" % len(body)
+            b"content-type: application/json\r\ncontent-length: %d\r\n%b"
+            b"connection: close\r\n\r\n" % (len(body), _SECURITY_HEADERS)
         )
         self.transport.write(b"".join(head) + body)
         if self.transport.can_write_eof():
