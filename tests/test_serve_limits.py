@@ -36,11 +36,12 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def exchange(port: int, head: bytes, *, pad: int = 0) -> tuple[bytes, float]:
+def exchange(port: int, head: bytes, *, pad: int = 0, timeout: float = 30) -> tuple[bytes, float]:
     """Send `head`, then `pad` more bytes of a header value that never ends; the raw answer
-    and the seconds it took. A server that closes early only stops the sending."""
+    and the seconds it took. A server that closes early only stops the sending; one that
+    neither answers nor closes within `timeout` gives no answer, in that many seconds."""
     started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
         try:
             conn.sendall(head)
             chunk = b"a" * MIB
@@ -52,7 +53,7 @@ def exchange(port: int, head: bytes, *, pad: int = 0) -> tuple[bytes, float]:
         try:
             while data := conn.recv(65536):
                 answer += data
-        except ConnectionResetError:
+        except (ConnectionResetError, TimeoutError):
             pass
     return answer, time.monotonic() - started
 
@@ -92,6 +93,42 @@ def test_the_servers_own_refusals_carry_the_security_headers(server: Server) -> 
         _, headers, _ = parse(answer)
         for name, value in (*DEFAULT_HEADERS, API_POLICY, NO_STORE):
             assert headers[name.decode()] == value.decode(), name
+
+
+CHUNKED = (
+    b"POST /health/live HTTP/1.1\r\nHost: chatlens.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\n0\r\n"
+)
+
+
+def test_request_trailers_are_bounded_like_a_head(server: Server) -> None:
+    before = rss_bytes(server.process.pid)
+    answer, seconds = exchange(server.port, CHUNKED + b"X-Trailer: ", pad=64 * MIB, timeout=10)
+    grown = rss_bytes(server.process.pid) - before
+    # The parser kept at most the limit and a read or two, not the 64 MiB sent.
+    assert grown < 8 * MIB, grown
+    # Closed without an answer: the application has the request and may be answering it.
+    assert answer == b""
+    assert seconds < 5
+
+
+def test_a_chunked_body_with_trailers_reaches_the_application(server: Server) -> None:
+    trailers = b"X-Checksum: 1234\r\nX-Note: done\r\n\r\n"
+    # Two requests on one connection: the trailers end the first, the second is answered.
+    answer, _ = exchange(server.port, CHUNKED + trailers + REQUEST + b"Connection: close\r\n\r\n")
+    first, second = answer.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"405 ")
+    assert second.startswith(b"200 ")
+
+
+def test_a_body_over_the_limit_is_the_applications_413(server: Server) -> None:
+    body = b"x" * (256 * 1024)  # more than the head limit too: a body is not a head
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: chatlens.test\r\n"
+    answer, _ = exchange(server.port, head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    status, headers, error = parse(answer)
+    assert status == 413
+    assert headers["x-frame-options"] == "DENY"
+    assert error["error"]["type"] == "payload_too_large"  # type: ignore[index]
 
 
 def test_too_many_headers_are_refused(server: Server) -> None:

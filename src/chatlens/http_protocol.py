@@ -5,9 +5,18 @@ httptools, which `chatlens serve` runs because it costs less than half of h11's 
 request, a client could send a header of any size and the parser would keep all of it.
 This subclass counts the bytes of each head as they arrive and the headers as they are
 parsed, and refuses a head over either limit with 431 before the application (and its
-authentication) sees the request. `uvicorn.run(http=...)` takes the protocol class; the
-subclass extends asyncio's `data_received` and the parser callbacks httptools calls
-(`on_message_begin`, `on_header`, `on_headers_complete`, `on_message_complete`).
+authentication) sees the request.
+
+The trailer fields after the last chunk of a chunked body are a second head, read after
+the application has the request: httptools keeps each field whole before it hands it
+over, and uvicorn does not stop reading for them. ASGI has no place for request trailers,
+so they are dropped, and their bytes are counted against the same limit; past it the
+connection is closed (the application may already be answering, so nothing is written).
+
+`uvicorn.run(http=...)` takes the protocol class; the subclass extends asyncio's
+`data_received` and the parser callbacks httptools calls (`on_message_begin`, `on_header`,
+`on_headers_complete`, `on_body`, `on_chunk_header`, `on_chunk_complete`,
+`on_message_complete`).
 """
 
 from __future__ import annotations
@@ -47,6 +56,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.in_head = True
         self.head_bytes = 0
         self.header_count = 0
+        # After a chunk header, until its data: the last chunk's trailer fields, if any.
+        self.in_trailers = False
+        self.trailer_bytes = 0
         self.refusal: tuple[int, str, str] | None = None
         self.refused = False
 
@@ -55,6 +67,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return  # lingering: the answer is sent, the rest is dropped
         if self.in_head:
             self.head_bytes += len(data)
+        elif self.in_trailers:
+            self.trailer_bytes += len(data)
         super().data_received(data)
         # Still in the head after this chunk: every byte of it was head. The parser holds at
         # most the limit plus one read (asyncio reads up to 256 KiB).
@@ -64,6 +78,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 "request_header_too_large",
                 f"request headers exceed {self.max_head_bytes} bytes",
             )
+        # Likewise for trailers: a read that began in them and brought no chunk data was all
+        # trailer (or the one that began them, at most a read).
+        elif self.in_trailers and self.trailer_bytes > self.max_head_bytes:
+            self.refused = True
+            self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -71,6 +90,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.header_count = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:
+            # A trailer field: uvicorn would append it to the headers of a request the
+            # application is already handling.
+            return
         self.header_count += 1
         if self.header_count > self.max_headers:
             self.refusal = (
@@ -88,9 +111,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         super().on_headers_complete()
 
+    def on_chunk_header(self) -> None:
+        # Chunk data follows, or, after the last (empty) chunk, the trailer fields.
+        self.in_trailers = True
+        self.trailer_bytes = 0
+
+    def on_body(self, body: bytes) -> None:
+        self.in_trailers = False
+        super().on_body(body)
+
+    def on_chunk_complete(self) -> None:
+        self.in_trailers = False
+
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self.in_head = True
+        self.in_trailers = False
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request it cannot parse, in chatlens's JSON error shape."""
