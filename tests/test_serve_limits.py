@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +131,34 @@ def test_a_body_over_the_limit_is_the_applications_413(server: Server) -> None:
     assert status == 413
     assert headers["x-frame-options"] == "DENY"
     assert error["error"]["type"] == "payload_too_large"  # type: ignore[index]
+
+
+def test_pipelined_requests_wait_in_a_bounded_queue(server: Server) -> None:
+    sent = 100_000
+    before = rss_bytes(server.process.pid)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as conn:
+        answers = bytearray()
+
+        def read_answers() -> None:
+            try:
+                while data := conn.recv(65536):
+                    answers.extend(data)
+            except OSError:
+                pass
+
+        reader = threading.Thread(target=read_answers)
+        reader.start()
+        # Closed while sending: the answers are read all the same.
+        with contextlib.suppress(OSError):
+            conn.sendall((REQUEST + b"\r\n") * sent)
+        reader.join(timeout=15)
+        assert not reader.is_alive(), "the connection stayed open"
+    grown = rss_bytes(server.process.pid) - before
+    statuses = [bytes(line[:3]) for line in answers.split(b"HTTP/1.1 ")[1:]]
+    # The first requests are answered in order, in full; then the connection closes.
+    assert 16 <= len(statuses) < sent
+    assert set(statuses) == {b"200"}
+    assert grown < 8 * MIB, grown
 
 
 def test_too_many_headers_are_refused(server: Server) -> None:

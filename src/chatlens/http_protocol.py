@@ -13,10 +13,16 @@ over, and uvicorn does not stop reading for them. ASGI has no place for request 
 so they are dropped, and their bytes are counted against the same limit; past it the
 connection is closed (the application may already be answering, so nothing is written).
 
+uvicorn reads on after every answer and queues each request it reads while an earlier one
+is being answered, so a client that pipelines requests without waiting grew that queue
+without end. At most `MAX_PIPELINED` requests wait on a connection; the rest is dropped and
+the connection closed once those are answered, as HTTP/1.1 lets a server do with pipelined
+requests (the client sends again what was not answered).
+
 `uvicorn.run(http=...)` takes the protocol class; the subclass extends asyncio's
-`data_received` and the parser callbacks httptools calls (`on_message_begin`, `on_header`,
-`on_headers_complete`, `on_body`, `on_chunk_header`, `on_chunk_complete`,
-`on_message_complete`).
+`data_received` and the parser callbacks httptools calls (`on_message_begin`, `on_url`,
+`on_header`, `on_headers_complete`, `on_body`, `on_chunk_header`, `on_chunk_complete`,
+`on_message_complete`), and uvicorn's own `send_400_response` and `on_response_complete`.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ from chatlens.hardening import API_POLICY, DEFAULT_HEADERS, NO_STORE
 # After an error the connection reads and drops what the client is still sending for at
 # most this long, so that the client reads the answer instead of a reset connection.
 LINGER_SECONDS = 2.0
+# Requests read on one connection and not yet answered. Browsers do not pipeline; clients
+# that do send a few.
+MAX_PIPELINED = 16
 
 _REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
 # What every chatlens answer carries, as the security headers middleware adds it.
@@ -47,7 +56,7 @@ class HeadTooLarge(Exception):
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol with a size and a count limit on each request head."""
+    """HttpToolsProtocol with limits on each request head, its trailers and the pipeline."""
 
     def __init__(self, *args: Any, max_head_bytes: int, max_headers: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -61,10 +70,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.trailer_bytes = 0
         self.refusal: tuple[int, str, str] | None = None
         self.refused = False
+        self.unanswered = 0
+        # Past MAX_PIPELINED: the requests read are answered, nothing more is.
+        self.draining = False
 
     def data_received(self, data: bytes) -> None:
-        if self.refused:
-            return  # lingering: the answer is sent, the rest is dropped
+        if self.refused or self.draining:
+            return  # lingering, or answering what was read: the rest is dropped
         if self.in_head:
             self.head_bytes += len(data)
         elif self.in_trailers:
@@ -85,12 +97,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def on_message_begin(self) -> None:
+        if self.draining:
+            return
         super().on_message_begin()
         self.in_head = True
         self.header_count = 0
 
+    def on_url(self, url: bytes) -> None:
+        if not self.draining:
+            super().on_url(url)
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.in_head:
+        if not self.in_head or self.draining:
             # A trailer field: uvicorn would append it to the headers of a request the
             # application is already handling.
             return
@@ -109,6 +127,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         self.head_bytes = 0
+        if self.draining:
+            return
+        if self.unanswered >= MAX_PIPELINED:
+            # The rest of this read is still parsed, into nothing.
+            self.draining = True
+            return
+        self.unanswered += 1
         super().on_headers_complete()
 
     def on_chunk_header(self) -> None:
@@ -118,22 +143,32 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         self.in_trailers = False
-        super().on_body(body)
+        if not self.draining:
+            super().on_body(body)
 
     def on_chunk_complete(self) -> None:
         self.in_trailers = False
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        if not self.draining:
+            super().on_message_complete()
         self.in_head = True
         self.in_trailers = False
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self.unanswered -= 1
+        if self.draining and self.unanswered == 0:
+            self.refused = True
+            self.close_gently()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request it cannot parse, in chatlens's JSON error shape."""
         self.refuse(*(self.refusal or (400, "bad_request", "invalid HTTP request")))
 
     def refuse(self, status: int, error_type: str, message: str) -> None:
-        if self.refused or self.transport.is_closing():
+        # While draining, answers to requests read earlier are still being written.
+        if self.refused or self.draining or self.transport.is_closing():
             return
         self.refused = True
         body = orjson.dumps(error_body(error_type, message))
@@ -145,6 +180,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             b"connection: close\r\n\r\n" % (len(body), _SECURITY_HEADERS)
         )
         self.transport.write(b"".join(head) + body)
+        self.close_gently()
+
+    def close_gently(self) -> None:
+        """Ends the answers and closes after LINGER_SECONDS, so that the client reads them."""
         if self.transport.can_write_eof():
             self.transport.write_eof()
         asyncio.get_running_loop().call_later(LINGER_SECONDS, self.transport.close)
