@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from chatlens.hardening import API_POLICY, DEFAULT_HEADERS, NO_STORE
+from chatlens.http_protocol import HEAD_TIMEOUT_SECONDS
 from tests.helpers import Server
 
 MIB = 1024 * 1024
@@ -159,6 +160,29 @@ def test_pipelined_requests_wait_in_a_bounded_queue(server: Server) -> None:
     assert 16 <= len(statuses) < sent
     assert set(statuses) == {b"200"}
     assert grown < 8 * MIB, grown
+
+
+def test_a_head_that_never_ends_is_closed_in_time(server: Server) -> None:
+    started = time.monotonic()
+    deadline = started + HEAD_TIMEOUT_SECONDS + 10
+    with (
+        socket.create_connection(("127.0.0.1", server.port)) as idle,
+        socket.create_connection(("127.0.0.1", server.port), timeout=1) as slow,
+    ):
+        slow.sendall(REQUEST)
+        closed = False
+        while not closed and time.monotonic() < deadline:
+            try:
+                closed = slow.recv(65536) == b""
+            except TimeoutError:
+                slow.sendall(b"X-More: 1\r\n")  # a line a second: each byte is news
+            except ConnectionResetError:
+                closed = True
+        assert closed, "a head sent a line a second was never cut off"
+        assert time.monotonic() - started >= HEAD_TIMEOUT_SECONDS - 1
+        # A connection that sends nothing at all is closed by then too.
+        idle.settimeout(5)
+        assert idle.recv(65536) == b""
 
 
 def test_too_many_headers_are_refused(server: Server) -> None:

@@ -19,10 +19,16 @@ without end. At most `MAX_PIPELINED` requests wait on a connection; the rest is 
 the connection closed once those are answered, as HTTP/1.1 lets a server do with pipelined
 requests (the client sends again what was not answered).
 
+uvicorn's `timeout_keep_alive` closes a connection idle after an answer, but nothing bounded
+one that never sends a whole head: a new connection, or a head sent a byte at a time. A
+head must now be complete within `HEAD_TIMEOUT_SECONDS` of its first byte (or of the
+connection), or the connection is closed.
+
 `uvicorn.run(http=...)` takes the protocol class; the subclass extends asyncio's
 `data_received` and the parser callbacks httptools calls (`on_message_begin`, `on_url`,
 `on_header`, `on_headers_complete`, `on_body`, `on_chunk_header`, `on_chunk_complete`,
-`on_message_complete`), and uvicorn's own `send_400_response` and `on_response_complete`.
+`on_message_complete`), asyncio's `connection_made` and `connection_lost`, and uvicorn's own
+`send_400_response` and `on_response_complete`.
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ LINGER_SECONDS = 2.0
 # Requests read on one connection and not yet answered. Browsers do not pipeline; clients
 # that do send a few.
 MAX_PIPELINED = 16
+# From a new connection or the first byte of a head to its end. A client sends its head at
+# once; a slow link still sends 32 KiB well within this.
+HEAD_TIMEOUT_SECONDS = 10.0
 
 _REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
 # What every chatlens answer carries, as the security headers middleware adds it.
@@ -73,6 +82,36 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.unanswered = 0
         # Past MAX_PIPELINED: the requests read are answered, nothing more is.
         self.draining = False
+        self.head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop_head_timer()
+        super().connection_lost(exc)
+
+    def start_head_timer(self) -> None:
+        self.stop_head_timer()
+        loop = asyncio.get_running_loop()
+        self.head_timer = loop.call_later(HEAD_TIMEOUT_SECONDS, self.head_timed_out)
+
+    def stop_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def head_timed_out(self) -> None:
+        self.head_timer = None
+        if self.refused or self.draining or self.transport.is_closing():
+            return
+        if self.unanswered:
+            # The head waits behind answers still being written; it is judged after them.
+            self.start_head_timer()
+            return
+        self.refused = True
+        self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self.refused or self.draining:
@@ -100,6 +139,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.draining:
             return
         super().on_message_begin()
+        self.start_head_timer()
         self.in_head = True
         self.header_count = 0
 
@@ -127,6 +167,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         self.head_bytes = 0
+        self.stop_head_timer()
         if self.draining:
             return
         if self.unanswered >= MAX_PIPELINED:
