@@ -127,7 +127,9 @@ def free_port() -> int:
 class Server:
     """`chatlens serve` in a subprocess; stdout (JSON logs) and stderr kept apart."""
 
-    def __init__(self, cwd: Path, env: dict[str, str], *args: str) -> None:
+    def __init__(
+        self, cwd: Path, env: dict[str, str], *args: str, new_session: bool = False
+    ) -> None:
         self.port = free_port()
         self.log = cwd / f"serve-{self.port}.log"
         self.stdout = cwd / f"serve-{self.port}.jsonl"
@@ -137,6 +139,8 @@ class Server:
             env=env,
             stdout=self.stdout.open("wb"),
             stderr=self.log.open("wb"),
+            # Its own process group, for a test to signal every process as a terminal does.
+            start_new_session=new_session,
         )
         self.url = f"http://127.0.0.1:{self.port}"
         # Generous: a busy machine slows a cold start (several workers) down a lot.

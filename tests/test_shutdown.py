@@ -1,14 +1,17 @@
 """SIGTERM to a real `chatlens serve` while answers stream: readiness 503 at once, answers
-that finish within the grace period finish, the rest end with an error event and are stored."""
+that finish within the grace period finish, the rest end with an error event and are stored;
+the same with several workers when every process of the group is signalled."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +217,57 @@ def test_sigterm_drains_answers_then_cuts_the_rest_with_an_error_and_stores_them
     log = server.output
     assert '"event":"answers_interrupted"' in log
     assert '"event":"shutdown_drained"' in log
+
+
+def test_sigterm_to_every_worker_and_again_from_the_supervisor_still_drains(
+    tmp_path: Path, env_without_chatlens: dict[str, str], upstream: FakeUpstream
+) -> None:
+    # systemd's stop, Ctrl+C in a terminal, `tini -g`: each worker gets the signal, then
+    # SIGTERM once more from uvicorn's supervisor. The second one must not cut the drain.
+    env = {
+        **env_without_chatlens,
+        "CHATLENS_INFERENCE_BACKEND": "openai",
+        "CHATLENS_OPENAI_BASE_URL": upstream.url,
+        "CHATLENS_OPENAI_API_KEY": "sk-upstream",
+        # Whole 3.8 s after its first word: past uvicorn's own 3 s wait, within the drain.
+        "CHATLENS_MODEL": "slow-words:1.9",
+        "CHATLENS_SHUTDOWN_GRACE_SECONDS": str(GRACE_S),
+        "CHATLENS_UPSTREAM_TIMEOUT_SECONDS": "120",
+    }
+    server = Server(tmp_path, env, "--workers", "2", new_session=True)
+    try:
+        key = KEY.findall(server.output)[0]
+        headers = {"Authorization": f"Bearer {key}"}
+        fast = Stream(_chat_sse(server, headers))
+        slow = Stream(_v1_raw(server, headers, SLOW))
+        for stream in (fast, slow):
+            stream.start()
+            assert stream.started.wait(30), f"no first word: {stream.error!r}"
+        assert fast.ended_at is None and slow.ended_at is None, (fast.error, slow.error)
+
+        sent = time.monotonic()
+        os.killpg(server.process.pid, signal.SIGTERM)
+        for stream in (fast, slow):
+            stream.join(GRACE_S + 10)
+            assert not stream.is_alive()
+        assert server.process.wait(timeout=15) in (0, -signal.SIGTERM)
+    finally:
+        if server.process.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait(timeout=15)
+
+    # Finished within the grace period: every word, then `done`.
+    assert fast.error is None, fast.error
+    events = fast.result
+    assert [name for name, _ in events][-1] == "done", events
+    assert "".join(data["content"] for name, data in events if name == "delta") == "".join(WORDS)
+    # Cut when the grace ended, not when the supervisor repeated the signal: an error event.
+    assert slow.error is None, slow.error
+    assert slow.ended_at is not None and slow.ended_at - sent >= GRACE_S * 0.75 - 0.5
+    assert orjson.loads(slow.result[-1])["error"]["code"] == "shutting_down", slow.result
+    assert sorted(_answers(tmp_path / "chatlens.db")) == [
+        ("complete", "".join(WORDS)),
+        ("incomplete", WORDS[0]),
+    ]
+    assert '"event":"answers_interrupted"' in server.output

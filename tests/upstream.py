@@ -45,7 +45,16 @@ from tests.helpers import free_port
 
 WORDS = ("Hello", " from", " upstream")
 USAGE = {"prompt_tokens": 11, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 4}}
-MODELS = ("ok", "no-usage", "gpt-4o-mini", "fail", "garbage", "slow-words:0.3", "slow-words:1.5")
+MODELS = (
+    "ok",
+    "no-usage",
+    "gpt-4o-mini",
+    "fail",
+    "garbage",
+    "slow-words:0.3",
+    "slow-words:1.5",
+    "slow-words:20",
+)
 
 
 def _chunk(model: str, **delta: Any) -> bytes:
