@@ -4,6 +4,7 @@ the same with several workers when every process of the group is signalled."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -20,6 +21,7 @@ import openai
 import orjson
 import pytest
 
+from chatlens.shutdown import Shutdown, draining_on_signals
 from tests.helpers import Server, parse_sse
 from tests.upstream import WORDS, FakeUpstream
 
@@ -271,3 +273,46 @@ def test_sigterm_to_every_worker_and_again_from_the_supervisor_still_drains(
         ("incomplete", WORDS[0]),
     ]
     assert '"event":"answers_interrupted"' in server.output
+
+
+class Answer:
+    """An answer in progress that leaves the drain once it is cut, as a stored turn does."""
+
+    def __init__(self, shutdown: Shutdown) -> None:
+        self.shutdown = shutdown
+        self.cut = False
+        shutdown.enter(self)
+
+    def interrupt(self) -> None:
+        self.cut = True
+        self.shutdown.leave(self)
+
+
+async def test_while_draining_sigterm_changes_nothing_and_ctrl_c_cuts_then_stops() -> None:
+    reached: list[int] = []  # what the server's own handler (uvicorn's) was given
+    handed_over = asyncio.Event()
+
+    def server_handler(signum: int, frame: object) -> None:
+        reached.append(signum)
+        handed_over.set()
+
+    async def deliver(signum: int) -> None:
+        signal.raise_signal(signum)  # the handler runs before this returns; it queues the rest
+        await asyncio.sleep(0)
+
+    saved = {sig: signal.signal(sig, server_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        shutdown = Shutdown(grace_s=60)
+        answer = Answer(shutdown)
+        async with draining_on_signals(shutdown):
+            await deliver(signal.SIGTERM)
+            await deliver(signal.SIGTERM)  # again, from uvicorn's supervisor
+            assert shutdown.draining and not answer.cut and reached == []
+            await deliver(signal.SIGINT)  # Ctrl+C: cut now, told and stored, then stop
+            await asyncio.wait_for(handed_over.wait(), 5)
+            assert answer.cut and reached == [signal.SIGTERM]
+            await deliver(signal.SIGINT)  # Ctrl+C again: straight to the server's handler
+            assert reached == [signal.SIGTERM, signal.SIGINT]
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
