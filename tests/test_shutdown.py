@@ -305,14 +305,17 @@ async def test_while_draining_sigterm_changes_nothing_and_ctrl_c_cuts_then_stops
         shutdown = Shutdown(grace_s=60)
         answer = Answer(shutdown)
         async with draining_on_signals(shutdown):
+            # Ctrl+C in a terminal: SIGINT from it, SIGTERM from uvicorn's supervisor, then
+            # SIGTERM from systemd's stop too. The drain goes on.
+            signal.raise_signal(signal.SIGINT)
             await deliver(signal.SIGTERM)
-            await deliver(signal.SIGTERM)  # again, from uvicorn's supervisor
+            await deliver(signal.SIGTERM)
             assert shutdown.draining and not answer.cut and reached == []
-            await deliver(signal.SIGINT)  # Ctrl+C: cut now, told and stored, then stop
+            await deliver(signal.SIGINT)  # Ctrl+C again: cut now, told and stored, then stop
             await asyncio.wait_for(handed_over.wait(), 5)
-            assert answer.cut and reached == [signal.SIGTERM]
-            await deliver(signal.SIGINT)  # Ctrl+C again: straight to the server's handler
-            assert reached == [signal.SIGTERM, signal.SIGINT]
+            assert answer.cut and reached == [signal.SIGINT]
+            await deliver(signal.SIGINT)  # and again: straight to the server's handler
+            assert reached == [signal.SIGINT, signal.SIGINT]
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)

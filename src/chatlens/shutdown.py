@@ -119,7 +119,8 @@ async def draining_on_signals(shutdown: Shutdown) -> AsyncIterator[None]:
             previous[signum](signum, None)
 
     def start(signum: int) -> None:
-        if not shutdown.draining:
+        # `tasks` too: two signals may be queued before the drain's task first runs.
+        if not (shutdown.draining or tasks):
             task = loop.create_task(drain_then(signum))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
