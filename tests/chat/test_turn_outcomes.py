@@ -3,7 +3,6 @@ is a failure to the metrics and to the SLA, as the 502 of the same failure unstr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -11,22 +10,9 @@ import pytest
 
 from chatlens.observability.metrics import TURN_OUTCOMES
 from tests.helpers import parse_sse
-from tests.upstream import FakeUpstream
-from tests.upstream_app import Running, running
+from tests.upstream_app import Running
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as server:
-        yield server
-
-
-@pytest.fixture
-async def chatlens(fresh_database_url: Any, upstream: FakeUpstream) -> AsyncIterator[Running]:
-    async with running(await fresh_database_url("outcomes"), upstream) as result:
-        yield result
 
 
 def _turns(chatlens: Running) -> dict[tuple[str, str], float]:

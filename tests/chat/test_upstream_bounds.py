@@ -4,7 +4,6 @@ the model never cost a stored turn, a 500, a negative or runaway cost."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -28,18 +27,6 @@ pytestmark = pytest.mark.asyncio
 # Priced (gpt-4o*: 2.50 in, 10.00 out per 1M): 10^12 tokens would be ten million dollars.
 HOSTILE = "gpt-4o-hostile"
 MODES = [("/chat", False), ("/chat", True), ("/v1", False), ("/v1", True)]
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as server:
-        yield server
-
-
-@pytest.fixture
-async def chatlens(fresh_database_url: Any, upstream: FakeUpstream) -> AsyncIterator[Running]:
-    async with running(await fresh_database_url("bounds"), upstream) as result:
-        yield result
 
 
 async def _turn(chatlens: Running, api: str, stream: bool, model: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -21,18 +21,6 @@ pytestmark = pytest.mark.asyncio
 
 # 11 prompt tokens of which 4 cached, 3 completion tokens, at 0.15 / 0.075 / 0.60 USD per 1M.
 TURN_COST = (Decimal(7) * Decimal("0.15") + 4 * Decimal("0.075") + 3 * Decimal("0.60")) / 10**6
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as server:
-        yield server
-
-
-@pytest.fixture
-async def chatlens(fresh_database_url: Any, upstream: FakeUpstream) -> AsyncIterator[Running]:
-    async with running(await fresh_database_url("upstream"), upstream) as result:
-        yield result
 
 
 @pytest.fixture

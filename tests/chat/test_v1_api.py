@@ -36,12 +36,6 @@ class Running:
         return httpx.get(f"{self.server.url}{path}", headers=headers, timeout=10)
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as server:
-        yield server
-
-
 def _serve(tmp: Path, env: dict[str, str]) -> Iterator[Running]:
     server = Server(tmp, env)
     try:
