@@ -63,6 +63,22 @@ async def test_ids_that_are_not_names_leave_the_list_readable(
     assert {m["id"] for m in relayed.json()["data"]} == set(MODELS)
 
 
+async def test_a_model_list_of_megabytes_is_refused_not_read_whole(
+    database: str, upstream: FakeUpstream
+) -> None:
+    # About 11 MiB of ids: past what a list of models can be (8 MiB are read at most).
+    upstream.odd_ids = [f"{i:06d}" + "m" * 100 for i in range(100_000)]
+    try:
+        async with running(database, upstream) as chatlens:
+            listed = await chatlens.client.get("/api/models", headers=chatlens.headers)
+            health = await chatlens.client.get("/health")
+    finally:
+        upstream.odd_ids = []
+    assert listed.status_code == 502, listed.text
+    assert "longer than 8 MiB" in listed.json()["error"]["message"]
+    assert health.json()["services"]["ai_service"]["status"] != "healthy", health.json()
+
+
 async def test_only_an_admin_swaps_and_only_to_a_listed_model(chatlens: Running) -> None:
     swap = {"model": "ok"}
     forbidden = await chatlens.client.post("/api/models/swap", json=swap, headers=chatlens.headers)

@@ -32,6 +32,7 @@ from chatlens.inference.upstream_wire import (
     MAX_ANSWER_CHARS,
     MAX_ERROR_BODY_BYTES,
     MAX_LINE_BYTES,
+    MAX_MODELS_BODY_BYTES,
     Distrust,
     backoff,
     content_of,
@@ -375,9 +376,10 @@ class OpenAIBackend:
         if self._models is not None and now - self._models[0] < _MODELS_TTL_S:
             return list(self._models[1])
         try:
-            response = await self._get_models(timeout_s=10.0)
-            response.raise_for_status()
-            ids = model_ids(orjson.loads(response.content).get("data"))
+            status, body = await self._get_models(timeout_s=10.0, limit=MAX_MODELS_BODY_BYTES)
+            if status >= 400:
+                raise UpstreamBadResponse(f"the model list could not be read: HTTP {status}")
+            ids = model_ids(orjson.loads(body).get("data"))
         except (*_CLIENT_ERRORS, orjson.JSONDecodeError, KeyError, AttributeError) as exc:
             raise UpstreamBadResponse(
                 f"the model list could not be read: {type(exc).__name__}"
@@ -390,25 +392,46 @@ class OpenAIBackend:
         if self.breaker.state is BreakerState.open:
             return BackendHealth(ok=False, latency_ms=0.0, error="circuit open")
         try:
-            response = await self._get_models(timeout_s=_HEALTH_TIMEOUT_S)
+            status, _ = await self._get_models(
+                timeout_s=_HEALTH_TIMEOUT_S, limit=MAX_MODELS_BODY_BYTES
+            )
         except _CLIENT_ERRORS as exc:
             elapsed = (time.perf_counter() - started) * 1000
             error = unreachable(exc, _HEALTH_TIMEOUT_S)
             return BackendHealth(ok=False, latency_ms=elapsed, error=error)
+        except UpstreamBadResponse as exc:
+            elapsed = (time.perf_counter() - started) * 1000
+            return BackendHealth(ok=False, latency_ms=elapsed, error=exc.message)
         elapsed = (time.perf_counter() - started) * 1000
-        if response.status_code >= 400:
-            return BackendHealth(ok=False, latency_ms=elapsed, error=f"HTTP {response.status_code}")
+        if status >= 400:
+            return BackendHealth(ok=False, latency_ms=elapsed, error=f"HTTP {status}")
         return BackendHealth(ok=True, latency_ms=elapsed)
 
-    async def _get_models(self, *, timeout_s: float) -> httpx.Response:
+    async def _get_models(self, *, timeout_s: float, limit: int) -> tuple[int, bytes]:
+        """GET /models: its status and at most `limit` bytes of its body (a longer one is
+        refused: a list of models is not megabytes long)."""
         span = HttpClientSpan("GET", self._client.base_url.join("models"))
+        request = self._client.build_request(
+            "GET", "models", headers=span.headers, timeout=timeout_s
+        )
         try:
-            response = await self._client.get("models", headers=span.headers, timeout=timeout_s)
+            response = await self._client.send(request, stream=True)
+            body = bytearray()
+            try:
+                if response.status_code < 400:
+                    async for data in response.aiter_bytes():
+                        body += data
+                        if len(body) > limit:
+                            raise UpstreamBadResponse(
+                                f"the model list is longer than {limit // (1024 * 1024)} MiB"
+                            )
+            finally:
+                await response.aclose()
         except BaseException as exc:
             span.fail(exc)
             raise
         span.finish(response.status_code)
-        return response
+        return response.status_code, bytes(body)
 
     async def aclose(self) -> None:
         await self._client.aclose()

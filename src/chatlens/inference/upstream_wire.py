@@ -34,6 +34,7 @@ MESSAGE_LIMIT = 500  # characters of an upstream error message passed on
 MAX_ANSWER_CHARS = 200_000  # an answer longer than this is cut, finish_reason "length"
 MAX_LINE_BYTES = 1024 * 1024  # a stream line longer than this is a broken stream: 502
 MAX_ERROR_BODY_BYTES = 64 * 1024  # of an error response, read; the rest is left unread
+MAX_MODELS_BODY_BYTES = 8 * 1024 * 1024  # a GET /models body read at most (8 MiB)
 MODEL_NAME = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, as stored (128)
 MAX_MODELS = 1000  # ids of GET /models listed
 FINISH_REASON = re.compile(r"[a-z_]{1,32}")  # stop, length, content_filter, tool_calls, ...
