@@ -17,9 +17,8 @@ import httpx
 import orjson
 import pytest
 
-from chatlens.observability.sentry import close_sentry
 from tests.helpers import Server, parse_sse
-from tests.observability.test_sentry import Receiver
+from tests.sentry_receiver import Receiver
 from tests.upstream import FakeUpstream
 
 # Nothing in it looks like personal data to a pattern: only knowing the prompt removes it.
@@ -30,17 +29,6 @@ CUSTOMER_TEXT = (
 # Pieces an upstream may quote: the start, the end, a middle stretch.
 FRAGMENTS = ("Margarethe Vogelsang", "Oberammergau", "husband Friedrich", "blue winter jacket")
 KEY = re.compile(r"cl_[A-Za-z0-9_-]{43}")
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-    receiver.thread.start()
-    yield receiver
-    close_sentry()
-    receiver.server.shutdown()
-    receiver.server.server_close()
-    assert receiver.problems == []
 
 
 @pytest.fixture(scope="module")
