@@ -21,6 +21,7 @@ Models (the request's `model` picks the behaviour; `name:N` means "the first N c
 - `long-line` — a `data:` line of 16 MiB that never ends: the connection stays open, silent,
   until the client leaves (at most 30 s)
 - `huge-error` — 500 with a JSON error whose message is 32 MiB long
+- `junk-after-done` — as `ok`, then 4 MiB without a newline after `[DONE]`
 Every call is recorded (model and headers), so tests count retries and see `traceparent`.
 GET /models lists MODELS, then `odd_ids` (ids a test sets that chatlens must refuse).
 """
@@ -200,6 +201,9 @@ class FakeUpstream:
             event = {"id": "chatcmpl-fake", "model": model, "choices": [], "usage": USAGE}
             yield b"data: " + orjson.dumps(event) + b"\n\n"
         yield b"data: [DONE]\n\n"
+        if name == "junk-after-done":
+            for _ in range(64):
+                yield b"x" * 65_536
 
     # -- lifecycle -------------------------------------------------------------------------
 

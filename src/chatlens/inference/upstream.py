@@ -176,10 +176,6 @@ class OpenAIBackend:
                     lines[0] = bytes(pending) + lines[0]
                     pending.clear()
                 pending += rest
-                if len(pending) > MAX_LINE_BYTES:
-                    raise UpstreamBadResponse(
-                        f"the model sent a line longer than {MAX_LINE_BYTES // 1024} KiB"
-                    )
                 text: list[str] = []
                 for raw in lines:
                     line = raw.strip()
@@ -201,6 +197,13 @@ class OpenAIBackend:
                         finish_reason = reason or finish_reason
                     if event.get("usage"):
                         usage = usage_of(event["usage"], distrust)
+                if len(pending) > MAX_LINE_BYTES:
+                    if not done:
+                        raise UpstreamBadResponse(
+                            f"the model sent a line longer than {MAX_LINE_BYTES // 1024} KiB"
+                        )
+                    ended = True  # what follows the answer's end is not read any further
+                    pending.clear()
                 piece = "".join(text)
                 if length + len(piece) > MAX_ANSWER_CHARS:
                     # What the client is sent is what is stored: both end here.
@@ -346,9 +349,9 @@ class OpenAIBackend:
         span.finish(response.status_code)
         if response.status_code == 200:
             return response
-        raw = await _error_body(response, first_token_deadline)
+        raw, cut = await _error_body(response, first_token_deadline)
         prompt = [m.content for m in messages]
-        message = error_message(raw, prompt=prompt) or f"HTTP {response.status_code}"
+        message = error_message(raw, prompt=prompt, cut=cut) or f"HTTP {response.status_code}"
         status = response.status_code
         if status == 429:
             wait_s = retry_after(response.headers.get("retry-after"))
@@ -463,9 +466,9 @@ def _choices(event: dict[str, Any]) -> list[dict[str, Any]]:
     return choices
 
 
-async def _error_body(response: httpx.Response, deadline: float) -> bytes:
-    """The start of an error response's body, at most MAX_ERROR_BODY_BYTES: an error
-    worth reading says what it has to say in its first lines."""
+async def _error_body(response: httpx.Response, deadline: float) -> tuple[bytes, bool]:
+    """The start of an error response's body, at most MAX_ERROR_BODY_BYTES (an error
+    worth reading says what it has to say in its first lines), and whether it was cut."""
     body = bytearray()
     try:
         async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
@@ -477,7 +480,7 @@ async def _error_body(response: httpx.Response, deadline: float) -> bytes:
         pass  # what arrived is all there is
     finally:
         await response.aclose()
-    return bytes(body[:MAX_ERROR_BODY_BYTES])
+    return bytes(body[:MAX_ERROR_BODY_BYTES]), len(body) >= MAX_ERROR_BODY_BYTES
 
 
 async def _next_read(reads: AsyncIterator[bytes], deadline: float) -> bytes:

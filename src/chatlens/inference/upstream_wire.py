@@ -149,18 +149,25 @@ def content_of(value: Any, distrust: Distrust) -> str:
     return text
 
 
-def error_message(raw: bytes, *, prompt: Sequence[str] = ()) -> str:
+ERROR_TOO_LONG = "an error too long to pass on"
+
+
+def error_message(raw: bytes, *, prompt: Sequence[str] = (), cut: bool = False) -> str:
     """The upstream's error as it is passed on: its type or code and its message, bounded,
     with the prompt cut out and secrets and personal data masked.
 
     An upstream may quote the request in its error ("... in message 'my card is ...'"):
     that text is the customer's, and it would reach logs, Sentry and the client's error.
+    A body read only in part (`cut`) that does not parse is not passed on at all: its
+    escaped text would hide a quote from the prompt's comparison.
     """
     if not raw:
         return ""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
+        if cut:
+            return ERROR_TOO_LONG
         return _passed_on(raw.decode(errors="replace"), prompt)
     if isinstance(body, dict):
         error = body.get("error")
