@@ -186,11 +186,14 @@ async def test_a_wrong_key_with_the_flag_is_counted_as_a_refused_key(
 
     metrics_text = (await client.get("/metrics")).text
     before = refused()
+    wrong = {"Authorization": "Bearer cl_" + "x" * 43, "X-Chatlens-Profile": "html"}
     # A route that needs no key: only the flag's check sees the key.
-    response = await client.get(
-        "/health/live",
-        headers={"Authorization": "Bearer cl_" + "x" * 43, "X-Chatlens-Profile": "html"},
-    )
+    response = await client.get("/health/live", headers=wrong)
     assert response.json() == {"status": "alive"}
     metrics_text = (await client.get("/metrics")).text
     assert refused() == before + 1
+    # A route that needs one: refused once, counted once (the flag's verdict is reused).
+    response = await client.get("/api/conversations", headers=wrong)
+    assert response.status_code == 401
+    metrics_text = (await client.get("/metrics")).text
+    assert refused() == before + 2

@@ -40,12 +40,28 @@ async def get_key_cache(request: Request) -> KeyCache | None:
     return state_of(request).get(Auth).key_cache
 
 
+# A request whose key was judged before routing (an admin's profile flag is checked in a
+# middleware): the verdict, a Principal or the error, kept in the ASGI scope so the route
+# neither asks again (an external auth service twice) nor counts a refusal twice.
+AUTH_VERDICT = "chatlens.auth_verdict"
+
+
+def _verdict(request: Request) -> Principal | None:
+    verdict = request.scope.get(AUTH_VERDICT)
+    if isinstance(verdict, Exception):
+        raise verdict
+    return verdict if isinstance(verdict, Principal) else None
+
+
 async def current_user(
     request: Request,
     session: SessionDep,
     metrics: MetricsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    if (judged := _verdict(request)) is not None:
+        bind(user_id=str(judged.user_id))
+        return judged
     auth = state_of(request).get(Auth)
     principal = await service.identify(
         session,
@@ -76,6 +92,8 @@ KeyCacheDep = Annotated[KeyCache | None, Depends(get_key_cache)]
 async def _authenticate(request: Request) -> None:
     """`current_user` for a request refused before its dependencies run: Unauthorized
     without a valid key."""
+    if _verdict(request) is not None:
+        return
     credentials = await _bearer(request)
     auth = state_of(request).get(Auth)
     async with state_of(request).get(Database).sessionmaker() as session:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Depends, Query, Request, Response
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatlens import state
-from chatlens.auth.deps import AdminUser, Auth
+from chatlens.auth.deps import AUTH_VERDICT, AdminUser, Auth
 from chatlens.auth.service import identify
 from chatlens.db.session import Database
 from chatlens.errors import ChatlensError, Conflict, error_response
@@ -26,6 +26,8 @@ from chatlens.observability.profiling import (
     render,
 )
 from chatlens.responses import errors
+
+log = structlog.get_logger(__name__)
 
 PROFILE_HEADER = "x-chatlens-profile"
 PROFILE_QUERY = "profile"
@@ -103,8 +105,13 @@ async def _from_admin(scope: Scope) -> bool:
                 failed=auth.failures,
                 source=client[0] if client else None,
             )
-    except (ChatlensError, SQLAlchemyError, OSError):
+    except ChatlensError as refused:
+        scope[AUTH_VERDICT] = refused  # the route answers with it, counted once
         return False
+    except Exception as exc:
+        log.debug("profile_flag_not_judged", error_type=type(exc).__name__)
+        return False
+    scope[AUTH_VERDICT] = principal  # the route does not look the key up again
     return principal.is_admin
 
 
