@@ -236,3 +236,34 @@ async def test_a_refused_connection_is_an_outage(fresh_database_url: Any) -> Non
     finally:
         await engine.dispose()
     assert availability.is_database_unavailable(raised.value), repr(raised.value)
+
+
+async def test_a_statement_cut_by_its_timeout_is_not_an_outage() -> None:
+    """SQLSTATE 57014 is of the class of a server going away, but says that one statement
+    ran too long: a 500 with its traceback, not a 503 and a probe."""
+    base = os.environ.get(PG_URL_ENV)
+    require(bool(base), f"PostgreSQL ({PG_URL_ENV})")
+    engine = create_async_engine(str(base))
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SET statement_timeout = 50"))
+            with pytest.raises(Exception) as raised:  # noqa: PT011 (the driver's own type)
+                await connection.execute(text("SELECT pg_sleep(5)"))
+    finally:
+        await engine.dispose()
+    assert "57014" in repr(raised.value) or "cancel" in str(raised.value).lower()
+    assert not availability.is_database_unavailable(raised.value), repr(raised.value)
+
+
+async def test_a_read_only_sqlite_file_is_an_outage(tmp_path: Path) -> None:
+    path = tmp_path / "chatlens.db"
+    sqlite3.connect(path).execute("CREATE TABLE t (x INTEGER)").connection.close()
+    engine = create_async_engine(f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true")
+    try:
+        with pytest.raises(Exception) as raised:  # noqa: PT011 (the driver's own type)
+            async with engine.connect() as connection:
+                await connection.execute(text("INSERT INTO t VALUES (1)"))
+    finally:
+        await engine.dispose()
+    assert "readonly" in str(raised.value)
+    assert availability.is_database_unavailable(raised.value), repr(raised.value)

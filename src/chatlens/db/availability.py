@@ -51,9 +51,10 @@ def _raised_by_database_driver(exc: BaseException) -> bool:
 
 
 # What says "cannot be reached or used now" rather than "this statement is wrong".
-# PostgreSQL, by SQLSTATE class: 08 connection exception, 53 insufficient resources (too
-# many connections, disk full), 57 operator intervention (shutting down, cannot connect now).
-_POSTGRES_UNAVAILABLE = ("08", "53", "57")
+# PostgreSQL, by SQLSTATE: class 08 connection exception, class 53 insufficient resources
+# (too many connections, disk full), and of class 57 the server going or gone (57P01 admin
+# shutdown … 57P05), not 57014, a statement cancelled (a timeout: that statement's fault).
+_POSTGRES_UNAVAILABLE = ("08", "53", "57P")
 # SQLite tells only in words: a file another connection holds, or one it cannot use.
 _SQLITE_UNAVAILABLE = (
     "database is locked",
@@ -61,6 +62,7 @@ _SQLITE_UNAVAILABLE = (
     "unable to open database file",
     "disk i/o error",
     "database or disk is full",
+    "readonly database",
 )
 
 
@@ -69,7 +71,7 @@ def _driver_says_unavailable(error: BaseException) -> bool:
     own = error.__cause__ if error.__cause__ is not None else error  # asyncpg's, unwrapped
     sqlstate = getattr(error, "sqlstate", None) or getattr(own, "sqlstate", None)
     if sqlstate:
-        return str(sqlstate)[:2] in _POSTGRES_UNAVAILABLE
+        return str(sqlstate).startswith(_POSTGRES_UNAVAILABLE)
     if isinstance(own, asyncpg.DataError):  # a parameter the driver refused: a bug of ours
         return False
     if isinstance(own, OSError | asyncpg.InterfaceError):  # refused, reset, closed
