@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -15,9 +16,10 @@ import pytest
 
 from chatlens.hardening import API_POLICY, DEFAULT_HEADERS, NO_STORE
 from chatlens.http_protocol import HEAD_TIMEOUT_SECONDS
-from tests.helpers import Server
+from tests.helpers import Server, parse_sse
 
 MIB = 1024 * 1024
+KEY = re.compile(rb"cl_[A-Za-z0-9_-]{43}")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     from tests.helpers import env_without_chatlens
 
     workdir = tmp_path_factory.mktemp("limits")
-    server = Server(workdir, {**env_without_chatlens(), "CHATLENS_ACCESS_LOG": "false"})
+    env = {
+        **env_without_chatlens(),
+        "CHATLENS_ACCESS_LOG": "false",
+        # A streamed answer takes a second or two: long enough to pipeline behind it.
+        "CHATLENS_BUILTIN_STREAM_DELAY_MS": "50",
+    }
+    server = Server(workdir, env)
     try:
         yield server
     finally:
@@ -209,3 +217,90 @@ def test_ordinary_requests_pass_and_the_server_does_not_name_itself(server: Serv
             response = client.get("/health/live", headers=headers)
             assert response.status_code == 200
             assert "server" not in response.headers
+
+
+def read_until(conn: socket.socket, answer: bytes, marker: bytes, deadline: float) -> bytes:
+    while marker not in answer and time.monotonic() < deadline:
+        data = conn.recv(65536)
+        if not data:
+            break
+        answer += data
+    return answer
+
+
+def dechunk(body: bytes) -> tuple[bytes, bytes]:
+    """A chunked body's data, and what follows its last chunk; AssertionError if it is cut."""
+    data = b""
+    while True:
+        size_line, crlf, body = body.partition(b"\r\n")
+        assert crlf, "the chunked body ends without its last chunk"
+        assert re.fullmatch(rb"[0-9a-f]+", size_line), f"not a chunk: {size_line[:60]!r}"
+        size = int(size_line, 16)
+        assert body[size : size + 2] == b"\r\n", "a chunk is cut or overrun"
+        data, body = data + body[:size], body[size + 2 :]
+        if size == 0:
+            return data, body
+
+
+@pytest.mark.parametrize(
+    ("pipelined", "status", "error_type"),
+    [
+        # Far over the limit, so that no one read can both cross it and end the head.
+        (REQUEST + b"X-Big: " + b"a" * MIB + b"\r\n\r\n", 431, "request_header_too_large"),
+        (b"GET /health/live HTTP/1.1\r\nHost chatlens\r\n\r\n", 400, "bad_request"),
+    ],
+    ids=["oversized", "malformed"],
+)
+def test_a_head_refused_behind_a_streamed_answer_is_answered_after_it(
+    server: Server, pipelined: bytes, status: int, error_type: str
+) -> None:
+    key = KEY.findall(server.output.encode())[0]
+    log_lines = len(server.lines())
+    body = orjson.dumps({"message": "I want my money back", "stream": True})
+    chat = (
+        b"POST /chat HTTP/1.1\r\nHost: chatlens.test\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (key, len(body), body)
+    )
+    deadline = time.monotonic() + 20
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as conn:
+        conn.sendall(chat)
+        # The answer has begun streaming: the refused head arrives in the middle of it.
+        answer = read_until(conn, b"", b"event: delta", deadline)
+        assert b"event: delta" in answer, answer
+        conn.sendall(pipelined)
+        with contextlib.suppress(ConnectionResetError):
+            while time.monotonic() < deadline and (data := conn.recv(65536)):
+                answer += data
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert b"transfer-encoding: chunked" in head.lower()
+    events, refusal = dechunk(rest)
+    assert parse_sse(events.decode())[-1][0] == "done"
+    # Then the refusal of the pipelined request, and the connection closes.
+    assert parse(refusal)[0] == status
+    assert parse(refusal)[2]["error"]["type"] == error_type  # type: ignore[index]
+    # The server was not interrupted in the middle of its answer.
+    new_lines = server.lines()[log_lines:]
+    assert not [line for line in new_lines if orjson.loads(line).get("level") == "ERROR"]
+    assert "Exception in ASGI application" not in server.output
+
+
+def test_blank_lines_between_requests_do_not_hold_a_connection_open(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(REQUEST + b"\r\n")
+        answer = read_until(conn, b"", b'"alive"', time.monotonic() + 10)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        # Blank lines before a request line are allowed, and call no parser callback.
+        conn.settimeout(0.5)
+        started = time.monotonic()
+        deadline = started + HEAD_TIMEOUT_SECONDS + 5
+        closed = False
+        while not closed and time.monotonic() < deadline:
+            try:
+                closed = conn.recv(65536) == b""
+            except TimeoutError:
+                conn.sendall(b"\r\n")  # every half second
+            except ConnectionResetError:
+                closed = True
+        assert closed, "blank lines held the connection open"
+        assert time.monotonic() - started <= HEAD_TIMEOUT_SECONDS + 2

@@ -22,7 +22,13 @@ requests (the client sends again what was not answered).
 uvicorn's `timeout_keep_alive` closes a connection idle after an answer, but nothing bounded
 one that never sends a whole head: a new connection, or a head sent a byte at a time. A
 head must now be complete within `HEAD_TIMEOUT_SECONDS` of its first byte (or of the
-connection), or the connection is closed.
+connection), or the connection is closed. Bytes that begin no request, such as blank lines
+after an answer, stop uvicorn's keep-alive timer without a parser callback; they start
+the head timer, so they do not keep a connection open either.
+
+A head refused while earlier requests on the connection are still being answered is
+answered after them, in order: the connection stops reading, and the 431 or 400 is written
+once the last of those answers is complete.
 
 `uvicorn.run(http=...)` takes the protocol class; the subclass extends asyncio's
 `data_received` and the parser callbacks httptools calls (`on_message_begin`, `on_url`,
@@ -82,6 +88,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.unanswered = 0
         # Past MAX_PIPELINED: the requests read are answered, nothing more is.
         self.draining = False
+        # A refusal that waits for the answers to the requests read before it.
+        self.deferred: tuple[int, str, str] | None = None
         self.head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -121,9 +129,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         elif self.in_trailers:
             self.trailer_bytes += len(data)
         super().data_received(data)
+        if self.refused:
+            return
         # Still in the head after this chunk: every byte of it was head. The parser holds at
         # most the limit plus one read (asyncio reads up to 256 KiB).
-        if self.in_head and self.head_bytes > self.max_head_bytes and not self.refused:
+        if self.in_head and self.head_bytes > self.max_head_bytes:
             self.refuse(
                 431,
                 "request_header_too_large",
@@ -134,6 +144,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         elif self.in_trailers and self.trailer_bytes > self.max_head_bytes:
             self.refused = True
             self.transport.close()
+        elif self.in_head and self.head_bytes and self.head_timer is None:
+            # Bytes before a request line (blank lines): httptools calls nothing for them, and
+            # uvicorn's keep-alive timer stopped when they arrived.
+            self.start_head_timer()
 
     def on_message_begin(self) -> None:
         if self.draining:
@@ -199,9 +213,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self.unanswered -= 1
-        if self.draining and self.unanswered == 0:
+        if self.unanswered:
+            return
+        if self.draining:
             self.refused = True
             self.close_gently()
+        elif self.deferred is not None:
+            refusal, self.deferred = self.deferred, None
+            if not self.transport.is_closing():
+                self.transport.resume_reading()  # the linger reads and drops the rest
+                self.write_refusal(*refusal)
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request it cannot parse, in chatlens's JSON error shape."""
@@ -212,6 +233,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.refused or self.draining or self.transport.is_closing():
             return
         self.refused = True
+        if self.unanswered and self.in_head:
+            # A head read behind requests still being answered: written now, the refusal
+            # would land inside their answers. It follows them; nothing more is read.
+            self.deferred = (status, error_type, message)
+            self.transport.pause_reading()
+        elif self.unanswered > 1:
+            # The body of a request queued behind others is malformed: its refusal cannot
+            # come before their answers, and it would never have its body. Closed.
+            self.transport.close()
+        else:
+            self.write_refusal(status, error_type, message)
+
+    def write_refusal(self, status: int, error_type: str, message: str) -> None:
         body = orjson.dumps(error_body(error_type, message))
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
         for name, value in self.server_state.default_headers:
