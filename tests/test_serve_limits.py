@@ -202,6 +202,19 @@ def test_too_many_headers_are_refused(server: Server) -> None:
     assert seconds < 5
 
 
+def test_a_head_just_over_the_limit_is_refused_however_it_is_read(server: Server) -> None:
+    # 40 KiB in one write: one read may bring all of it, the end of the head included.
+    for size in (33 * 1024, 40 * 1024, 200 * 1024):
+        answer, _ = exchange(server.port, REQUEST + b"X-Big: " + b"a" * size + b"\r\n\r\n")
+        status, _, body = parse(answer)
+        assert status == 431, (size, status)
+        assert "exceed" in body["error"]["message"]  # type: ignore[index]
+    # Many headers, each small, that add up past the limit.
+    many = b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 500) for i in range(90))
+    answer, _ = exchange(server.port, REQUEST + many + b"\r\n")
+    assert parse(answer)[0] == 431
+
+
 def test_a_malformed_request_is_a_json_400(server: Server) -> None:
     answer, _ = exchange(server.port, b"GET /health/live HTTP/1.1\r\nHost chatlens\r\n\r\n")
     status, headers, body = parse(answer)
@@ -279,6 +292,8 @@ def test_a_head_refused_behind_a_streamed_answer_is_answered_after_it(
     # Then the refusal of the pipelined request, and the connection closes.
     assert parse(refusal)[0] == status
     assert parse(refusal)[2]["error"]["type"] == error_type  # type: ignore[index]
+    # Not the streamed request's id: the refused one never started.
+    assert parse(refusal)[2]["error"]["request_id"] is None  # type: ignore[index]
     # The server was not interrupted in the middle of its answer.
     new_lines = server.lines()[log_lines:]
     assert not [line for line in new_lines if orjson.loads(line).get("level") == "ERROR"]

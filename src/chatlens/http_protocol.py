@@ -80,6 +80,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.in_head = True
         self.head_bytes = 0
         self.header_count = 0
+        # The head as parsed (target and fields): exact, where head_bytes counts reads.
+        self.head_size = 0
         # After a chunk header, until its data: the last chunk's trailer fields, if any.
         self.in_trailers = False
         self.trailer_bytes = 0
@@ -156,10 +158,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.start_head_timer()
         self.in_head = True
         self.header_count = 0
+        self.head_size = 0
 
     def on_url(self, url: bytes) -> None:
-        if not self.draining:
-            super().on_url(url)
+        if self.draining:
+            return
+        self._count_head(len(url))
+        super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.in_head or self.draining:
@@ -167,6 +172,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # application is already handling.
             return
         self.header_count += 1
+        self._count_head(len(name) + len(value) + 4)  # "name: value\r\n"
         if self.header_count > self.max_headers:
             self.refusal = (
                 431,
@@ -177,6 +183,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # send_400_response, which sends this refusal instead.
             raise HeadTooLarge
         super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        """A head that arrived in one read is measured as it is parsed: over the limit, it
+        is refused however it was read."""
+        self.head_size += size
+        if self.head_size > self.max_head_bytes:
+            self.refusal = (
+                431,
+                "request_header_too_large",
+                f"request headers exceed {self.max_head_bytes} bytes",
+            )
+            raise HeadTooLarge
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -246,7 +264,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.write_refusal(status, error_type, message)
 
     def write_refusal(self, status: int, error_type: str, message: str) -> None:
-        body = orjson.dumps(error_body(error_type, message))
+        refusal = error_body(error_type, message)
+        # No request was started: a deferred refusal, written from an earlier request's
+        # answer, must not carry that request's id.
+        refusal["error"]["request_id"] = None
+        body = orjson.dumps(refusal)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
         for name, value in self.server_state.default_headers:
             head.append(b"%s: %s\r\n" % (name, value))
