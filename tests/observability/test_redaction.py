@@ -53,6 +53,16 @@ def test_ids_dates_and_event_names_are_left_alone(text: str) -> None:
     assert redact(text) == text
 
 
+def test_identifiers_are_passed_as_they_are_but_a_secret_in_one_is_not() -> None:
+    # A trace id whose digits happen to form a Luhn-valid card number is still a trace id.
+    trace_id = "ab4111111111111111cd0123456789ef"
+    for identifier in (trace_id, "00f067aa0ba902b7", "3f2504e0-4f89-11d3-9a0c-0305e82c3301"):
+        assert redact(identifier) == identifier
+    # Only the exact shapes: a key in a request id, or upper-case hex, is still scanned.
+    assert redact("sk-proj-" + "a" * 40) == "[secret]"
+    assert redact("req " + "4111 1111 1111 1111") == "req [card]"
+
+
 def test_every_string_field_of_a_line_is_redacted() -> None:
     stream = io.BytesIO()
     options = {"level": "INFO", "fmt": "json", "service": "chatlens", "version": "t"}
