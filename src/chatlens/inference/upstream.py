@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import httpx
@@ -29,17 +28,20 @@ from chatlens.inference.intents import UNKNOWN_INTENT, IntentMatcher, detect, la
 from chatlens.inference.knowledge_base import KnowledgeBase
 from chatlens.inference.tokens import count_prompt_tokens, count_tokens
 from chatlens.inference.upstream_wire import (
+    CLIENT_ERRORS,
     MAX_ANSWER_CHARS,
-    MAX_ERROR_BODY_BYTES,
     MAX_LINE_BYTES,
     MAX_MODELS_BODY_BYTES,
     Distrust,
     backoff,
+    choices_of,
     content_of,
+    error_body,
     error_message,
     finish_reason_of,
     model_ids,
     model_of,
+    next_read,
     parse_event,
     retry_after,
     unreachable,
@@ -51,9 +53,6 @@ log = structlog.get_logger(__name__)
 
 _MODELS_TTL_S = 60.0
 _HEALTH_TIMEOUT_S = 2.0
-# What a call to the upstream may raise: httpx's errors, and aiohttp's that the transport
-# passes on unmapped.
-_CLIENT_ERRORS = (httpx.HTTPError, aiohttp.ClientError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +164,7 @@ class OpenAIBackend:
             while not ended:
                 limit = first_token_deadline if not parts else deadline
                 try:
-                    data = await _next_read(reads, limit)
+                    data = await next_read(reads, limit)
                 except StopAsyncIteration:
                     ended = True
                     data = b"\n"  # a last line without its newline still counts
@@ -187,7 +186,7 @@ class OpenAIBackend:
                         continue
                     event = parse_event(payload, prompt=prompt)
                     answered_model = model_of(event.get("model"), distrust) or answered_model
-                    for choice in _choices(event):
+                    for choice in choices_of(event):
                         said = choice.get("delta")
                         content = said.get("content") if isinstance(said, dict) else None
                         delta = content_of(content, distrust)
@@ -224,7 +223,7 @@ class OpenAIBackend:
                 settled = True
             _log_failure(exc, model, self._where)
             raise
-        except _CLIENT_ERRORS as exc:
+        except CLIENT_ERRORS as exc:
             self.breaker.failure()
             settled = True
             error = UpstreamBadResponse(f"the model's stream failed: {type(exc).__name__}")
@@ -349,7 +348,7 @@ class OpenAIBackend:
         span.finish(response.status_code)
         if response.status_code == 200:
             return response
-        raw, cut = await _error_body(response, first_token_deadline)
+        raw, cut = await error_body(response, first_token_deadline)
         prompt = [m.content for m in messages]
         message = error_message(raw, prompt=prompt, cut=cut) or f"HTTP {response.status_code}"
         status = response.status_code
@@ -383,7 +382,7 @@ class OpenAIBackend:
             if status >= 400:
                 raise UpstreamBadResponse(f"the model list could not be read: HTTP {status}")
             ids = model_ids(orjson.loads(body).get("data"))
-        except (*_CLIENT_ERRORS, orjson.JSONDecodeError, KeyError, AttributeError) as exc:
+        except (*CLIENT_ERRORS, orjson.JSONDecodeError, KeyError, AttributeError) as exc:
             raise UpstreamBadResponse(
                 f"the model list could not be read: {type(exc).__name__}"
             ) from exc
@@ -398,7 +397,7 @@ class OpenAIBackend:
             status, _ = await self._get_models(
                 timeout_s=_HEALTH_TIMEOUT_S, limit=MAX_MODELS_BODY_BYTES
             )
-        except _CLIENT_ERRORS as exc:
+        except CLIENT_ERRORS as exc:
             elapsed = (time.perf_counter() - started) * 1000
             error = unreachable(exc, _HEALTH_TIMEOUT_S)
             return BackendHealth(ok=False, latency_ms=elapsed, error=error)
@@ -457,38 +456,6 @@ def _environment_proxy(url: str) -> httpx.Proxy | None:
     proxies = urllib.request.getproxies()
     proxy = proxies.get(target.scheme) or proxies.get("all")
     return httpx.Proxy(proxy) if proxy else None
-
-
-def _choices(event: dict[str, Any]) -> list[dict[str, Any]]:
-    choices = event.get("choices") or []
-    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
-        raise UpstreamBadResponse("the model sent an unexpected event")
-    return choices
-
-
-async def _error_body(response: httpx.Response, deadline: float) -> tuple[bytes, bool]:
-    """The start of an error response's body, at most MAX_ERROR_BODY_BYTES (an error
-    worth reading says what it has to say in its first lines), and whether it was cut."""
-    body = bytearray()
-    try:
-        async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
-            async for data in response.aiter_bytes():
-                body += data
-                if len(body) >= MAX_ERROR_BODY_BYTES:
-                    break
-    except (TimeoutError, *_CLIENT_ERRORS):
-        pass  # what arrived is all there is
-    finally:
-        await response.aclose()
-    return bytes(body[:MAX_ERROR_BODY_BYTES]), len(body) >= MAX_ERROR_BODY_BYTES
-
-
-async def _next_read(reads: AsyncIterator[bytes], deadline: float) -> bytes:
-    try:
-        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-            return await anext(reads)
-    except TimeoutError:
-        raise UpstreamTimeout("the model took too long to answer") from None
 
 
 def _log_failure(

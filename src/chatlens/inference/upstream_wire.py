@@ -3,6 +3,7 @@ error bodies, and when to try again (Retry-After, backoff)."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import errno
 import random
@@ -10,7 +11,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +21,14 @@ import orjson
 import structlog
 
 from chatlens.inference.base import MAX_TOKENS, Usage
-from chatlens.inference.errors import UpstreamBadResponse
+from chatlens.inference.errors import UpstreamBadResponse, UpstreamTimeout
 from chatlens.observability.redaction import redact
 
 log = structlog.get_logger(__name__)
+
+# What a call to the upstream may raise: httpx's errors, and aiohttp's that the transport
+# passes on unmapped.
+CLIENT_ERRORS = (httpx.HTTPError, aiohttp.ClientError)
 
 _BACKOFF_BASE_S = 0.25
 _MAX_RETRY_AFTER_S = 30.0
@@ -287,3 +292,35 @@ def unreachable(exc: BaseException, connect_timeout_s: float) -> str:
     ):
         return f"the model server did not answer within {connect_timeout_s:g} s"
     return f"the model server could not be reached ({type(chain[-1]).__name__})"
+
+
+def choices_of(event: dict[str, Any]) -> list[dict[str, Any]]:
+    choices = event.get("choices") or []
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        raise UpstreamBadResponse("the model sent an unexpected event")
+    return choices
+
+
+async def error_body(response: httpx.Response, deadline: float) -> tuple[bytes, bool]:
+    """The start of an error response's body, at most MAX_ERROR_BODY_BYTES (an error
+    worth reading says what it has to say in its first lines), and whether it was cut."""
+    body = bytearray()
+    try:
+        async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+            async for data in response.aiter_bytes():
+                body += data
+                if len(body) >= MAX_ERROR_BODY_BYTES:
+                    break
+    except (TimeoutError, *CLIENT_ERRORS):
+        pass  # what arrived is all there is
+    finally:
+        await response.aclose()
+    return bytes(body[:MAX_ERROR_BODY_BYTES]), len(body) >= MAX_ERROR_BODY_BYTES
+
+
+async def next_read(reads: AsyncIterator[bytes], deadline: float) -> bytes:
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            return await anext(reads)
+    except TimeoutError:
+        raise UpstreamTimeout("the model took too long to answer") from None
