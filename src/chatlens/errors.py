@@ -139,9 +139,14 @@ def _respond(
     return error_response(status, error_type, message, headers)
 
 
+def respond(request: Request, exc: ChatlensError) -> Response:
+    """`exc` as the JSON error its route answers with (OpenAI's shape under /v1)."""
+    return _respond(request, exc.status_code, exc.error_type, exc.message, exc.headers)
+
+
 async def _chatlens_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ChatlensError)
-    return _respond(request, exc.status_code, exc.error_type, exc.message, exc.headers)
+    return respond(request, exc)
 
 
 def _json_errors(exc: Exception) -> list[Any]:

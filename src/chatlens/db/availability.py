@@ -17,7 +17,6 @@ import traceback
 from collections.abc import Callable
 
 import asyncpg  # type: ignore[import-untyped]
-import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -25,7 +24,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chatlens.errors import OPENAI_PREFIX, ChatlensError, error_body, openai_error_body
+from chatlens.errors import ChatlensError, respond
 from chatlens.observability.metrics import Metrics
 from chatlens.state import state_of
 
@@ -191,18 +190,7 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     if not is_database_unavailable(exc):
         raise exc  # a bug, not an outage: the observability layer answers 500 and logs it
     state_of(request).get(DatabaseOutage).failed(exc)
-    error = DatabaseUnavailable()
-    body = (
-        openai_error_body(error.status_code, error.error_type, error.message)
-        if request.url.path.startswith(OPENAI_PREFIX)
-        else error_body(error.error_type, error.message)
-    )
-    return Response(
-        orjson.dumps(body),
-        status_code=error.status_code,
-        headers=error.headers,
-        media_type="application/json",
-    )
+    return respond(request, DatabaseUnavailable())
 
 
 def install_database_error_handler(app: FastAPI) -> None:
